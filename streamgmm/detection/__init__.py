@@ -1,0 +1,1 @@
+"""Layer 3: detection policy (arrays in, decisions out)."""

@@ -1,0 +1,305 @@
+"""Batch Gaussian mixture fitted by EM, with scikit-learn's ``GaussianMixture`` API and results.
+
+Same constructor parameters, defaults, fitted attributes and methods as
+``sklearn.mixture.GaussianMixture``; the numerics live in ``streamgmm.math``.
+"""
+import time
+import warnings
+
+import numpy as np
+
+from .. import math as gm
+from ..exceptions import ConvergenceWarning
+from .base import ParamsMixin
+from .validation import check_array, check_is_fitted, check_random_state, check_scalar
+
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+class GaussianMixture(ParamsMixin):
+    """Gaussian mixture model fitted with expectation-maximisation.
+
+    Parameters and fitted attributes mirror scikit-learn's ``GaussianMixture`` (see its docs);
+    ``score_samples`` and ``predict_proba`` work in row chunks so their extra memory is bounded
+    by ``streamgmm.math.gaussian.CHUNK_BYTES`` (8 MiB) whatever the number of rows, on top of
+    the returned array. float32 input is computed in float32 (parameters too); log-densities
+    and likelihoods are accumulated in float64.
+    """
+
+    def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
+                 max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
+                 means_init=None, precisions_init=None, random_state=None, warm_start=False,
+                 verbose=0, verbose_interval=10):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self):
+        check_scalar(self.n_components, "n_components", "int", low=1)
+        check_scalar(self.tol, "tol", "real", low=0.0)
+        check_scalar(self.reg_covar, "reg_covar", "real", low=0.0)
+        check_scalar(self.max_iter, "max_iter", "int", low=0)
+        check_scalar(self.n_init, "n_init", "int", low=1)
+        check_scalar(self.verbose, "verbose", "int", low=0)
+        check_scalar(self.verbose_interval, "verbose_interval", "int", low=1)
+        if self.covariance_type not in gm.COVARIANCE_TYPES:
+            raise ValueError(f"The 'covariance_type' parameter must be one of "
+                             f"{list(gm.COVARIANCE_TYPES)}, got {self.covariance_type!r}.")
+        if self.init_params not in INIT_PARAMS:
+            raise ValueError(f"The 'init_params' parameter must be one of {list(INIT_PARAMS)}, "
+                             f"got {self.init_params!r}.")
+
+    def _check_initial_parameters(self, X):
+        k, d = self.n_components, X.shape[1]
+        self._weights_init = self._means_init = self._precisions_init = None
+        if self.weights_init is not None:
+            w = np.array(self.weights_init, dtype=X.dtype)
+            if w.shape != (k,):
+                raise ValueError(f"The parameter 'weights' should have the shape of ({k},), "
+                                 f"but got {w.shape}")
+            if np.any(w < 0) or np.any(w > 1):
+                raise ValueError(f"The parameter 'weights' should be in the range [0, 1], but "
+                                 f"got max value {w.max():.5f}, min value {w.min():.5f}")
+            if not np.allclose(np.abs(1.0 - np.sum(w)), 0.0):
+                raise ValueError(f"The parameter 'weights' should be normalized, but got "
+                                 f"sum(weights) = {np.sum(w):.5f}")
+            self._weights_init = w
+        if self.means_init is not None:
+            m = np.array(self.means_init, dtype=X.dtype)
+            if m.shape != (k, d):
+                raise ValueError(f"The parameter 'means' should have the shape of {(k, d)}, "
+                                 f"but got {m.shape}")
+            self._means_init = m
+        if self.precisions_init is not None:
+            self._precisions_init = self._check_precisions(
+                np.array(self.precisions_init, dtype=X.dtype), k, d)
+
+    def _check_precisions(self, p, k, d):
+        ct = self.covariance_type
+        shape = {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ct]
+        if p.shape != shape:
+            raise ValueError(f"The parameter '{ct} precision' should have the shape of {shape}, "
+                             f"but got {p.shape}")
+        if ct in ("diag", "spherical"):
+            if np.any(np.less_equal(p, 0.0)):
+                raise ValueError(f"'{ct} precision' should be positive")
+            return p
+        for mat in (p if ct == "full" else [p]):
+            if not np.allclose(mat, mat.T):
+                raise ValueError(f"'{ct} precision' should be symmetric")
+            if not np.all(np.linalg.eigvalsh(mat) > 0.0):
+                raise ValueError(f"'{ct} precision' should be positive-definite")
+        return p
+
+    # ---------------------------------------------------------- initialisation
+    def _initial_resp(self, X, random_state):
+        n, k = X.shape[0], self.n_components
+        if self.init_params == "kmeans":
+            _, labels, _ = gm.kmeans(X, k, random_state)
+            resp = np.zeros((n, k), dtype=X.dtype)
+            resp[np.arange(n), labels] = 1
+        elif self.init_params == "random":
+            resp = random_state.uniform(size=(n, k)).astype(X.dtype)
+            resp /= resp.sum(axis=1)[:, None]
+        elif self.init_params == "random_from_data":
+            resp = np.zeros((n, k), dtype=X.dtype)
+            idx = random_state.choice(n, size=k, replace=False)
+            resp[idx, np.arange(k)] = 1
+        else:  # k-means++
+            resp = np.zeros((n, k), dtype=X.dtype)
+            _, idx = gm.kmeans_plusplus(np.asarray(X, dtype=np.float64), k, random_state)
+            resp[idx, np.arange(k)] = 1
+        return resp
+
+    def _initialize(self, X, random_state):
+        """Initial parameters: user-given where provided, else from initial responsibilities."""
+        given = (self._weights_init, self._means_init, self._precisions_init)
+        weights = means = covariances = None
+        if any(v is None for v in given):
+            resp = self._initial_resp(X, random_state)
+            weights, means, covariances = gm.estimate_gaussian_parameters(
+                X, resp, self.reg_covar, self.covariance_type)
+            if self._weights_init is None:
+                weights = weights / X.shape[0]
+        self.weights_ = weights if self._weights_init is None else self._weights_init.copy()
+        self.means_ = means if self._means_init is None else self._means_init.copy()
+        if self._precisions_init is None:
+            self.covariances_ = covariances
+            self.precisions_cholesky_ = gm.compute_precision_cholesky(
+                covariances, self.covariance_type)
+        else:
+            self.precisions_cholesky_ = gm.precision_cholesky_from_precisions(
+                self._precisions_init, self.covariance_type)
+            self.covariances_ = gm.covariances_from_cholesky(
+                self.precisions_cholesky_, self.covariance_type)
+
+    # --------------------------------------------------------------------- EM
+    def _e_step(self, X):
+        return gm.e_step(X, self.weights_, self.means_, self.precisions_cholesky_,
+                         self.covariance_type)
+
+    def _m_step(self, X, log_resp):
+        resp = np.exp(log_resp).astype(X.dtype, copy=False)
+        weights, self.means_, self.covariances_ = gm.estimate_gaussian_parameters(
+            X, resp, self.reg_covar, self.covariance_type)
+        self.weights_ = weights / weights.sum()
+        self.precisions_cholesky_ = gm.compute_precision_cholesky(
+            self.covariances_, self.covariance_type)
+
+    def _get_parameters(self):
+        return (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+
+    def _set_parameters(self, params):
+        self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = params
+        self.precisions_ = gm.precisions_from_cholesky(self.precisions_cholesky_,
+                                                       self.covariance_type)
+
+    def fit(self, X, y=None):
+        """Estimate parameters with EM (``n_init`` restarts, the best lower bound kept)."""
+        self.fit_predict(X, y)
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return the most likely component of each training row."""
+        self._check_params()
+        X = check_array(X, ensure_min_samples=2)
+        if X.shape[0] < self.n_components:
+            raise ValueError(f"Expected n_samples >= n_components but got n_components = "
+                             f"{self.n_components}, n_samples = {X.shape[0]}")
+        self._check_initial_parameters(X)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        if not do_init and self.means_.shape[1] != X.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features, but the model is expecting "
+                             f"{self.means_.shape[1]} features as input.")
+        n_init = self.n_init if do_init else 1
+        random_state = check_random_state(self.random_state)
+        max_lower_bound, best_params, best_n_iter, best_bounds = -np.inf, None, 0, []
+        self.converged_ = False
+        for init in range(n_init):
+            self._verbose_init_beg(init)
+            if do_init:
+                self._initialize(X, random_state)
+            lower_bound = -np.inf if do_init else self.lower_bound_
+            bounds = []
+            if self.max_iter == 0:
+                best_params, best_n_iter = self._get_parameters(), 0
+                continue
+            converged = False
+            for n_iter in range(1, self.max_iter + 1):
+                prev = lower_bound
+                lower_bound, log_resp = self._e_step(X)
+                self._m_step(X, log_resp)
+                bounds.append(lower_bound)
+                change = lower_bound - prev
+                self._verbose_iter_end(n_iter, change)
+                if abs(change) < self.tol:
+                    converged = True
+                    break
+            self._verbose_init_end(lower_bound, converged)
+            if lower_bound > max_lower_bound or max_lower_bound == -np.inf:
+                max_lower_bound, best_params = lower_bound, self._get_parameters()
+                best_n_iter, best_bounds, self.converged_ = n_iter, bounds, converged
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn("Best performing initialization did not converge. Try different "
+                          "init parameters, or increase max_iter, tol, or check for "
+                          "degenerate data.", ConvergenceWarning, stacklevel=2)
+        self._set_parameters(best_params)
+        self.n_iter_ = best_n_iter
+        self.lower_bound_ = max_lower_bound
+        self.lower_bounds_ = best_bounds
+        self.n_features_in_ = X.shape[1]
+        _, log_resp = self._e_step(X)
+        return log_resp.argmax(axis=1)
+
+    # ---------------------------------------------------------------- scoring
+    def _check_X(self, X):
+        check_is_fitted(self)
+        return check_array(X, n_features=self.means_.shape[1])
+
+    def score_samples(self, X):
+        """Log-density log p(x) of each row under the mixture (float64, chunked)."""
+        X = self._check_X(X)
+        return gm.score_samples_chunked(X, self.weights_, self.means_,
+                                        self.precisions_cholesky_, self.covariance_type)
+
+    def score(self, X, y=None):
+        """Average log-likelihood per row."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X):
+        """Posterior probability of each component for each row (chunked)."""
+        X = self._check_X(X)
+        return gm.predict_proba_chunked(X, self.weights_, self.means_,
+                                        self.precisions_cholesky_, self.covariance_type)
+
+    def predict(self, X):
+        """Most likely component of each row."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    def _n_parameters(self):
+        return gm.n_parameters(self.n_components, self.means_.shape[1], self.covariance_type)
+
+    def bic(self, X):
+        """Bayesian information criterion on X (lower is better)."""
+        X = self._check_X(X)
+        return float(gm.bic(self.score(X), X.shape[0], self._n_parameters()))
+
+    def aic(self, X):
+        """Akaike information criterion on X (lower is better)."""
+        X = self._check_X(X)
+        return float(gm.aic(self.score(X), X.shape[0], self._n_parameters()))
+
+    def sample(self, n_samples=1):
+        """Draw ``n_samples`` rows and their component labels from the fitted mixture."""
+        check_is_fitted(self)
+        if n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples} . The sampling "
+                             f"requires at least one sample.")
+        rng = check_random_state(self.random_state)
+        d = self.means_.shape[1]
+        counts = rng.multinomial(n_samples, self.weights_)
+        if self.covariance_type == "full":
+            parts = [rng.multivariate_normal(m, c, int(n))
+                     for m, c, n in zip(self.means_, self.covariances_, counts)]
+        elif self.covariance_type == "tied":
+            parts = [rng.multivariate_normal(m, self.covariances_, int(n))
+                     for m, n in zip(self.means_, counts)]
+        else:
+            parts = [m + rng.standard_normal(size=(n, d)) * np.sqrt(c)
+                     for m, c, n in zip(self.means_, self.covariances_, counts)]
+        y = np.concatenate([np.full(n, j, dtype=int) for j, n in enumerate(counts)])
+        return np.vstack(parts), y
+
+    # ---------------------------------------------------------------- verbose
+    def _verbose_init_beg(self, n_init):
+        if self.verbose >= 1:
+            print(f"Initialization {n_init}")
+            self._t0 = self._t_iter = time.time()
+
+    def _verbose_iter_end(self, n_iter, change):
+        if self.verbose >= 1 and n_iter % self.verbose_interval == 0:
+            if self.verbose == 1:
+                print(f"  Iteration {n_iter}")
+            else:
+                now = time.time()
+                print(f"  Iteration {n_iter}\t time lapse {now - self._t_iter:.5f}s\t "
+                      f"ll change {change:.5f}")
+                self._t_iter = now
+
+    def _verbose_init_end(self, lb, converged):
+        if self.verbose >= 1:
+            state = "converged" if converged else "did not converge"
+            print(f"Initialization {state}. time lapse {time.time() - self._t0:.5f}s\t "
+                  f"lower bound {lb:.5f}")
