@@ -2,5 +2,8 @@
 from ._version import __version__
 from .exceptions import ConvergenceWarning, NotFittedError
 from .models import GaussianMixture
+from .models import OnlineGaussianMixture  # noqa: F401
+from .detection import DetectionResult, Detector, DetectorConfig, DetectorEvent  # noqa: F401
 
-__all__ = ["ConvergenceWarning", "GaussianMixture", "NotFittedError", "__version__"]
+__all__ = ["ConvergenceWarning", "DetectionResult", "Detector", "DetectorConfig", "DetectorEvent",
+           "GaussianMixture", "NotFittedError", "OnlineGaussianMixture", "__version__"]

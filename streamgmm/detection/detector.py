@@ -1,0 +1,325 @@
+"""The Detector: scaler, model, threshold, drift tests and refit policy behind one call.
+
+``process(X)`` takes a batch of raw feature rows in stream order and, per batch:
+scale -> score -> decide -> learn (by default not from flagged records) -> update threshold and
+drift state -> maybe schedule a refit. It knows nothing of Kafka: arrays in, decisions out.
+Results always cover the oldest records not yet returned, so during warm-up a call may return
+nothing and the call that completes warm-up returns every buffered record (see
+docs/architecture.md).
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import math as gm
+from ..exceptions import NotFittedError
+from ..models.validation import check_array
+from .config import DetectorConfig
+from .drift import DriftMonitor
+from .explain import feature_shares, precision_matrices, top_contributions
+from .refit import RefitScheduler
+from .training import fit_window
+
+
+# Shared, immutable "no contributions" marker for records that are not flagged (an empty
+# tuple: falsy, iterable, JSON-encodes as []); building n fresh lists per batch was a hot spot.
+_NO_CONTRIBUTIONS = ()
+
+
+@dataclass
+class DetectorEvent:
+    """Something a batch caused: warmup_done, drift, refit_started, refit_done, refit_failed."""
+
+    kind: str
+    detector: str = None
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class DetectionResult:
+    """Per-record decisions for one call, oldest record first."""
+
+    scores: np.ndarray
+    is_anomaly: np.ndarray
+    threshold: np.ndarray
+    component: np.ndarray
+    contributions: list
+    events: list = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls, events=None):
+        return cls(np.empty(0), np.empty(0, dtype=bool), np.empty(0),
+                   np.empty(0, dtype=np.intp), [], list(events or []))
+
+
+class Detector:
+    """Streaming GMM anomaly detector (see the module docstring for the order of work)."""
+
+    def __init__(self, config=None, feature_names=None, dtype=np.float64, background_refit=True):
+        self.config = (config if isinstance(config, DetectorConfig)
+                       else DetectorConfig.from_dict(config))
+        self.feature_names = list(feature_names) if feature_names is not None else None
+        self.dtype = np.dtype(dtype)
+        self.background_refit = background_refit
+        self.n_features_ = len(self.feature_names) if self.feature_names else None
+        self.scaler_ = self.model_ = self.threshold_model_ = self.monitor_ = None
+        self.scheduler_ = None
+        self.model_version = 0
+        self.train_info_ = {}
+        self.counters = {"records": 0, "anomalies": 0, "drift_events": 0, "refits": 0,
+                         "refit_failures": 0}
+        self._warm = []
+        self._learn = []
+        self._learn_n = 0
+        self._precisions = None
+
+    @classmethod
+    def from_dict(cls, d, feature_names=None, **kwargs):
+        """Build from the YAML ``detector`` section as a plain dict."""
+        return cls(DetectorConfig.from_dict(d), feature_names=feature_names, **kwargs)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def ready(self):
+        """A model exists and records are being scored."""
+        return self.model_ is not None
+
+    @property
+    def pending(self):
+        """Records buffered for warm-up that have no result yet."""
+        return int(sum(len(x) for x in self._warm))
+
+    @property
+    def threshold_(self):
+        return None if self.threshold_model_ is None else self.threshold_model_.value_
+
+    @property
+    def n_components(self):
+        return 0 if self.model_ is None else int(self.model_.n_components)
+
+    @property
+    def refit_running(self):
+        return self.scheduler_ is not None and self.scheduler_.job is not None
+
+    # ------------------------------------------------------------- internals
+    def _check(self, X):
+        X = check_array(X, ensure_min_samples=0, n_features=self.n_features_)
+        if self.n_features_ is None:
+            self.n_features_ = X.shape[1]
+        if self.feature_names is None:
+            self.feature_names = [f"x{j}" for j in range(self.n_features_)]
+        return X
+
+    def _ensure_scheduler(self):
+        if self.scheduler_ is None:
+            self.scheduler_ = RefitScheduler(self.config.refit, self.n_features_,
+                                             self._fit_fn, self.background_refit)
+
+    def _fit_fn(self, X):
+        return fit_window(X, self.config, self.dtype)
+
+    def _install(self, trained):
+        self.scaler_, self.model_ = trained.scaler, trained.model
+        self.threshold_model_ = trained.threshold
+        self.train_info_ = trained.info
+        self.model_version += 1
+        self._learn, self._learn_n, self._precisions = [], 0, None
+        d = self.config.drift
+        self.monitor_ = DriftMonitor(
+            percentile=self.config.threshold.percentile,
+            expected_run_length=d.expected_run_length, feature_tests=d.feature_tests,
+            reference_records=d.reference_records, block_size=d.block_size,
+            feature_names=self.feature_names).reset(self.n_features_, self.scheduler_.n_seen)
+
+    def _poll_refit(self):
+        if self.scheduler_ is None:
+            return []
+        job = self.scheduler_.take_finished()
+        if job is None:
+            return []
+        import time
+        seconds = time.perf_counter() - job.started_at
+        if job.error is not None:
+            self.counters["refit_failures"] += 1
+            return [DetectorEvent("refit_failed", detail={
+                "error": f"{type(job.error).__name__}: {job.error}", "seconds": seconds,
+                "reason": job.reason})]
+        self._install(job.result)
+        self.counters["refits"] += 1
+        return [DetectorEvent("refit_done", detail={
+            "seconds": seconds, "n_records": job.n_records, "reason": job.reason,
+            "n_components": self.n_components, "model_version": self.model_version})]
+
+    def _decide(self, Xs):
+        m = self.model_
+        wlp = gm.weighted_log_prob(Xs, m.weights_, m.means_, m.precisions_cholesky_,
+                                   m.covariance_type)
+        return gm.logsumexp_rows(wlp), np.argmax(wlp, axis=1)
+
+    def _explain(self, Xs, comp, is_anomaly):
+        out = [_NO_CONTRIBUTIONS] * len(Xs)
+        idx = np.flatnonzero(is_anomaly)
+        if len(idx):
+            if self._precisions is None:
+                m = self.model_
+                self._precisions = precision_matrices(m.precisions_cholesky_,
+                                                      m.covariance_type, m.n_components,
+                                                      self.n_features_)
+            shares = feature_shares(Xs[idx], comp[idx], np.asarray(self.model_.means_,
+                                                                   dtype=np.float64),
+                                    self._precisions)
+            for i, contrib in zip(idx, top_contributions(shares, self.feature_names)):
+                out[i] = contrib
+        return out
+
+    def _learn_from(self, Xs, is_anomaly):
+        o = self.config.online
+        if not o.enabled:
+            return
+        rows = Xs if o.learn_from_anomalies else Xs[~is_anomaly]
+        if len(rows):
+            self._learn.append(rows)
+            self._learn_n += len(rows)
+        if self._learn_n >= o.batch_size:
+            batch = np.vstack(self._learn)
+            self._learn, self._learn_n = [], 0
+            self.model_.partial_fit(batch)
+            self._precisions = None
+
+    def _run(self, X, events, update=True):
+        Xs = self.scaler_.transform(X, self.dtype)
+        scores, comp = self._decide(Xs)
+        thr_value = self.threshold_model_.value_
+        is_anomaly = scores < thr_value
+        threshold = np.full(len(X), thr_value)
+        contributions = self._explain(Xs, comp, is_anomaly)
+        if update:
+            self._learn_from(Xs, is_anomaly)
+            self.threshold_model_.update(scores)
+            self.scheduler_.observe(X)
+            if self.config.drift.enabled and not self.scheduler_.busy:
+                for alarm in self.monitor_.update(scores, Xs, is_anomaly):
+                    self.counters["drift_events"] += 1
+                    events.append(DetectorEvent("drift", alarm.detector, {
+                        "record": alarm.record, "change_start": alarm.change_start,
+                        **alarm.detail}))
+                    self.scheduler_.request(alarm.change_start, alarm.detector)
+            job = self.scheduler_.maybe_start()
+            if job is not None:
+                events.append(DetectorEvent("refit_started", detail={
+                    "n_records": job.n_records, "reason": job.reason}))
+                if not self.background_refit:
+                    events.extend(self._poll_refit())
+        self.counters["records"] += len(X)
+        self.counters["anomalies"] += int(is_anomaly.sum())
+        return DetectionResult(scores, is_anomaly, threshold, comp, contributions, events)
+
+    # ------------------------------------------------------------------ API
+    def process(self, X):
+        """Score, decide and learn from one batch; see the module docstring."""
+        X = self._check(X)
+        self._ensure_scheduler()
+        events = self._poll_refit()
+        if self.ready:
+            return self._run(X, events)
+        if len(X):
+            self._warm.append(X)
+        if self.pending < self.config.warmup_records:
+            return DetectionResult.empty(events)
+        Xw = np.vstack(self._warm)
+        self._warm = []
+        trained = fit_window(Xw, self.config, self.dtype)
+        self.scheduler_.observe(Xw)
+        self._install(trained)
+        events.append(DetectorEvent("warmup_done", detail={
+            "n_records": len(Xw), "n_components": self.n_components,
+            "n_dropped": trained.info["n_dropped"], "threshold": self.threshold_}))
+        return self._run(Xw, events, update=False)
+
+    def fit(self, X):
+        """Fit scaler, model and threshold on all of X now (no warm-up)."""
+        X = self._check(X)
+        self._ensure_scheduler()
+        trained = fit_window(X, self.config, self.dtype)
+        self.scheduler_.observe(X)
+        self._warm = []
+        self._install(trained)
+        return self
+
+    def score(self, X):
+        """Decisions for X with the current model, changing no state."""
+        if not self.ready:
+            raise NotFittedError("This Detector has no model yet: call fit, or process "
+                                 "warmup_records records first.")
+        X = self._check(X)
+        return self._run(X, [], update=False)
+
+    def wait_for_refit(self, timeout=None):
+        """Wait for a running refit; swap it in now; return the events that caused."""
+        if self.scheduler_ is None:
+            return []
+        self.scheduler_.wait(timeout)
+        return self._poll_refit()
+
+    def close(self, timeout=None):
+        """Let a running refit finish (bounded by ``timeout``); nothing else to release."""
+        if self.scheduler_ is not None:
+            self.scheduler_.wait(timeout)
+
+    def describe(self):
+        """A JSON-able summary for ``streamgmm inspect``."""
+        from .._version import __version__
+        out = {"library_version": __version__, "ready": self.ready,
+               "model_version": self.model_version, "feature_names": self.feature_names,
+               "n_features": self.n_features_, "config": self.config.to_dict(),
+               "counters": dict(self.counters), "training": dict(self.train_info_)}
+        if self.ready:
+            m = self.model_
+            out.update({
+                "n_components": self.n_components, "covariance_type": m.covariance_type,
+                "weights": np.round(np.asarray(m.weights_, dtype=float), 6).tolist(),
+                "means": np.round(self.scaler_.inverse_transform(m.means_), 6).tolist(),
+                "threshold": self.threshold_,
+                "percentile": self.config.threshold.percentile,
+                "scaler": {"mean": self.scaler_.mean_.tolist(),
+                           "scale": self.scaler_.scale_.tolist()}})
+        return out
+
+    # ------------------------------------------------------------ persistence
+    def get_state(self):
+        """(meta, arrays): the whole state as JSON-able metadata and plain numpy arrays."""
+        from .state import detector_state
+        return detector_state(self)
+
+    @classmethod
+    def from_state(cls, meta, arrays):
+        """Rebuild a Detector from ``get_state``'s output."""
+        from .state import detector_from_state
+        return detector_from_state(cls, meta, arrays)
+
+    def save(self, path):
+        """Atomically write a checkpoint (NPZ + JSON manifest, no pickle) to ``path``."""
+        from ..service.checkpoint import save_detector
+        save_detector(self, path)
+
+    @classmethod
+    def load(cls, path, trusted=False):
+        """Load a checkpoint; pickle-based joblib files need ``trusted=True``."""
+        from ..service.checkpoint import load_detector
+        return load_detector(path, trusted=trusted, detector_cls=cls)
+
+    def export_joblib(self, path):
+        """Write the state as a joblib file of plain dicts and arrays (the seeds' workflow)."""
+        from ..service.checkpoint import export_joblib
+        export_joblib(self, path)
+
+    @classmethod
+    def from_sklearn(cls, gmm, scaler=None, percentile=1.0, X_fit=None, feature_names=None,
+                     config=None):
+        """Wrap a fitted scikit-learn GaussianMixture (+ optional StandardScaler)."""
+        from .state import detector_from_sklearn
+        return detector_from_sklearn(cls, gmm, scaler, percentile, X_fit, feature_names,
+                                     config)

@@ -1,0 +1,36 @@
+"""Why a record is anomalous: each feature's share of its squared Mahalanobis distance.
+
+For the record's most likely component (mean mu, precision P), the squared distance
+(x - mu)^T P (x - mu) splits exactly into per-feature terms (x - mu)_j [P (x - mu)]_j. Their
+shares add up to one; with correlated features a share can be negative (that feature pulls the
+record back towards the component).
+"""
+import numpy as np
+
+
+def precision_matrices(precisions_cholesky, covariance_type, n_components, n_features):
+    """Full (k, d, d) precision matrices for any covariance type."""
+    pc = np.asarray(precisions_cholesky, dtype=np.float64)
+    if covariance_type == "full":
+        return pc @ np.swapaxes(pc, 1, 2)
+    if covariance_type == "tied":
+        return np.broadcast_to(pc @ pc.T, (n_components, n_features, n_features))
+    if covariance_type == "diag":
+        return np.stack([np.diag(v) for v in pc * pc])
+    return np.stack([np.eye(n_features) * v for v in pc * pc])
+
+
+def feature_shares(Xs, components, means, precisions):
+    """Per-feature shares (n, d) of each row's squared Mahalanobis distance to its component."""
+    diff = np.asarray(Xs, dtype=np.float64) - means[components]
+    pdiff = np.einsum("nij,nj->ni", precisions[components], diff)
+    terms = diff * pdiff
+    total = terms.sum(axis=1, keepdims=True)
+    return terms / np.where(total > 0, total, 1.0)
+
+
+def top_contributions(shares, feature_names, top=3):
+    """The ``top`` largest shares of each row as [(feature_name, share), ...]."""
+    order = np.argsort(-shares, axis=1)[:, :top]
+    return [[(feature_names[j], round(float(row[j]), 6)) for j in idx]
+            for row, idx in zip(shares, order)]

@@ -1,0 +1,166 @@
+"""The Detector's whole state as (JSON-able meta, plain numpy arrays), and back.
+
+No pickle anywhere: the service layer writes this pair as NPZ + JSON manifest. Not saved: the
+warm-up buffer (those records were not committed, so a restart replays them) and a refit in
+flight (its request is saved and starts again after loading).
+"""
+import numpy as np
+
+from .._version import __version__
+from ..math import compute_precision_cholesky
+from ..models import OnlineGaussianMixture
+from .config import DetectorConfig
+from .drift import DriftMonitor
+from .refit import RefitScheduler
+from .scaler import StandardScaler
+from .threshold import PercentileThreshold
+from .training import TrainedModel, make_online
+
+STATE_VERSION = 1
+
+
+def _split(prefix, d, meta, arrays):
+    for k, v in d.items():
+        if isinstance(v, np.ndarray):
+            arrays[f"{prefix}.{k}"] = v
+        else:
+            meta[k] = v
+
+
+def _group(prefix, arrays):
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+
+
+def detector_state(det):
+    """(meta, arrays) for ``Detector.get_state``."""
+    meta = {"state_version": STATE_VERSION, "library_version": __version__,
+            "config": det.config.to_dict(), "feature_names": det.feature_names,
+            "n_features": det.n_features_, "dtype": det.dtype.name,
+            "model_version": det.model_version, "counters": dict(det.counters),
+            "train_info": det.train_info_, "ready": det.ready}
+    arrays = {}
+    if det.ready:
+        arrays["scaler.mean"] = det.scaler_.mean_
+        arrays["scaler.scale"] = det.scaler_.scale_
+        meta["model"] = {}
+        _split("model", det.model_.get_state(), meta["model"], arrays)
+        tmeta, tarr = det.threshold_model_.get_state()
+        meta["threshold"] = tmeta
+        arrays["threshold.ring"] = tarr["ring"]
+        dmeta, darr = det.monitor_.get_state()
+        meta["drift"] = dmeta
+        arrays.update({f"drift.{k}": v for k, v in darr.items()})
+        learn = (np.vstack(det._learn) if det._learn
+                 else np.empty((0, det.n_features_), dtype=det.dtype))
+        arrays["learn_buffer"] = learn
+    sch = det.scheduler_
+    if sch is not None:
+        meta["refit"] = {"pos": sch.ring.pos, "filled": sch.ring.filled, "n_seen": sch.n_seen,
+                         "requested": sch.requested or sch.job is not None,
+                         "reason": sch.reason or "", "change_start": sch.change_start,
+                         "cooldown_until": sch.cooldown_until}
+        arrays["refit.ring"] = sch.ring.buf
+    return meta, arrays
+
+
+def detector_from_state(cls, meta, arrays):
+    """A Detector from ``detector_state``'s output (ValueError/KeyError if malformed)."""
+    version = meta.get("state_version")
+    if not isinstance(version, int) or version > STATE_VERSION:
+        raise ValueError(f"detector state version {version!r} is newer than supported "
+                         f"({STATE_VERSION})")
+    det = cls(DetectorConfig.from_dict(meta["config"]), feature_names=meta["feature_names"],
+              dtype=np.dtype(meta["dtype"]))
+    det.n_features_ = meta["n_features"]
+    det.model_version = int(meta["model_version"])
+    det.counters.update(meta["counters"])
+    det.train_info_ = meta.get("train_info") or {}
+    if "refit" in meta:
+        r = meta["refit"]
+        det._ensure_scheduler()
+        sch = det.scheduler_
+        ring = np.array(arrays["refit.ring"], dtype=np.float64)
+        if ring.shape != sch.ring.buf.shape:
+            raise ValueError(f"refit ring has shape {ring.shape}, expected {sch.ring.buf.shape}")
+        sch.ring.buf[:] = ring
+        sch.ring.pos, sch.ring.filled, sch.n_seen = r["pos"], r["filled"], r["n_seen"]
+        sch.requested, sch.reason = bool(r["requested"]), r["reason"]
+        sch.change_start, sch.cooldown_until = r["change_start"], r["cooldown_until"]
+    if meta["ready"]:
+        scaler = StandardScaler(np.array(arrays["scaler.mean"], dtype=np.float64),
+                                np.array(arrays["scaler.scale"], dtype=np.float64))
+        model_state = dict(meta["model"])
+        model_state.update(_group("model", arrays))
+        model = OnlineGaussianMixture.from_state(model_state)
+        threshold = PercentileThreshold.from_state(meta["threshold"],
+                                                   {"ring": arrays["threshold.ring"]})
+        if scaler.mean_.shape != (det.n_features_,) or model.n_features_in_ != det.n_features_:
+            raise ValueError("scaler/model feature count does not match the detector's")
+        det.scaler_, det.model_, det.threshold_model_ = scaler, model, threshold
+        det.monitor_ = DriftMonitor.from_state(meta["drift"], _group("drift", arrays))
+        learn = np.array(arrays["learn_buffer"], dtype=det.dtype)
+        det._learn = [learn] if len(learn) else []
+        det._learn_n = len(learn)
+    return det
+
+
+def online_from_params(cfg, weights, means, covariances, covariance_type, n_seen):
+    """An online model holding given mixture parameters (statistics from them)."""
+    w = np.asarray(weights, dtype=np.float64)
+    mu = np.asarray(means, dtype=np.float64)
+    cov = np.asarray(covariances, dtype=np.float64)
+    k, d = mu.shape
+    scatter = {"full": lambda: w[:, None, None] * cov, "tied": lambda: cov.copy(),
+               "diag": lambda: w[:, None] * cov, "spherical": lambda: d * w * cov}
+    state = make_online(cfg, k).get_params()
+    state["covariance_type"] = covariance_type
+    state.update({"format": "streamgmm.OnlineGaussianMixture", "format_version": 1,
+                  "n_features_in_": d, "n_steps_": 0, "n_seen_": int(n_seen),
+                  "n_reseeds_": 0, "n_repairs_": 0, "converged_": True, "n_iter_": 0,
+                  "lower_bound_": float("nan"), "last_eta_": 0.0,
+                  "stats_s0": w, "stats_means": mu, "stats_scatter": scatter[covariance_type](),
+                  "weights_": w, "means_": mu, "covariances_": cov,
+                  "precisions_cholesky_": compute_precision_cholesky(cov, covariance_type)})
+    return OnlineGaussianMixture.from_state(state)
+
+
+def detector_from_sklearn(cls, gmm, scaler, percentile, X_fit, feature_names, config):
+    """Wrap a fitted scikit-learn GaussianMixture (+ StandardScaler) as a ready Detector.
+
+    The threshold is the ``percentile`` of the log-density of ``X_fit`` (raw rows) if given,
+    else of 100,000 rows sampled from the model itself.
+    """
+    cfg = config if isinstance(config, DetectorConfig) else DetectorConfig.from_dict(
+        dict(config or {}, n_components=int(gmm.n_components),
+             covariance_type=gmm.covariance_type))
+    cfg.threshold.percentile = float(percentile)
+    cfg.validate()
+    d = int(np.shape(gmm.means_)[1])
+    if scaler is not None:
+        mean = np.asarray(getattr(scaler, "mean_", None) if getattr(scaler, "with_mean", True)
+                          else np.zeros(d), dtype=np.float64)
+        scale = getattr(scaler, "scale_", None)
+        scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64)
+        sc = StandardScaler(mean if mean.shape == (d,) else np.zeros(d), scale)
+    else:
+        sc = StandardScaler(np.zeros(d), np.ones(d))
+    lb = getattr(gmm, "lower_bound_", np.nan)
+    model = online_from_params(cfg, gmm.weights_, gmm.means_, gmm.covariances_,
+                               gmm.covariance_type, n_seen=cfg.warmup_records)
+    model.lower_bound_ = float(lb)
+    if X_fit is not None:
+        Xs = sc.transform(np.asarray(X_fit, dtype=np.float64))
+        source = "X_fit"
+    else:
+        Xs, _ = model.sample(100_000)
+        source = "model sample"
+    scores = model.score_samples(Xs)
+    threshold = PercentileThreshold(cfg.threshold.percentile, cfg.threshold.window).fit(scores)
+    det = cls(cfg, feature_names=feature_names or [f"x{j}" for j in range(d)])
+    det.n_features_ = d
+    det._ensure_scheduler()
+    det._install(TrainedModel(sc, model, threshold, {
+        "imported_from": "scikit-learn", "threshold_source": source,
+        "n_records": int(len(Xs)), "n_components": int(gmm.n_components)}))
+    return det

@@ -1,0 +1,223 @@
+"""Checkpoint files: the Detector's state as NPZ arrays plus a JSON manifest, no pickle.
+
+Layout: one ``.npz`` (zip) file holding every state array and ``__manifest__``, the JSON
+metadata encoded as uint8. The manifest records the format name and version, the library
+version, and a SHA-256 over every array's name, dtype, shape and bytes, so a truncated,
+corrupted, foreign or newer-version file is refused with a clear error instead of being
+half-loaded. Writes are atomic: temp file in the same directory, fsync, rename, fsync dir.
+Pickle-based joblib files (they can run code when loaded) need ``trusted=True``.
+"""
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .._version import __version__
+
+FORMAT_NAME = "streamgmm-detector"
+FORMAT_VERSION = 1
+MANIFEST_KEY = "__manifest__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model file that cannot be used (the message says why)."""
+
+
+def _digest(arrays):
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype.str).encode())
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return {"__float__": repr(obj)}
+    return obj
+
+
+def _unjson(obj):
+    if isinstance(obj, dict):
+        if set(obj) == {"__float__"}:
+            return float(obj["__float__"])
+        return {k: _unjson(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unjson(v) for v in obj]
+    return obj
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync directory)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # some filesystems cannot fsync a directory
+        pass
+
+
+def save_state(path, meta, arrays):
+    """Write (meta, arrays) as a checkpoint file, atomically."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    for name, a in arrays.items():
+        if a.dtype == object:
+            raise CheckpointError(f"state array {name!r} has dtype object; refusing to pickle")
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                "library_version": __version__, "sha256": _digest(arrays),
+                "arrays": sorted(arrays), "meta": _jsonable(meta)}
+    payload = dict(arrays)
+    payload[MANIFEST_KEY] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **payload)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_state(path):
+    """Read and verify a checkpoint file: (meta, arrays) or CheckpointError."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if MANIFEST_KEY not in npz.files:
+                raise CheckpointError(f"{path}: not a streamgmm checkpoint (no manifest)")
+            manifest = json.loads(npz[MANIFEST_KEY].tobytes().decode())
+            arrays = {k: npz[k] for k in npz.files if k != MANIFEST_KEY}
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
+            json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: truncated or corrupted checkpoint "
+                              f"({type(exc).__name__}: {exc})") from None
+    if manifest.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: not a streamgmm checkpoint "
+                              f"(format {manifest.get('format')!r})")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} is newer than this streamgmm "
+            f"({__version__}) supports (<= {FORMAT_VERSION}); upgrade streamgmm to load it")
+    if sorted(arrays) != manifest.get("arrays") or _digest(arrays) != manifest.get("sha256"):
+        raise CheckpointError(f"{path}: checksum mismatch: the checkpoint is corrupted")
+    return _unjson(manifest["meta"]), arrays
+
+
+def is_zip(path):
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def save_detector(detector, path):
+    """``Detector.save``: its state, atomically."""
+    meta, arrays = detector.get_state()
+    save_state(path, meta, arrays)
+
+
+def load_detector(path, trusted=False, detector_cls=None):
+    """``Detector.load``: an NPZ checkpoint, or (trusted only) a joblib file."""
+    if detector_cls is None:
+        from ..detection.detector import Detector as detector_cls
+    path = os.fspath(path)
+    if os.path.exists(path) and not is_zip(path):
+        return _load_joblib(path, trusted, detector_cls)
+    meta, arrays = load_state(path)
+    try:
+        return detector_cls.from_state(meta, arrays)
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: incompatible checkpoint content "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def export_joblib(detector, path):
+    """Write a joblib file of plain dicts and arrays (loading it needs trusted=True)."""
+    import joblib
+    meta, arrays = detector.get_state()
+    buf = io.BytesIO()
+    joblib.dump({"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                 "meta": _jsonable(meta), "arrays": dict(arrays)}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_joblib(path, trusted, detector_cls):
+    if not trusted:
+        raise CheckpointError(
+            f"{path}: not an NPZ checkpoint; it looks like a pickle-based (joblib) file, and "
+            f"loading one can execute code. Load it only if you trust its source: pass "
+            f"trusted=True (CLI --trusted, config model.trusted: true).")
+    import joblib
+    try:
+        obj = joblib.load(path)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read joblib file "
+                              f"({type(exc).__name__}: {exc})") from None
+    return detector_from_object(obj, path, detector_cls)
+
+
+def detector_from_object(obj, path, detector_cls):
+    """A Detector from what a joblib file held: our export, or scikit-learn objects."""
+    if isinstance(obj, dict) and obj.get("format") == FORMAT_NAME:
+        if obj.get("format_version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: format version {obj['format_version']} is newer "
+                                  f"than supported ({FORMAT_VERSION})")
+        return detector_cls.from_state(_unjson(obj["meta"]), obj["arrays"])
+    gmm, scaler = _find_sklearn(obj)
+    if gmm is None:
+        raise CheckpointError(f"{path}: holds {type(obj).__name__}, not a streamgmm export "
+                              f"or a fitted scikit-learn GaussianMixture")
+    return detector_cls.from_sklearn(gmm, scaler)
+
+
+def _find_sklearn(obj):
+    """(GaussianMixture, StandardScaler or None) from a model, a dict, a tuple or a Pipeline."""
+    def is_gmm(o):
+        return hasattr(o, "precisions_cholesky_") and hasattr(o, "weights_")
+
+    def is_scaler(o):
+        return hasattr(o, "mean_") and hasattr(o, "scale_") and not is_gmm(o)
+
+    items = []
+    if is_gmm(obj):
+        return obj, None
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    elif hasattr(obj, "steps"):
+        items = [s for _, s in obj.steps]
+    gmm = next((o for o in items if is_gmm(o)), None)
+    scaler = next((o for o in items if is_scaler(o)), None)
+    return gmm, scaler
