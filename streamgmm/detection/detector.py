@@ -189,7 +189,7 @@ class Detector:
             self.model_.partial_fit(batch)
             self._precisions = None
 
-    def _run(self, X, events, update=True):
+    def _run(self, X, events, update=True, count=True):
         Xs = self.scaler_.transform(X, self.dtype)
         scores, comp = self._decide(Xs)
         thr_value = self.threshold_model_.value_
@@ -213,8 +213,9 @@ class Detector:
                     "n_records": job.n_records, "reason": job.reason}))
                 if not self.background_refit:
                     events.extend(self._poll_refit())
-        self.counters["records"] += len(X)
-        self.counters["anomalies"] += int(is_anomaly.sum())
+        if count:
+            self.counters["records"] += len(X)
+            self.counters["anomalies"] += int(is_anomaly.sum())
         return DetectionResult(scores, is_anomaly, threshold, comp, contributions, events)
 
     # ------------------------------------------------------------------ API
@@ -255,7 +256,7 @@ class Detector:
             raise NotFittedError("This Detector has no model yet: call fit, or process "
                                  "warmup_records records first.")
         X = self._check(X)
-        return self._run(X, [], update=False)
+        return self._run(X, [], update=False, count=False)
 
     def wait_for_refit(self, timeout=None):
         """Wait for a running refit; swap it in now; return the events that caused."""

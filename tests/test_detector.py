@@ -1,0 +1,306 @@
+"""The detection engine: warm-up, threshold, contaminated training, drift, refit, explanation."""
+import numpy as np
+import pytest
+
+from streamgmm import Detector, DetectorConfig, NotFittedError
+from streamgmm.detection.drift import DriftMonitor
+from streamgmm.detection.explain import feature_shares, precision_matrices
+from streamgmm.detection.scaler import StandardScaler
+from streamgmm.detection.threshold import PercentileThreshold
+
+
+class Mixture:
+    """A known d-dimensional Gaussian mixture to draw stationary or changed streams from."""
+
+    def __init__(self, d=8, k=4, seed=0, spread=3.0):
+        self.rng = np.random.default_rng(seed)
+        self.d, self.k = d, k
+        self.means = self.rng.normal(0, spread, (k, d))
+        self.A = self.rng.normal(0, 1, (k, d, d)) * 0.3 + np.eye(d)
+        self.weights = np.full(k, 1.0 / k)
+
+    def draw(self, n, var_factor=1.0, shift=None):
+        c = self.rng.choice(self.k, size=n, p=self.weights)
+        Z = self.rng.normal(size=(n, self.d)) * np.sqrt(var_factor)
+        X = self.means[c] + np.einsum("nij,nj->ni", self.A[c], Z)
+        if shift is not None:
+            X += shift
+        return X
+
+
+def sync(cfg=None, **kw):
+    return Detector(cfg or {}, background_refit=False, **kw)
+
+
+# ----------------------------------------------------------------------------- warm-up
+def test_warmup_buffers_then_scores_every_record_in_order():
+    mix = Mixture(d=4, k=3)
+    det = sync({"n_components": 3, "warmup_records": 500})
+    batches = [mix.draw(120) for _ in range(5)]  # 600 records: warm-up completes in batch 5
+    got = []
+    for i, X in enumerate(batches):
+        res = det.process(X)
+        got.append(len(res))
+        if i < 4:
+            assert len(res) == 0 and det.pending == 120 * (i + 1) and not det.ready
+    assert got == [0, 0, 0, 0, 600]
+    assert det.ready and det.pending == 0 and det.model_version == 1
+    assert [e.kind for e in res.events] == ["warmup_done"]
+    # The warm-up records' results are the same as scoring them now, in input order.
+    allX = np.vstack(batches)
+    np.testing.assert_allclose(res.scores, det.score(allX).scores)
+    assert det.counters["records"] == 600
+
+
+def test_score_before_any_model_raises_not_fitted():
+    with pytest.raises(NotFittedError):
+        Detector({}).score(np.zeros((3, 2)))
+
+
+def test_wrong_feature_count_is_rejected():
+    det = sync({"n_components": 2, "warmup_records": 100}).fit(Mixture(d=3, k=2).draw(300))
+    with pytest.raises(ValueError, match="3 features"):
+        det.process(np.zeros((5, 4)))
+
+
+def test_scaler_handles_zero_variance_features():
+    X = np.column_stack([np.random.default_rng(0).normal(size=500), np.full(500, 7.0)])
+    sc = StandardScaler().fit(X)
+    assert sc.scale_[1] == 1.0
+    Z = sc.transform(X)
+    assert np.all(np.isfinite(Z)) and np.allclose(Z[:, 1], 0.0)
+    det = sync({"n_components": 1, "warmup_records": 100}).fit(X)
+    assert np.all(np.isfinite(det.score(X).scores))
+
+
+# --------------------------------------------------------------------------- threshold
+@pytest.mark.parametrize("p", [0.5, 1.0, 5.0])
+def test_flagged_fraction_matches_percentile_on_clean_stationary_data(p):
+    mix = Mixture(d=8, k=4, seed=int(p * 10))
+    det = sync({"n_components": 4, "threshold": {"percentile": p}})
+    det.process(mix.draw(2000))
+    flagged = total = 0
+    for _ in range(200):
+        res = det.process(mix.draw(1000))
+        flagged += res.is_anomaly.sum()
+        total += len(res)
+    rate = 100.0 * flagged / total
+    assert abs(rate - p) <= 0.2 * p, f"flagged {rate:.3f}% for p={p}"
+    assert det.counters["drift_events"] == 0
+
+
+def test_threshold_ignores_a_burst_of_gross_anomalies():
+    th = PercentileThreshold(percentile=1.0, window=5000)
+    rng = np.random.default_rng(0)
+    th.fit(rng.normal(size=5000))
+    before = th.value_
+    burst = np.concatenate([rng.normal(size=950), np.full(50, -1e3)])  # 5% gross
+    for _ in range(10):
+        th.update(rng.permutation(burst))
+    assert th.value_ > before - 2.0        # not dragged down to the gross values (-1000)
+    flagged = (burst < th.value_).mean()
+    assert 0.05 <= flagged <= 0.055        # all gross ones flagged, hardly any others
+
+
+# ----------------------------------------------------------------- contaminated training
+def test_contaminated_warmup_anomalies_and_tight_cluster_stay_flagged():
+    rng = np.random.default_rng(3)
+    mix = Mixture(d=4, k=2, seed=3, spread=2.0)
+    normal = mix.draw(1900)
+    isolated = rng.normal(0, 1, (70, 4)) * 2 + rng.choice([-1, 1], (70, 4)) * 14
+    cluster = rng.normal(0, 0.05, (30, 4)) + np.array([9.0, -9.0, 9.0, -9.0])
+    X = np.vstack([normal, isolated, cluster])
+    order = rng.permutation(len(X))
+    labels = np.r_[np.zeros(1900), np.ones(100)][order]
+    det = sync({"n_components": "auto", "max_components": 5, "warmup_records": 2000,
+                "threshold": {"percentile": 1.0}})
+    res = det.process(X[order])
+    assert len(res) == 2000
+    assert res.is_anomaly[labels == 1].all(), "a planted anomaly was not flagged"
+    assert res.is_anomaly[labels == 0].mean() < 0.03
+    assert det.train_info_["n_dropped"] >= 100
+    # Afterwards too: fresh anomalies from the same places are flagged.
+    later = det.process(np.vstack([cluster[:10] + 0.01, isolated[:10]]))
+    assert later.is_anomaly.all()
+
+
+# ------------------------------------------------------------------- drift and refit
+def _stationary_then(det, mix, n_before=30, **change):
+    det.process(mix.draw(2000))
+    for _ in range(n_before):
+        det.process(mix.draw(1000))
+    start = det.counters["records"]
+    for _ in range(40):
+        res = det.process(mix.draw(50, **change))
+        drift = [e for e in res.events if e.kind == "drift"]
+        if drift:
+            return drift[0], det.counters["records"] - start
+    return None, None
+
+
+@pytest.mark.parametrize("change", ["shift", "variance", "new_component"])
+def test_abrupt_change_detected_within_1000_records(change):
+    mix = Mixture(d=8, k=4, seed=11)
+    det = sync({"n_components": 4})
+    if change == "shift":
+        sd0 = mix.draw(50000)[:, 0].std()
+        shift = np.zeros(8)
+        shift[0] = sd0
+        event, delay = _stationary_then(det, mix, shift=shift)
+    elif change == "variance":
+        event, delay = _stationary_then(det, mix, var_factor=2.0)
+    else:
+        det.process(mix.draw(2000))
+        for _ in range(30):
+            det.process(mix.draw(1000))
+        start = det.counters["records"]
+        new_mean = mix.means.mean(axis=0) + 5.0
+        event = None
+        for _ in range(40):
+            X = mix.draw(50)
+            m = mix.rng.random(50) < 0.2
+            X[m] = mix.rng.normal(size=(m.sum(), 8)) + new_mean
+            res = det.process(X)
+            drift = [e for e in res.events if e.kind == "drift"]
+            if drift:
+                event, delay = drift[0], det.counters["records"] - start
+                break
+    assert event is not None, f"{change} not detected"
+    assert delay <= 1000
+    assert det.counters["drift_events"] == 1
+
+
+def test_no_false_drift_on_200k_stationary_records():
+    mix = Mixture(d=8, k=4, seed=5)
+    det = sync({"n_components": 4})
+    for _ in range(202):
+        det.process(mix.draw(1000))
+    assert det.counters["drift_events"] == 0
+    assert det.model_version == 1
+
+
+def test_expected_run_length_sets_the_alarm_threshold():
+    short = DriftMonitor(expected_run_length=1e3).reset(4, 0)
+    long = DriftMonitor(expected_run_length=1e9).reset(4, 0)
+    assert long.h_ > short.h_
+    # Wald: false-alarm run length per CUSUM in blocks >= exp(h).
+    assert np.isclose(np.exp(long.h_), 1e9 * long._n_cusums() / long.block_size)
+
+
+def test_not_learning_from_anomalies_does_not_lock_out_after_a_shift():
+    """After an abrupt shift every record is flagged at first; drift + refit must end that."""
+    mix = Mixture(d=4, k=2, seed=2)
+    cfg = {"n_components": 2, "threshold": {"percentile": 1.0},
+           "online": {"learn_from_anomalies": False},
+           "refit": {"window": 8000, "min_records": 3000, "cooldown_records": 8000}}
+    det = sync(cfg)
+    det.process(mix.draw(2000))
+    for _ in range(20):
+        det.process(mix.draw(1000))
+    shift = np.full(4, 6.0)
+    rates = []
+    for _ in range(16):  # 16,000 records after the change: two refit windows
+        rates.append(det.process(mix.draw(1000, shift=shift)).is_anomaly.mean())
+    assert rates[0] > 0.5                       # the change is first seen as anomalous
+    assert det.counters["refits"] >= 1 and det.model_version >= 2
+    assert np.mean(rates[-4:]) < 0.02           # back to about p within the window length
+    # and the refit model explains the new regime, not the old one
+    assert det.model_.means_ is not None
+    assert det.score(mix.draw(2000, shift=shift)).is_anomaly.mean() < 0.03
+
+
+def test_refit_runs_in_background_while_scoring_continues():
+    mix = Mixture(d=8, k=4, seed=4)
+    det = Detector({"n_components": "auto", "max_components": 6,
+                    "refit": {"window": 20000, "min_records": 5000, "cooldown_records": 0}})
+    det.process(mix.draw(2000))
+    det.process(mix.draw(10000))
+    det.scheduler_.request(det.counters["records"] - 10000, "test")
+    res = det.process(mix.draw(500))
+    assert any(e.kind == "refit_started" for e in res.events)
+    scored_while_running = 0
+    while det.refit_running and not det.scheduler_.job.done:
+        res = det.process(mix.draw(200))
+        assert len(res) == 200 and det.model_version == 1
+        scored_while_running += len(res)
+    events = det.wait_for_refit(timeout=60) or det.process(mix.draw(10)).events
+    assert det.model_version == 2
+    assert any(e.kind == "refit_done" for e in events)
+    assert scored_while_running > 0
+
+
+def test_cooldown_prevents_refit_storms():
+    mix = Mixture(d=4, k=2, seed=9)
+    det = sync({"n_components": 2, "drift": {"expected_run_length": 200},
+                "refit": {"window": 2000, "min_records": 500, "cooldown_records": 10000}})
+    det.process(mix.draw(2000))
+    for _ in range(30):
+        det.process(mix.draw(1000, var_factor=3.0))
+    # A silly run length makes drift fire often, but refits are at most one per cool-down.
+    assert det.counters["refits"] <= 3
+
+
+def test_refit_failure_is_reported_and_scoring_goes_on(monkeypatch):
+    mix = Mixture(d=4, k=2, seed=1)
+    det = sync({"n_components": 2, "refit": {"window": 3000, "min_records": 1000,
+                                             "cooldown_records": 0}})
+    det.process(mix.draw(2000))
+
+    def boom(X):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(det.scheduler_, "fit_fn", boom)
+    det.scheduler_.request(det.counters["records"], "test")
+    res = det.process(mix.draw(1500))
+    kinds = [e.kind for e in res.events]
+    assert "refit_failed" in kinds and det.counters["refit_failures"] == 1
+    assert len(det.process(mix.draw(100))) == 100 and det.model_version == 1
+
+
+# --------------------------------------------------------------------------- explanation
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_shares_add_up_and_point_at_the_shifted_feature(covariance_type):
+    mix = Mixture(d=6, k=2, seed=6)
+    det = sync({"n_components": 2, "covariance_type": covariance_type},
+               feature_names=[f"f{i}" for i in range(6)]).fit(mix.draw(3000))
+    X = mix.draw(20)
+    X[:, 4] += 40.0
+    res = det.score(X)
+    assert res.is_anomaly.all()
+    for contrib in res.contributions:
+        assert len(contrib) == 3 and contrib[0][0] == "f4"
+    Xs = det.scaler_.transform(X)
+    m = det.model_
+    P = precision_matrices(m.precisions_cholesky_, m.covariance_type, 2, 6)
+    shares = feature_shares(Xs, res.component, m.means_, P)
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0)
+    normal = det.score(mix.draw(200))
+    assert all(c == () or c == [] for c, a in zip(normal.contributions, normal.is_anomaly)
+               if not a)
+
+
+# ------------------------------------------------------------------------------ config
+@pytest.mark.parametrize("bad,key", [
+    ({"threshold": {"percentile": 60}}, "detector.threshold.percentile"),
+    ({"online": {"alpha": 0.4}}, "detector.online.alpha"),
+    ({"online": {"step": "exponential"}}, "detector.online.half_life"),
+    ({"n_components": 0}, "detector.n_components"),
+    ({"covariance_type": "round"}, "detector.covariance_type"),
+    ({"refit": {"min_records": 10**9}}, "detector.refit.min_records"),
+    ({"bogus": 1}, "detector.bogus"),
+])
+def test_config_errors_name_the_key(bad, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        DetectorConfig.from_dict(bad)
+
+
+def test_float32_detector_scores_close_to_float64():
+    mix = Mixture(d=8, k=4, seed=8)
+    X = mix.draw(4000)
+    d64 = sync({"n_components": 4}).fit(X)
+    d32 = sync({"n_components": 4}, dtype=np.float32).fit(X)
+    assert d32.model_.means_.shape == (4, 8)
+    Y = mix.draw(1000)
+    s64, s32 = d64.score(Y).scores, d32.score(Y).scores
+    assert s32.dtype == np.float64
+    assert np.median(np.abs(s64 - s32)) < 1e-2

@@ -1,0 +1,178 @@
+"""Checkpoints: whole-state round trip, atomic writes, refusal of bad files, joblib, sklearn."""
+import json
+import os
+import zipfile
+
+import joblib
+import numpy as np
+import pytest
+
+from streamgmm import Detector
+from streamgmm.service.checkpoint import (FORMAT_VERSION, MANIFEST_KEY, CheckpointError,
+                                          load_state, save_state)
+
+
+def stream(seed=0, d=5, k=3):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0, 3, (k, d))
+
+    def draw(n):
+        return means[rng.integers(0, k, n)] + rng.normal(size=(n, d))
+    return draw
+
+
+@pytest.fixture
+def trained():
+    draw = stream()
+    det = Detector({"n_components": 3, "warmup_records": 1000,
+                    "drift": {"reference_records": 1000}}, background_refit=False,
+                   feature_names=list("abcde"))
+    det.process(draw(1000))
+    for _ in range(10):
+        det.process(draw(333))  # leaves partial learn buffer and drift block remainder
+    return det, draw
+
+
+def test_round_trip_restores_the_whole_state(tmp_path, trained):
+    det, draw = trained
+    path = tmp_path / "ckpt.npz"
+    det.save(path)
+    back = Detector.load(path)
+    assert back.model_version == det.model_version
+    assert back.counters == det.counters
+    assert back.feature_names == list("abcde")
+    assert back.threshold_ == det.threshold_
+    assert back.model_.n_steps_ == det.model_.n_steps_
+    assert back.monitor_.record_ == det.monitor_.record_
+    np.testing.assert_array_equal(back.monitor_.S_, det.monitor_.S_)
+    # Continuing both on the same data gives identical decisions: nothing was lost.
+    for _ in range(5):
+        X = draw(400)
+        a, b = det.process(X), back.process(X)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(a.is_anomaly, b.is_anomaly)
+    assert back.model_.n_steps_ == det.model_.n_steps_
+
+
+def test_checkpoint_loads_without_pickle(tmp_path, trained):
+    det, _ = trained
+    path = tmp_path / "ckpt.npz"
+    det.save(path)
+    with np.load(path, allow_pickle=False) as npz:   # would raise on any object array
+        manifest = json.loads(npz[MANIFEST_KEY].tobytes())
+        assert manifest["format_version"] == FORMAT_VERSION
+        assert all(npz[k].dtype != object for k in npz.files)
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, trained):
+    det, _ = trained
+    path = tmp_path / "state" / "ckpt.npz"
+    det.save(path)
+    first = path.read_bytes()
+    det.save(path)  # overwrite in place
+    assert sorted(os.listdir(path.parent)) == ["ckpt.npz"]
+    assert len(first) > 1000
+
+
+def test_truncated_checkpoint_is_refused(tmp_path, trained):
+    det, _ = trained
+    path = tmp_path / "ckpt.npz"
+    det.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        Detector.load(path)
+
+
+def test_corrupted_array_fails_the_checksum(tmp_path):
+    path = tmp_path / "c.npz"
+    save_state(path, {"x": 1}, {"a": np.arange(1000.0)})
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    raw = bytearray(members["a.npy"])
+    raw[-8:] = np.float64(-1.0).tobytes()       # flip the last value
+    members["a.npy"] = bytes(raw)
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, b in members.items():
+            zf.writestr(n, b)
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_state(path)
+
+
+def test_newer_format_version_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    manifest = {"format": "streamgmm-detector", "format_version": FORMAT_VERSION + 1,
+                "arrays": [], "sha256": "", "meta": {}}
+    np.savez(path, **{MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), np.uint8)})
+    with pytest.raises(CheckpointError, match="newer"):
+        load_state(path)
+
+
+def test_foreign_npz_and_missing_file_are_refused(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, a=np.zeros(3))
+    with pytest.raises(CheckpointError, match="not a streamgmm checkpoint"):
+        Detector.load(path)
+    with pytest.raises(CheckpointError, match="no such"):
+        Detector.load(tmp_path / "missing.npz")
+
+
+def test_joblib_export_needs_trust_to_load(tmp_path, trained):
+    det, draw = trained
+    path = tmp_path / "model.joblib"
+    det.export_joblib(path)
+    with pytest.raises(CheckpointError, match="trusted=True"):
+        Detector.load(path)
+    back = Detector.load(path, trusted=True)
+    X = draw(200)
+    np.testing.assert_allclose(back.score(X).scores, det.score(X).scores)
+    # The file holds only plain dicts and arrays (the seeds' joblib workflow).
+    obj = joblib.load(path)
+    assert set(obj) == {"format", "format_version", "meta", "arrays"}
+    assert all(isinstance(v, np.ndarray) for v in obj["arrays"].values())
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_import_sklearn_gaussian_mixture_and_scaler(tmp_path, covariance_type):
+    from sklearn.mixture import GaussianMixture as SkGMM
+    from sklearn.preprocessing import StandardScaler as SkScaler
+    draw = stream(seed=2)
+    X = draw(3000) * [1, 10, 100, 0.1, 5] + 50
+    scaler = SkScaler().fit(X)
+    gmm = SkGMM(3, covariance_type=covariance_type, random_state=0).fit(scaler.transform(X))
+    joblib.dump(gmm, tmp_path / "gmm_model.joblib")
+    joblib.dump({"model": gmm, "scaler": scaler}, tmp_path / "bundle.joblib")
+    with pytest.raises(CheckpointError, match="trusted"):
+        Detector.load(tmp_path / "bundle.joblib")
+    det = Detector.load(tmp_path / "bundle.joblib", trusted=True)
+    Y = draw(500) * [1, 10, 100, 0.1, 5] + 50
+    np.testing.assert_allclose(det.score(Y).scores,
+                               gmm.score_samples(scaler.transform(Y)), rtol=1e-8, atol=1e-8)
+    # The model-only file works too (no scaler: identity scaling).
+    det2 = Detector.load(tmp_path / "gmm_model.joblib", trusted=True)
+    Z = scaler.transform(Y)
+    np.testing.assert_allclose(det2.score(Z).scores, gmm.score_samples(Z), rtol=1e-8)
+    # The threshold came from the model's own samples: about p% of its data is flagged.
+    if covariance_type == "full":  # (a spherical model misfits this data, so not for all)
+        flagged = det.score(X).is_anomaly.mean()
+        assert 0.003 < flagged < 0.02
+    # and it saves as a safe checkpoint
+    det.save(tmp_path / "c.npz")
+    assert Detector.load(tmp_path / "c.npz").model_version == det.model_version
+
+
+def test_from_sklearn_with_fit_data_sets_threshold_from_it():
+    from sklearn.mixture import GaussianMixture as SkGMM
+    X = stream(seed=4)(2000)
+    gmm = SkGMM(3, random_state=0).fit(X)
+    det = Detector.from_sklearn(gmm, percentile=2.0, X_fit=X)
+    assert det.threshold_ == pytest.approx(np.percentile(gmm.score_samples(X), 2.0))
+    assert det.train_info_["threshold_source"] == "X_fit"
+
+
+def test_warming_up_detector_saves_config_only(tmp_path):
+    det = Detector({"warmup_records": 500})
+    det.process(np.random.default_rng(0).normal(size=(100, 3)))
+    det.save(tmp_path / "w.npz")
+    back = Detector.load(tmp_path / "w.npz")
+    assert not back.ready and back.pending == 0 and back.config.warmup_records == 500
