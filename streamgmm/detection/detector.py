@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import math as gm
 from ..exceptions import NotFittedError
+from ..math.sufficient_stats import posteriors
 from ..models.validation import check_array
 from .config import DetectorConfig
 from .drift import DriftMonitor
@@ -154,10 +155,13 @@ class Detector:
             "n_components": self.n_components, "model_version": self.model_version})]
 
     def _decide(self, Xs):
+        """One E-step: (log-densities, most likely components, posteriors) of the rows."""
         m = self.model_
         wlp = gm.weighted_log_prob(Xs, m.weights_, m.means_, m.precisions_cholesky_,
                                    m.covariance_type)
-        return gm.logsumexp_rows(wlp), np.argmax(wlp, axis=1)
+        comp = np.argmax(wlp, axis=1)
+        resp, scores = posteriors(wlp)
+        return scores, comp, resp
 
     def _explain(self, Xs, comp, is_anomaly):
         out = [_NO_CONTRIBUTIONS] * len(Xs)
@@ -175,29 +179,39 @@ class Detector:
                 out[i] = contrib
         return out
 
-    def _learn_from(self, Xs, is_anomaly):
+    def _learn_from(self, Xs, is_anomaly, resp, scores):
+        """Queue rows to learn from; one online-EM step per ``online.batch_size`` rows.
+
+        The queue only ever holds rows scored with the current parameters (it is emptied at
+        each step and at each model swap), so their posteriors from scoring are reused.
+        """
         o = self.config.online
         if not o.enabled:
             return
-        rows = Xs if o.learn_from_anomalies else Xs[~is_anomaly]
-        if len(rows):
-            self._learn.append(rows)
-            self._learn_n += len(rows)
+        if not o.learn_from_anomalies:
+            keep = ~is_anomaly
+            Xs, resp, scores = Xs[keep], resp[keep], scores[keep]
+        if len(Xs):
+            self._learn.append((Xs, resp, scores))
+            self._learn_n += len(Xs)
         if self._learn_n >= o.batch_size:
-            batch = np.vstack(self._learn)
-            self._learn, self._learn_n = [], 0
-            self.model_.partial_fit(batch)
+            parts, self._learn, self._learn_n = self._learn, [], 0
+            if len(parts) == 1:
+                X, R, S = parts[0]
+            else:
+                X, R, S = (np.concatenate(p) for p in zip(*parts))
+            self.model_.partial_fit_posteriors(X, R, S)
             self._precisions = None
 
     def _run(self, X, events, update=True, count=True):
         Xs = self.scaler_.transform(X, self.dtype)
-        scores, comp = self._decide(Xs)
+        scores, comp, resp = self._decide(Xs)
         thr_value = self.threshold_model_.value_
         is_anomaly = scores < thr_value
         threshold = np.full(len(X), thr_value)
         contributions = self._explain(Xs, comp, is_anomaly)
         if update:
-            self._learn_from(Xs, is_anomaly)
+            self._learn_from(Xs, is_anomaly, resp, scores)
             self.threshold_model_.update(scores)
             self.scheduler_.observe(X)
             if self.config.drift.enabled and not self.scheduler_.busy:

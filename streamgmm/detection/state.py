@@ -51,9 +51,12 @@ def detector_state(det):
         dmeta, darr = det.monitor_.get_state()
         meta["drift"] = dmeta
         arrays.update({f"drift.{k}": v for k, v in darr.items()})
-        learn = (np.vstack(det._learn) if det._learn
-                 else np.empty((0, det.n_features_), dtype=det.dtype))
-        arrays["learn_buffer"] = learn
+        k = det.n_components
+        parts = det._learn or [(np.empty((0, det.n_features_), dtype=det.dtype),
+                                np.empty((0, k)), np.empty(0))]
+        arrays["learn.X"] = np.concatenate([p[0] for p in parts])
+        arrays["learn.resp"] = np.concatenate([p[1] for p in parts])
+        arrays["learn.scores"] = np.concatenate([p[2] for p in parts])
     sch = det.scheduler_
     if sch is not None:
         meta["refit"] = {"pos": sch.ring.pos, "filled": sch.ring.filled, "n_seen": sch.n_seen,
@@ -99,9 +102,13 @@ def detector_from_state(cls, meta, arrays):
             raise ValueError("scaler/model feature count does not match the detector's")
         det.scaler_, det.model_, det.threshold_model_ = scaler, model, threshold
         det.monitor_ = DriftMonitor.from_state(meta["drift"], _group("drift", arrays))
-        learn = np.array(arrays["learn_buffer"], dtype=det.dtype)
-        det._learn = [learn] if len(learn) else []
-        det._learn_n = len(learn)
+        learn = (np.array(arrays["learn.X"], dtype=det.dtype),
+                 np.array(arrays["learn.resp"], dtype=np.float64),
+                 np.array(arrays["learn.scores"], dtype=np.float64))
+        if not len(learn[0]) == len(learn[1]) == len(learn[2]):
+            raise ValueError("learn buffer arrays have different lengths")
+        det._learn = [learn] if len(learn[0]) else []
+        det._learn_n = len(learn[0])
     return det
 
 

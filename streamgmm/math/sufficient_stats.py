@@ -266,6 +266,13 @@ def statistics_chunk_rows(n_components, n_features, covariance_type, budget=CHUN
     return int(max(64, budget // per_row))
 
 
+def posteriors(wlp, out=None):
+    """Responsibilities (computed in place of ``wlp``) and log p(x) of each row; see below."""
+    if out is None:
+        out = np.empty(wlp.shape[0], dtype=np.float64)
+    return _posteriors(wlp, out)
+
+
 def _posteriors(wlp, out):
     """Responsibilities (in place of ``wlp``, weighted log-probs (n, k)) and log p(x) in ``out``.
 

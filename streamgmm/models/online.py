@@ -199,6 +199,28 @@ class OnlineGaussianMixture(ParamsMixin):
             return self
         stats_hat, log_density, n_valid = ss.e_step_statistics(
             X, self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type)
+        return self._update(X, stats_hat, log_density, n_valid)
+
+    def partial_fit_posteriors(self, X, resp, log_density):
+        """``partial_fit`` for a caller that already ran the E-step with the current parameters.
+
+        ``resp`` (n, k) are the posteriors and ``log_density`` (n,) the log p(x) of the rows of
+        X under the model *as it is now*; the detector scores a batch and learns from it with
+        one E-step instead of two. Rows with a non-finite log-density are left out.
+        """
+        check_is_fitted(self)
+        X = np.asarray(X)
+        ok = np.isfinite(log_density)
+        if not ok.all():
+            X, resp = X[ok], resp[ok]
+        if X.shape[0] == 0:
+            return self
+        stats_hat = ss.batch_statistics(X, np.asarray(resp, dtype=np.float64),
+                                        self.covariance_type)
+        return self._update(X, stats_hat, np.asarray(log_density)[ok], X.shape[0])
+
+    def _update(self, X, stats_hat, log_density, n_valid):
+        """Blend a batch's statistics in with the next step size; re-derive the parameters."""
         if n_valid == 0:
             return self  # nothing usable (every row overflowed); the model is unchanged
         t = self.n_steps_ + 1
