@@ -286,7 +286,7 @@ def test_shares_add_up_and_point_at_the_shifted_feature(covariance_type):
     ({"online": {"step": "exponential"}}, "detector.online.half_life"),
     ({"n_components": 0}, "detector.n_components"),
     ({"covariance_type": "round"}, "detector.covariance_type"),
-    ({"refit": {"min_records": 10**9}}, "detector.refit.min_records"),
+    ({"refit": {"min_records": 3}}, "detector.refit.min_records"),
     ({"bogus": 1}, "detector.bogus"),
 ])
 def test_config_errors_name_the_key(bad, key):

@@ -33,7 +33,7 @@ class DriftConfig:
 @dataclass
 class RefitConfig:
     window: int = 20000            # ring buffer of recent records a refit may use
-    min_records: int = 5000        # post-change records needed before a drift refit starts
+    min_records: int = 5000        # post-change records before a drift refit (<= window)
     cooldown_records: int = 20000  # records after a swap before another refit may start
 
 
@@ -140,8 +140,8 @@ class DetectorConfig:
         r = self.refit
         if not is_int(r.window) or r.window < max(2 * k, 10):
             bad("refit.window", f"an integer >= {max(2 * k, 10)}", r.window)
-        if not is_int(r.min_records) or not max(2 * k, 10) <= r.min_records <= r.window:
-            bad("refit.min_records", "an integer between 2 x components and refit.window",
+        if not is_int(r.min_records) or r.min_records < max(2 * k, 10):
+            bad("refit.min_records", f"an integer >= {max(2 * k, 10)} (capped at refit.window)",
                 r.min_records)
         if not is_int(r.cooldown_records) or r.cooldown_records < 0:
             bad("refit.cooldown_records", "an integer >= 0", r.cooldown_records)

@@ -93,7 +93,7 @@ class RefitScheduler:
         if not self.requested or self.job is not None or self.n_seen < self.cooldown_until:
             return None
         n_new = self.n_seen - self.change_start
-        if n_new < self.cfg.min_records:
+        if n_new < min(self.cfg.min_records, self.cfg.window):
             return None
         X = self.ring.last(min(n_new, self.cfg.window))
         job = RefitJob(thread=None, started_at=time.perf_counter(), n_records=len(X),

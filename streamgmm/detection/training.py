@@ -16,6 +16,11 @@ from .scaler import StandardScaler
 from .threshold import PercentileThreshold
 
 
+# EM restarts per fit: one k-means start lands in a poor local optimum for some seeds (online
+# EM cannot leave it later), three make that rare; fits run at warm-up or off the hot path.
+N_INIT = 3
+
+
 @dataclass
 class TrainedModel:
     """Everything a (re)fit produces; swapped into the Detector as one unit."""
@@ -32,10 +37,12 @@ def _fit_gmm(Xs, cfg, n_components):
         kmax = int(min(cfg.max_components, max(1, len(Xs) // 10)))
         res = select_model(Xs, n_components=range(1, kmax + 1),
                            covariance_types=(cfg.covariance_type,), criterion="bic",
-                           random_state=cfg.random_state, reg_covar=cfg.reg_covar)
+                           random_state=cfg.random_state, reg_covar=cfg.reg_covar,
+                           n_init=N_INIT)
         return res.best_model, res.table
     gmm = GaussianMixture(n_components, covariance_type=cfg.covariance_type,
-                          reg_covar=cfg.reg_covar, random_state=cfg.random_state)
+                          reg_covar=cfg.reg_covar, random_state=cfg.random_state,
+                          n_init=N_INIT)
     return gmm.fit(Xs), None
 
 
@@ -73,9 +80,10 @@ def fit_window(X_raw, cfg, dtype=np.float64):
         Xs = scaler.transform(X_raw[keep], dtype)
         if cfg.n_components == "auto":
             k = max(1, k - n_tiny)
+        gmm, _ = _fit_gmm(Xs, cfg, k)
     else:
         keep[:] = True
-    model = make_online(cfg, k).fit(Xs)
+    model = make_online(cfg, k).fit_from(gmm, Xs)
     scores = model.score_samples(Xs)
     threshold = PercentileThreshold(cfg.threshold.percentile, cfg.threshold.window).fit(scores)
     info = {"n_records": int(len(X_raw)), "n_dropped": int((~keep).sum()),

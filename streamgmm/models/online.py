@@ -156,7 +156,19 @@ class OnlineGaussianMixture(ParamsMixin):
         if X.shape[0] < self.n_components:
             raise ValueError(f"Expected n_samples >= n_components but got n_components = "
                              f"{self.n_components}, n_samples = {X.shape[0]}")
-        gmm = self._batch_model().fit(X)
+        return self.fit_from(self._batch_model().fit(X), X)
+
+    def fit_from(self, gmm, X):
+        """Initialise from a batch ``GaussianMixture`` already fitted on X (no new EM run).
+
+        The detector selects and cleans its batch fit first (BIC, several initialisations,
+        outliers dropped) and then hands that fit over; ``n_components`` and
+        ``covariance_type`` are taken from ``gmm``.
+        """
+        X = check_array(X, ensure_min_samples=1, n_features=gmm.means_.shape[1])
+        self.n_components = int(gmm.n_components)
+        self.covariance_type = gmm.covariance_type
+        self._check_params()
         stats, log_density, n_valid = ss.e_step_statistics(
             X, gmm.weights_, gmm.means_, gmm.precisions_cholesky_, self.covariance_type)
         if n_valid == 0:  # pragma: no cover - only with data that overflows float64

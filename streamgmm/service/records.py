@@ -1,0 +1,499 @@
+"""Layer 4: raw records (JSON bytes/str, or CSV rows) -> float64 feature matrix, per batch.
+
+A record that cannot become a feature vector is not an exception: it is reported in
+``DecodedBatch.errors`` as ``(index, reason, message)`` so the caller can dead-letter it and go
+on. ``reason`` is one of ``REASONS`` (a Prometheus label value, so exactly these strings):
+
+* ``too_large``     the raw record is longer than ``records.max_bytes`` bytes
+* ``invalid_json``  not parseable JSON (also: invalid UTF-8, an empty or null Kafka value)
+* ``not_object``    valid JSON but not an object (array, number, ...); a CSV row with more
+                    cells than the header
+* ``missing_field`` a feature path is absent, its value is ``null``, a CSV cell is empty, or an
+                    intermediate value of a dotted path is not an object
+* ``non_numeric``   the value is not a JSON number: strings (even ``"3.5"``: JSON producers that
+                    quote numbers are usually buggy, and silently accepting them hides that),
+                    booleans, arrays, objects
+* ``non_finite``    NaN, Infinity, or a number outside the float64 range (``1e400``)
+
+Features are dotted paths into the JSON object (``sensor.temp`` reads ``{"sensor": {"temp":
+..}}``; if the nested walk fails, a literal top-level key ``"sensor.temp"`` is tried). A feature
+listed in ``records.impute`` never causes missing_field/non_numeric/non_finite: its bad value is
+replaced by the configured number. ``too_large``, ``invalid_json`` and ``not_object`` are never
+imputed. In CSV each row is a mapping of column name -> string, so features name columns
+literally (no nesting) and numeric strings are numbers (an empty cell is missing).
+
+Timestamps (``records.timestamp_field``) are metadata, never a reason to reject a record:
+numbers are epoch seconds (values >= 1e11 are taken as milliseconds, >= 1e14 microseconds, >= 1e17
+nanoseconds), strings are numbers or ISO-8601 (naive = UTC); anything else gives NaN.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "REASONS",
+    "RecordSpec",
+    "DecodedBatch",
+    "compile_spec",
+    "decode_batch",
+    "decode_csv_rows",
+    "missing_csv_columns",
+    "to_epoch_seconds",
+]
+
+REASONS = ("invalid_json", "not_object", "missing_field", "non_numeric", "non_finite",
+           "too_large")
+
+_NUMERIC_TYPES = frozenset((int, float))
+_MISSING = object()
+_JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean",
+                    int: "number", float: "number", type(None): "null"}
+_loads = json.loads
+
+
+@dataclass
+class DecodedBatch:
+    """Decoded good rows plus the errors of the bad ones.
+
+    ``X[j]`` is the feature vector of input record ``good_index[j]``; ``keys[j]`` its
+    ``key_field`` value (any JSON value, None if unset/absent); ``timestamps[j]`` its
+    ``timestamp_field`` in epoch seconds (NaN if unset/absent/unparseable). ``errors`` lists
+    ``(input index, reason, message)`` sorted by index.
+    """
+
+    X: np.ndarray
+    good_index: np.ndarray
+    keys: list
+    timestamps: np.ndarray
+    errors: list = field(default_factory=list)
+    n_input: int = 0
+
+    def __len__(self) -> int:
+        return int(self.X.shape[0])
+
+    def error_counts(self) -> dict:
+        """``{reason: count}`` of this batch's bad records."""
+        counts: dict = {}
+        for _, reason, _ in self.errors:
+            counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """What to extract from each record, with precompiled getters (build via ``compile_spec``)."""
+
+    features: tuple
+    key_field: str | None = None
+    timestamp_field: str | None = None
+    max_bytes: int = 1048576
+    impute: tuple = ()  # ((feature, value), ...) so the spec is hashable
+
+    @functools.cached_property
+    def _fast_get(self) -> Callable[[dict], tuple]:
+        return _compile_getter(self.features)
+
+    @functools.cached_property
+    def _impute_row(self) -> tuple:
+        imp = dict(self.impute)
+        return tuple(imp.get(f, None) for f in self.features)
+
+    @functools.cached_property
+    def _impute_cols(self) -> tuple:
+        return tuple((j, v) for j, v in enumerate(self._impute_row) if v is not None)
+
+
+def compile_spec(spec: Any) -> RecordSpec:
+    """A ``RecordSpec`` from a ``RecordSpec``, the config's ``records`` section, a ``Config``, a
+    mapping with the same keys, or a plain list of feature names."""
+    if isinstance(spec, RecordSpec):
+        return spec
+    if hasattr(spec, "records") and not isinstance(spec, Mapping):
+        spec = spec.records
+    if isinstance(spec, (list, tuple)):
+        return _cached_spec(tuple(spec), None, None, 1048576, ())
+    get = spec.get if isinstance(spec, Mapping) else (lambda k, d=None: getattr(spec, k, d))
+    features = tuple(get("features"))
+    if not features:
+        raise ValueError("records.features must list at least one field")
+    impute = get("impute", None) or {}
+    for name in impute:
+        if name not in features:
+            raise ValueError(f"records.impute.{name}: is not one of records.features")
+    return _cached_spec(features, get("key_field", None), get("timestamp_field", None),
+                        int(get("max_bytes", 1048576) or 1048576),
+                        tuple((k, float(v)) for k, v in impute.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_spec(features, key_field, timestamp_field, max_bytes, impute) -> RecordSpec:
+    return RecordSpec(features, key_field, timestamp_field, max_bytes, impute)
+
+
+def _compile_getter(paths: Sequence[str]) -> Callable[[dict], tuple]:
+    """``lambda o: (o['a'], o['b']['c'], ...)``: one precompiled expression for all features,
+    raising KeyError/TypeError when any path is not there (then the slow path explains why)."""
+    exprs = []
+    for p in paths:
+        exprs.append("o" + "".join(f"[{seg!r}]" for seg in p.split(".")))
+    src = f"lambda o: ({', '.join(exprs)},)"
+    return eval(src, {"__builtins__": {}}, {})  # noqa: S307 - literals are repr()-quoted
+
+
+def _get_path(obj: Any, path: str) -> Any:
+    """Value at a dotted path, or ``_MISSING``; falls back to a literal dotted top-level key."""
+    cur = obj
+    for seg in path.split("."):
+        if isinstance(cur, dict) and seg in cur:
+            cur = cur[seg]
+        else:
+            if isinstance(obj, dict) and "." in path and path in obj:
+                return obj[path]
+            return _MISSING
+    return cur
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value, allow_nan=True, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_value(value: Any, name: str) -> tuple[float | None, str | None, str | None]:
+    """One feature value -> (float, None, None) or (None, reason, message)."""
+    if value is _MISSING:
+        return None, "missing_field", f'missing field "{name}"'
+    if value is None:
+        return None, "missing_field", f'field "{name}" is null'
+    t = type(value)
+    if t in _NUMERIC_TYPES:
+        try:
+            x = float(value)
+        except OverflowError:
+            return None, "non_finite", f'field "{name}" is out of float64 range: {_short(value)}'
+        if not math.isfinite(x):
+            return None, "non_finite", f'field "{name}" is not finite: {_short(value)}'
+        return x, None, None
+    kind = _JSON_TYPE_NAMES.get(t, t.__name__)
+    return None, "non_numeric", f'field "{name}" is not a number: {_short(value)} ({kind})'
+
+
+def _slow_row(obj: dict, spec: RecordSpec) -> tuple[list | None, str | None, str | None]:
+    """Explain a record the fast getter rejected: the row (with imputes) or the first error."""
+    row = []
+    for name, imp in zip(spec.features, spec._impute_row):
+        x, reason, msg = _check_value(_get_path(obj, name), name)
+        if reason is not None:
+            if imp is None:
+                return None, reason, msg
+            x = imp
+        row.append(x)
+    return row, None, None
+
+
+def decode_batch(values: Sequence[bytes | str | None], spec: Any) -> DecodedBatch:
+    """Decode a batch of raw JSON records (bytes or str) into a feature matrix and errors."""
+    spec = compile_spec(spec)
+    max_bytes = spec.max_bytes
+    fast_get = spec._fast_get
+    numeric = _NUMERIC_TYPES
+    key_field, ts_field = spec.key_field, spec.timestamp_field
+    rows: list = []
+    good: list = []
+    objs: list = []
+    errors: list = []
+    append_row, append_good, append_obj = rows.append, good.append, objs.append
+    need_objs = key_field is not None or ts_field is not None
+
+    for i, raw in enumerate(values):
+        if raw is None or len(raw) == 0:
+            errors.append((i, "invalid_json", "empty record"))
+            continue
+        n = len(raw)
+        if n > max_bytes or (type(raw) is str and n * 4 > max_bytes
+                             and len(raw.encode("utf-8", "surrogatepass")) > max_bytes):
+            size = n if type(raw) is not str else len(raw.encode("utf-8", "surrogatepass"))
+            errors.append((i, "too_large",
+                           f"record is {size} bytes, over records.max_bytes = {max_bytes}"))
+            continue
+        try:
+            obj = _loads(raw)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            errors.append((i, "invalid_json", f"invalid JSON: {exc}"))
+            continue
+        except RecursionError:
+            errors.append((i, "invalid_json", "invalid JSON: nested too deeply"))
+            continue
+        if type(obj) is not dict:
+            kind = _JSON_TYPE_NAMES.get(type(obj), type(obj).__name__)
+            errors.append((i, "not_object", f"expected a JSON object, got {kind}"))
+            continue
+        try:
+            vals = fast_get(obj)
+            ok = set(map(type, vals)) <= numeric
+        except (KeyError, TypeError, IndexError):
+            ok = False
+        if not ok:
+            vals, reason, msg = _slow_row(obj, spec)
+            if reason is not None:
+                errors.append((i, reason, msg))
+                continue
+        append_row(vals)
+        append_good(i)
+        if need_objs:
+            append_obj(obj)
+
+    return _finish(rows, good, objs, errors, spec, len(values))
+
+
+def _meta_value(objs: list, path: str) -> list:
+    """The value at ``path`` of each object (None when absent), fast path first."""
+    get = _compile_getter([path])
+    out = []
+    append = out.append
+    for o in objs:
+        try:
+            append(get(o)[0])
+        except (KeyError, TypeError, IndexError):
+            v = _get_path(o, path)
+            append(None if v is _MISSING else v)
+    return out
+
+
+def _finish(rows, good, objs, errors, spec: RecordSpec, n_input: int) -> DecodedBatch:
+    """Rows -> float64 matrix; reject/impute non-finite rows; attach keys and timestamps."""
+    d = len(spec.features)
+    if rows:
+        try:
+            X = np.array(rows, dtype=np.float64)
+        except OverflowError:  # an int beyond float64: convert row by row
+            X = np.empty((len(rows), d))
+            for r, row in enumerate(rows):
+                for j, v in enumerate(row):
+                    try:
+                        X[r, j] = float(v)
+                    except OverflowError:
+                        X[r, j] = math.inf
+        X = X.reshape(len(rows), d)
+    else:
+        X = np.empty((0, d), dtype=np.float64)
+    good_index = np.asarray(good, dtype=np.intp)
+
+    finite = np.isfinite(X)
+    if not finite.all():
+        for j, v in spec._impute_cols:
+            col_bad = ~finite[:, j]
+            if col_bad.any():
+                X[col_bad, j] = v
+        finite = np.isfinite(X)
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        if bad_rows.size:
+            for r in bad_rows:
+                j = int(np.flatnonzero(~finite[r])[0])
+                name = spec.features[j]
+                raw_val = rows[r][j]
+                what = ("out of float64 range" if isinstance(raw_val, int)
+                        else f"not finite: {_short(raw_val)}")
+                errors.append((int(good_index[r]), "non_finite", f'field "{name}" is {what}'))
+            keep = np.ones(len(X), dtype=bool)
+            keep[bad_rows] = False
+            X = X[keep]
+            good_index = good_index[keep]
+            if objs:
+                objs = [o for o, k in zip(objs, keep) if k]
+            errors.sort(key=lambda e: e[0])
+
+    n_good = len(good_index)
+    if spec.key_field is not None:
+        keys = _meta_value(objs, spec.key_field)
+    else:
+        keys = [None] * n_good
+    if spec.timestamp_field is not None:
+        raw_ts = _meta_value(objs, spec.timestamp_field)
+        numeric = np.fromiter((type(v) in _NUMERIC_TYPES for v in raw_ts), dtype=bool,
+                              count=n_good)
+        ts = np.full(n_good, np.nan)
+        if numeric.any():
+            try:
+                ts[numeric] = np.array([v for v, m in zip(raw_ts, numeric) if m],
+                                       dtype=np.float64)
+            except OverflowError:
+                numeric[:] = False
+            ts[numeric] = _scale_epoch(ts[numeric])
+        for j in np.flatnonzero(~numeric):
+            ts[j] = to_epoch_seconds(raw_ts[j])
+    else:
+        ts = np.full(n_good, np.nan)
+    return DecodedBatch(X=X, good_index=good_index, keys=keys, timestamps=ts, errors=errors,
+                        n_input=n_input)
+
+
+def _scale_epoch(x: np.ndarray) -> np.ndarray:
+    """Vectorised unit guess: s, ms (>= 1e11), us (>= 1e14), ns (>= 1e17) -> seconds."""
+    ax = np.abs(x)
+    div = np.where(ax >= 1e17, 1e9, np.where(ax >= 1e14, 1e6, np.where(ax >= 1e11, 1e3, 1.0)))
+    out = x / div
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def to_epoch_seconds(value: Any) -> float:
+    """A timestamp value (epoch s/ms/us/ns number or string, or ISO-8601) -> epoch seconds/NaN."""
+    if value is None or value is _MISSING or isinstance(value, bool):
+        return math.nan
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z"))
+                                            else text)
+            except ValueError:
+                return math.nan
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            return dt.timestamp()
+    if not isinstance(value, (int, float)):
+        return math.nan
+    try:
+        x = float(value)
+    except OverflowError:
+        return math.nan
+    if not math.isfinite(x):
+        return math.nan
+    ax = abs(x)
+    if ax >= 1e17:
+        return x / 1e9
+    if ax >= 1e14:
+        return x / 1e6
+    if ax >= 1e11:
+        return x / 1e3
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------
+
+
+def missing_csv_columns(header: Sequence[str], spec: Any) -> list[str]:
+    """Feature columns absent from a CSV header and not imputed (every row would be rejected)."""
+    spec = compile_spec(spec)
+    cols = {h.strip() for h in header}
+    imputed = dict(spec.impute)
+    return [f for f in spec.features if f not in cols and f not in imputed]
+
+
+def _csv_cell(cell: Any, name: str) -> tuple[float | None, str | None, str | None]:
+    """One CSV cell (a string) -> float or (reason, message); an empty cell is missing."""
+    if cell is _MISSING:
+        return None, "missing_field", f'missing column "{name}"'
+    text = cell.strip() if isinstance(cell, str) else cell
+    if text == "" or text is None:
+        return None, "missing_field", f'field "{name}" is empty'
+    try:
+        x = float(text)
+    except (TypeError, ValueError):
+        return None, "non_numeric", f'field "{name}" is not a number: {_short(cell)}'
+    if not math.isfinite(x):
+        return None, "non_finite", f'field "{name}" is not finite: {_short(cell)}'
+    return x, None, None
+
+
+def decode_csv_rows(header: Sequence[str], rows: Iterable[Sequence[str]], spec: Any
+                    ) -> DecodedBatch:
+    """Decode CSV rows (lists of strings, as from ``csv.reader``) given the header row.
+
+    Indices in the result count the given rows from 0. A row longer than the header is
+    ``not_object``; a short row's absent cells are missing.
+    """
+    spec = compile_spec(spec)
+    header = [h.strip() for h in header]
+    pos = {}
+    for j, h in enumerate(header):
+        pos.setdefault(h, j)
+    feat_idx = [pos.get(f) for f in spec.features]
+    width = len(header)
+    max_bytes = spec.max_bytes
+    imp_row = spec._impute_row
+    all_present = all(j is not None for j in feat_idx)
+    key_j = pos.get(spec.key_field) if spec.key_field is not None else None
+    ts_j = pos.get(spec.timestamp_field) if spec.timestamp_field is not None else None
+
+    cells: list = []   # per good-candidate row: list of feature strings
+    cand: list = []    # input indices of the candidates
+    extra: list = []   # (key, ts) raw per candidate
+    errors: list = []
+    n_input = 0
+    for i, row in enumerate(rows):
+        n_input = i + 1
+        n = len(row)
+        if n == 0:
+            errors.append((i, "not_object", "empty CSV row"))
+            continue
+        if n > width:
+            errors.append((i, "not_object", f"CSV row has {n} fields, the header has {width}"))
+            continue
+        size = sum(map(len, row)) + n - 1
+        if size > max_bytes:
+            errors.append((i, "too_large",
+                           f"record is {size} bytes, over records.max_bytes = {max_bytes}"))
+            continue
+        if all_present and n == width:
+            cells.append([row[j] for j in feat_idx])
+        else:
+            cells.append([row[j] if j is not None and j < n else _MISSING for j in feat_idx])
+        cand.append(i)
+        extra.append((row[key_j] if key_j is not None and key_j < n else None,
+                      row[ts_j] if ts_j is not None and ts_j < n else None))
+
+    d = len(spec.features)
+    X = None
+    if cells and all_present:
+        try:
+            X = np.array(cells, dtype=np.float64).reshape(len(cells), d)
+        except (ValueError, TypeError):
+            X = None
+        if X is not None and not np.isfinite(X).all():
+            X = None  # let the per-row path apply imputes and name the field
+    if X is not None:
+        keep_idx = cand
+        keep_extra = extra
+    else:
+        out_rows, keep_idx, keep_extra = [], [], []
+        for i, row_cells, ex in zip(cand, cells, extra):
+            row = []
+            for name, cell, imp in zip(spec.features, row_cells, imp_row):
+                x, reason, msg = _csv_cell(cell, name)
+                if reason is not None:
+                    if imp is None:
+                        errors.append((i, reason, msg))
+                        row = None
+                        break
+                    x = imp
+                row.append(x)
+            if row is not None:
+                out_rows.append(row)
+                keep_idx.append(i)
+                keep_extra.append(ex)
+        X = (np.array(out_rows, dtype=np.float64).reshape(len(out_rows), d) if out_rows
+             else np.empty((0, d)))
+        errors.sort(key=lambda e: e[0])
+
+    keys = [k for k, _ in keep_extra] if spec.key_field is not None else [None] * len(keep_idx)
+    if spec.timestamp_field is not None:
+        ts = np.array([to_epoch_seconds(t) for _, t in keep_extra], dtype=np.float64)
+    else:
+        ts = np.full(len(keep_idx), np.nan)
+    return DecodedBatch(X=X, good_index=np.asarray(keep_idx, dtype=np.intp), keys=keys,
+                        timestamps=ts, errors=errors, n_input=n_input)

@@ -1,0 +1,270 @@
+"""Record decoding: every bad-record reason, nested paths, imputation, keys/timestamps, CSV."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamgmm.service.config import config_from_dict
+from streamgmm.service.records import (
+    REASONS,
+    compile_spec,
+    decode_batch,
+    decode_csv_rows,
+    missing_csv_columns,
+    to_epoch_seconds,
+)
+
+SPEC = {"features": ["amount", "latency_ms", "sensor.temp"]}
+
+
+def rec(**kw):
+    base = {"amount": 1.0, "latency_ms": 2.0, "sensor": {"temp": 3.0}}
+    base.update(kw)
+    return json.dumps(base, allow_nan=True)
+
+
+def only_error(value, spec=SPEC):
+    dec = decode_batch([value], spec)
+    assert len(dec) == 0 and dec.X.shape == (0, 3)
+    assert len(dec.errors) == 1
+    i, reason, message = dec.errors[0]
+    assert i == 0 and reason in REASONS
+    return reason, message
+
+
+def test_reasons_are_exactly_the_metric_label_values():
+    assert REASONS == ("invalid_json", "not_object", "missing_field", "non_numeric",
+                       "non_finite", "too_large")
+
+
+def test_good_records_bytes_and_str_with_nested_paths():
+    dec = decode_batch([rec().encode(), rec(amount=5, latency_ms=-1.5, sensor={"temp": 0})],
+                       SPEC)
+    assert dec.X.dtype == np.float64
+    np.testing.assert_array_equal(dec.X, [[1, 2, 3], [5, -1.5, 0]])
+    np.testing.assert_array_equal(dec.good_index, [0, 1])
+    assert dec.errors == [] and dec.n_input == 2 and len(dec) == 2
+
+
+@pytest.mark.parametrize("value, reason, fragment", [
+    (b'{"amount": 1', "invalid_json", "invalid JSON"),
+    ("not json at all", "invalid_json", "invalid JSON"),
+    (b"\xff\xfe\xfa{}", "invalid_json", ""),
+    (b"", "invalid_json", "empty"),
+    (None, "invalid_json", "empty"),
+    ("[1, 2, 3]", "not_object", "got array"),
+    ("42", "not_object", "got number"),
+    ('"text"', "not_object", "got string"),
+    ("null", "not_object", "got null"),
+    (json.dumps({"amount": 1, "sensor": {"temp": 3}}), "missing_field", '"latency_ms"'),
+    (json.dumps({"amount": 1, "latency_ms": 2}), "missing_field", '"sensor.temp"'),
+    (json.dumps({"amount": 1, "latency_ms": 2, "sensor": 7}), "missing_field", '"sensor.temp"'),
+    (json.dumps({"amount": 1, "latency_ms": 2, "sensor": [3]}), "missing_field", "sensor.temp"),
+    (rec(latency_ms=None), "missing_field", "is null"),
+    (rec(amount="3.5"), "non_numeric", '"3.5" (string)'),
+    (rec(amount=True), "non_numeric", "true (boolean)"),
+    (rec(amount=[1]), "non_numeric", "(array)"),
+    (rec(sensor={"temp": {"c": 1}}), "non_numeric", "(object)"),
+    (rec(amount=float("nan")), "non_finite", "NaN"),
+    (rec(latency_ms=float("inf")), "non_finite", "Infinity"),
+    ('{"amount": 1e999, "latency_ms": 2, "sensor": {"temp": 3}}', "non_finite", "amount"),
+    ('{"amount": 1, "latency_ms": 2, "sensor": {"temp": ' + "9" * 400 + "}}", "non_finite",
+     "out of float64 range"),
+])
+def test_each_bad_record_gets_its_reason(value, reason, fragment):
+    got_reason, message = only_error(value)
+    assert got_reason == reason
+    assert fragment in message
+
+
+def test_too_large_counts_bytes_not_characters():
+    spec = {**SPEC, "max_bytes": 80}
+    small = rec()
+    assert len(small.encode()) <= 80
+    assert decode_batch([small], spec).errors == []
+    big_text = json.dumps({"amount": 1, "latency_ms": 2, "sensor": {"temp": 3},
+                           "note": "é" * 20})  # ascii-escaped by json.dumps: 6 chars each
+    assert only_error(big_text, spec)[0] == "too_large"
+    utf8 = '{"amount": 1, "latency_ms": 2, "sensor": {"temp": 3}, "n": "' + "€" * 10 + '"}'
+    assert len(utf8) <= 80 < len(utf8.encode())
+    reason, message = only_error(utf8, spec)
+    assert reason == "too_large" and str(len(utf8.encode())) in message
+    assert only_error(utf8.encode(), spec)[0] == "too_large"
+
+
+def test_mixed_batch_keeps_input_alignment_and_sorted_errors():
+    values = [rec(amount=0), "oops", rec(amount=1), rec(amount=float("nan")), rec(amount=2),
+              rec(amount="x"), rec(amount=3)]
+    dec = decode_batch(values, SPEC)
+    np.testing.assert_array_equal(dec.good_index, [0, 2, 4, 6])
+    np.testing.assert_array_equal(dec.X[:, 0], [0, 1, 2, 3])
+    assert [(i, r) for i, r, _ in dec.errors] == [(1, "invalid_json"), (3, "non_finite"),
+                                                   (5, "non_numeric")]
+    assert dec.error_counts() == {"invalid_json": 1, "non_finite": 1, "non_numeric": 1}
+
+
+def test_literal_dotted_key_is_a_fallback_for_flat_records():
+    dec = decode_batch([json.dumps({"amount": 1, "latency_ms": 2, "sensor.temp": 9})], SPEC)
+    np.testing.assert_array_equal(dec.X, [[1, 2, 9]])
+
+
+def test_deeper_nesting():
+    spec = {"features": ["a.b.c", "x"]}
+    dec = decode_batch([json.dumps({"a": {"b": {"c": 4}}, "x": 1}),
+                        json.dumps({"a": {"b": {"d": 4}}, "x": 1})], spec)
+    np.testing.assert_array_equal(dec.X, [[4, 1]])
+    assert dec.errors[0][:2] == (1, "missing_field") and '"a.b.c"' in dec.errors[0][2]
+
+
+def test_impute_replaces_missing_null_non_numeric_and_non_finite_only_for_that_field():
+    spec = {**SPEC, "impute": {"latency_ms": -1.0}}
+    values = [
+        json.dumps({"amount": 1, "sensor": {"temp": 3}}),          # missing
+        rec(latency_ms=None),                                        # null
+        rec(latency_ms="slow"),                                      # non-numeric
+        rec(latency_ms=float("nan")),                                # non-finite
+        rec(latency_ms=7),                                           # fine
+        rec(amount=None),                                            # other field: rejected
+        "[1]",                                                       # never imputed
+    ]
+    dec = decode_batch(values, spec)
+    np.testing.assert_array_equal(dec.X[:, 1], [-1, -1, -1, -1, 7])
+    np.testing.assert_array_equal(dec.good_index, [0, 1, 2, 3, 4])
+    assert [(i, r) for i, r, _ in dec.errors] == [(5, "missing_field"), (6, "not_object")]
+
+
+def test_keys_and_timestamps_follow_the_good_rows():
+    spec = {**SPEC, "key_field": "meta.id", "timestamp_field": "ts"}
+    values = [
+        rec(meta={"id": "a"}, ts=1_700_000_000),             # epoch seconds
+        rec(meta={"id": 7}, ts=1_700_000_000_500),           # epoch milliseconds
+        "bad",
+        rec(ts="2024-05-01T00:00:00Z"),                      # ISO, no key
+        rec(meta={"id": "d"}, ts="2024-05-01T02:00:00+02:00"),
+        rec(meta={"id": "e"}, ts="yesterday"),               # unparseable -> NaN, record kept
+        rec(meta={"id": "f"}, ts=True),
+        rec(meta={"id": "g"}, ts="1700000000"),              # numeric string
+    ]
+    dec = decode_batch(values, spec)
+    np.testing.assert_array_equal(dec.good_index, [0, 1, 3, 4, 5, 6, 7])
+    assert dec.keys == ["a", 7, None, "d", "e", "f", "g"]
+    ts = dec.timestamps
+    assert ts[0] == 1_700_000_000 and ts[1] == pytest.approx(1_700_000_000.5)
+    assert ts[2] == 1_714_521_600 and ts[3] == 1_714_521_600
+    assert math.isnan(ts[4]) and math.isnan(ts[5])
+    assert ts[6] == 1_700_000_000
+
+
+def test_without_key_or_timestamp_fields_the_lists_are_still_aligned():
+    dec = decode_batch([rec(), "x", rec()], SPEC)
+    assert dec.keys == [None, None] and dec.timestamps.shape == (2,)
+    assert np.isnan(dec.timestamps).all()
+
+
+def test_epoch_unit_guess():
+    assert to_epoch_seconds(1_700_000_000) == 1_700_000_000
+    assert to_epoch_seconds(1_700_000_000_000) == 1_700_000_000
+    assert to_epoch_seconds(1_700_000_000_000_000) == 1_700_000_000
+    assert to_epoch_seconds(1_700_000_000_000_000_000) == 1_700_000_000
+    assert to_epoch_seconds("2024-05-01 00:00:00") == 1_714_521_600
+    assert math.isnan(to_epoch_seconds(None)) and math.isnan(to_epoch_seconds([1]))
+
+
+def test_empty_batch_and_all_bad_batch_shapes():
+    assert decode_batch([], SPEC).X.shape == (0, 3)
+    dec = decode_batch(["x", "y"], SPEC)
+    assert dec.X.shape == (0, 3) and dec.good_index.shape == (0,) and len(dec.errors) == 2
+
+
+def test_spec_from_the_config_section_and_cached():
+    cfg = config_from_dict({"records": {"features": ["amount", "sensor.temp"],
+                                        "impute": {"amount": 0}, "max_bytes": 100}},
+                           environ={})
+    spec = compile_spec(cfg.records)
+    assert spec.features == ("amount", "sensor.temp") and spec.max_bytes == 100
+    assert compile_spec(cfg.records) is spec and compile_spec(cfg) is spec
+    dec = decode_batch([json.dumps({"sensor": {"temp": 2}})], cfg.records)
+    np.testing.assert_array_equal(dec.X, [[0, 2]])
+    with pytest.raises(ValueError, match="impute"):
+        compile_spec({"features": ["a"], "impute": {"b": 1}})
+
+
+def test_feature_names_with_quotes_are_safe_in_the_compiled_getter():
+    name = "we'ird\"]+__import__('os')"
+    dec = decode_batch([json.dumps({name: 1.5})], {"features": [name]})
+    np.testing.assert_array_equal(dec.X, [[1.5]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(allow_nan=False, allow_infinity=False, width=64),
+                          st.integers(-10**15, 10**15)), min_size=1, max_size=20))
+def test_decoding_is_exact_for_any_finite_numbers(rows):
+    values = [json.dumps({"a": a, "n": {"b": b}}) for a, b in rows]
+    dec = decode_batch(values, {"features": ["a", "n.b"]})
+    expected = np.array([[a, float(b)] for a, b in rows])
+    np.testing.assert_array_equal(dec.X, expected)
+    assert dec.errors == []
+
+
+# ---------------------------------------------------------------------------------------- CSV
+
+HEADER = ["id", "amount", "latency_ms", "sensor.temp", "ts"]
+
+
+def test_csv_numeric_strings_are_numbers_and_keys_timestamps_come_from_columns():
+    spec = {**SPEC, "key_field": "id", "timestamp_field": "ts"}
+    rows = [["a", "1.5", "2", " 3e2 ", "1700000000"], ["b", "-4", "0.5", "6", "2024-05-01"]]
+    dec = decode_csv_rows(HEADER, rows, spec)
+    np.testing.assert_array_equal(dec.X, [[1.5, 2, 300], [-4, 0.5, 6]])
+    assert dec.keys == ["a", "b"]
+    assert dec.timestamps[0] == 1_700_000_000 and dec.timestamps[1] == 1_714_521_600
+
+
+def test_csv_bad_rows_get_reasons():
+    rows = [
+        ["a", "1", "2", "3", "0"],
+        ["b", "one", "2", "3", "0"],           # non_numeric
+        ["c", "1", "", "3", "0"],              # empty cell -> missing_field
+        ["d", "1", "2", "nan", "0"],           # non_finite
+        ["e", "1", "2", "inf", "0"],           # non_finite
+        ["f", "1", "2"],                       # short row -> missing_field
+        ["g", "1", "2", "3", "0", "extra"],    # long row -> not_object
+        [],                                    # empty -> not_object
+        ["h", "true", "2", "3", "0"],          # non_numeric
+    ]
+    dec = decode_csv_rows(HEADER, rows, SPEC)
+    np.testing.assert_array_equal(dec.good_index, [0])
+    assert [(i, r) for i, r, _ in dec.errors] == [
+        (1, "non_numeric"), (2, "missing_field"), (3, "non_finite"), (4, "non_finite"),
+        (5, "missing_field"), (6, "not_object"), (7, "not_object"), (8, "non_numeric")]
+    assert '"sensor.temp"' in dec.errors[2][2]
+
+
+def test_csv_impute_and_missing_columns():
+    spec = {**SPEC, "impute": {"latency_ms": 9}}
+    dec = decode_csv_rows(["amount", "sensor.temp"], [["1", "2"], ["x", "2"]], spec)
+    np.testing.assert_array_equal(dec.X, [[1, 9, 2]])
+    assert dec.errors[0][:2] == (1, "non_numeric")
+    assert missing_csv_columns(["amount", "sensor.temp"], spec) == []
+    assert missing_csv_columns(["amount"], SPEC) == ["latency_ms", "sensor.temp"]
+
+
+def test_csv_too_large():
+    dec = decode_csv_rows(["amount", "latency_ms", "sensor.temp"],
+                          [["1", "2", "3"], ["1" * 50, "2", "3"]], {**SPEC, "max_bytes": 20})
+    np.testing.assert_array_equal(dec.good_index, [0])
+    assert dec.errors[0][:2] == (1, "too_large")
+
+
+def test_csv_large_clean_batch_takes_the_vectorised_path():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(5000, 3))
+    rows = [[f"k{i}"] + [repr(float(v)) for v in r] + ["0"] for i, r in enumerate(data)]
+    dec = decode_csv_rows(HEADER, rows, SPEC)
+    np.testing.assert_array_equal(dec.X, data)
+    assert dec.errors == []
