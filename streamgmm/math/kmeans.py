@@ -1,4 +1,10 @@
-"""k-means for initialising EM: k-means++ seeding and vectorised Lloyd iterations."""
+"""k-means for initialising EM: k-means++ seeding and vectorised Lloyd iterations.
+
+Both follow scikit-learn's algorithms and draw from the given ``RandomState`` with the same
+calls in the same order (first centre by ``choice`` with uniform weights, then
+``uniform(size=n_local_trials)`` per further centre), so a seed gives the same seeds as
+``sklearn.cluster.kmeans_plusplus`` / ``KMeans(n_init=1)`` up to floating-point ties.
+"""
 import numpy as np
 
 
@@ -12,20 +18,18 @@ def _sq_dist(X, centers, x_sq):
     return d
 
 
-def kmeans_plusplus(X, n_clusters, random_state, n_local_trials=None):
+def kmeans_plusplus(X, n_clusters, random_state, n_local_trials=None, x_sq=None):
     """Greedy k-means++ seeding (Arthur & Vassilvitskii): returns (centers, indices)."""
     n, d = X.shape
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
-    x_sq = np.einsum("ij,ij->i", X, X)
+    if x_sq is None:
+        x_sq = np.einsum("ij,ij->i", X, X)
     indices = np.empty(n_clusters, dtype=np.intp)
-    indices[0] = random_state.randint(n)
+    indices[0] = random_state.choice(n, p=np.full(n, 1.0 / n))
     closest = _sq_dist(X, X[indices[:1]], x_sq)[:, 0]
     pot = closest.sum()
     for c in range(1, n_clusters):
-        if pot <= 0:  # all points coincide with chosen centers
-            indices[c] = random_state.randint(n)
-            continue
         rand_vals = random_state.uniform(size=n_local_trials) * pot
         candidates = np.searchsorted(np.cumsum(closest), rand_vals)
         np.clip(candidates, None, n - 1, out=candidates)
@@ -39,38 +43,64 @@ def kmeans_plusplus(X, n_clusters, random_state, n_local_trials=None):
 
 
 def kmeans(X, n_clusters, random_state, max_iter=300, tol=1e-4):
-    """Lloyd's algorithm from k-means++ seeds: returns (centers, labels, inertia)."""
-    n, d = X.shape
+    """Lloyd's algorithm from k-means++ seeds: returns (centers, labels, inertia).
+
+    The data are centred first (as scikit-learn does) so the distance expansion does not
+    lose precision to a large offset. Stops when the labels no longer change or the total
+    squared centre shift is at most ``tol`` times the mean feature variance; empty clusters
+    are moved to the points farthest from their centres.
+    """
     X64 = np.asarray(X, dtype=np.float64)
-    centers, _ = kmeans_plusplus(X64, n_clusters, random_state)
-    x_sq = np.einsum("ij,ij->i", X64, X64)
-    tol_abs = tol * np.mean(np.var(X64, axis=0))
-    labels = np.zeros(n, dtype=np.intp)
+    n, d = X64.shape
+    offset = X64.mean(axis=0)
+    Xc = X64 - offset
+    x_sq = np.einsum("ij,ij->i", Xc, Xc)
+    centers, _ = kmeans_plusplus(Xc, n_clusters, random_state, x_sq=x_sq)
+    tol_abs = tol * np.mean(np.var(Xc, axis=0))
+    labels_old = np.full(n, -1, dtype=np.intp)
+    strict = False
     for _ in range(max_iter):
-        dist = _sq_dist(X64, centers, x_sq)
+        dist = _sq_dist(Xc, centers, x_sq)
         labels = np.argmin(dist, axis=1)
-        counts = np.bincount(labels, minlength=n_clusters).astype(np.float64)
-        sums = np.zeros((n_clusters, d))
-        np.add.at(sums, labels, X64) if n < 1000 else _group_sum(X64, labels, n_clusters, sums)
-        new_centers = centers.copy()
-        nonempty = counts > 0
-        new_centers[nonempty] = sums[nonempty] / counts[nonempty, None]
-        if not nonempty.all():  # relocate empty clusters to the farthest points
-            far = np.argsort(dist[np.arange(n), labels])[::-1][: int((~nonempty).sum())]
-            new_centers[~nonempty] = X64[far]
+        new_centers = _update_centers(Xc, labels, dist, centers)
         shift = np.sum((new_centers - centers) ** 2)
         centers = new_centers
+        if np.array_equal(labels, labels_old):
+            strict = True
+            break
         if shift <= tol_abs:
             break
-    dist = _sq_dist(X64, centers, x_sq)
-    labels = np.argmin(dist, axis=1)
+        labels_old = labels
+    if not strict:
+        dist = _sq_dist(Xc, centers, x_sq)
+        labels = np.argmin(dist, axis=1)
+    else:
+        dist = _sq_dist(Xc, centers, x_sq)
     inertia = float(dist[np.arange(n), labels].sum())
-    return centers, labels, inertia
+    return centers + offset, labels, inertia
 
 
-def _group_sum(X, labels, k, out):
-    """Sum rows of X per label with one matrix product (faster than np.add.at)."""
-    onehot = np.zeros((X.shape[0], k))
-    onehot[np.arange(X.shape[0]), labels] = 1.0
-    out[:] = onehot.T @ X
-    return out
+def _update_centers(X, labels, dist, centers):
+    """Cluster means; an empty cluster takes the point farthest from its current centre."""
+    k = centers.shape[0]
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    sums = _group_sum(X, labels, k)
+    new_centers = centers.copy()
+    nonempty = counts > 0
+    new_centers[nonempty] = sums[nonempty] / counts[nonempty, None]
+    if not nonempty.all():
+        own = dist[np.arange(X.shape[0]), labels]
+        far = np.argsort(own)[::-1][: int((~nonempty).sum())]
+        new_centers[~nonempty] = X[far]
+    return new_centers
+
+
+def _group_sum(X, labels, k):
+    """Per-label row sums: one pass with ``np.add.at`` on few rows, a one-hot product else."""
+    if X.shape[0] < 1000:
+        out = np.zeros((k, X.shape[1]))
+        np.add.at(out, labels, X)
+        return out
+    onehot = np.zeros((k, X.shape[0]))
+    onehot[labels, np.arange(X.shape[0])] = 1.0
+    return onehot @ X

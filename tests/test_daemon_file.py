@@ -1,0 +1,206 @@
+"""File and stdin sources (no Kafka): the run ends with exit 0 at end of input; outputs and
+dead letters go to JSON-lines files or stdout."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kafka_helpers import DaemonThread, FEATURES, mixture_rows, to_record, wait_for, write_yaml
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _cfg(source: dict, sink: dict, dead_letter: dict, warmup: int = 100) -> dict:
+    return {
+        "source": source,
+        "records": {"features": list(FEATURES), "key_field": "id"},
+        "sink": {"emit": "all", **sink},
+        "dead_letter": dead_letter,
+        "detector": {"n_components": 3, "max_components": 3, "warmup_records": warmup},
+        "metrics": {"enabled": False},
+        "kafka": {"poll_timeout_ms": 100},
+    }
+
+
+def _jsonl(path, n: int, bad_every: int = 0) -> tuple[int, int]:
+    X = mixture_rows(n, seed=5)
+    good = bad = 0
+    with open(path, "w") as f:
+        for i, x in enumerate(X):
+            if bad_every and i % bad_every == bad_every - 1:
+                f.write('{"id": "b%d", "amount": "oops"}\n' % i)
+                bad += 1
+            else:
+                f.write(json.dumps(to_record(i, x)) + "\n")
+                good += 1
+    return good, bad
+
+
+def _lines(path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_file_source_run_ends_with_exit_0_at_eof(tmp_path):
+    data = tmp_path / "events.jsonl"
+    good, bad = _jsonl(data, 1000, bad_every=100)
+    out, dl = tmp_path / "out" / "scored.jsonl", tmp_path / "dead.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data)}, {"type": "file", "path": str(out)},
+               {"type": "file", "path": str(dl)})
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "streamgmm", "run", "--config", path],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 30
+    scored = _lines(out)
+    assert len(scored) == good
+    assert [s["offset"] for s in scored] == sorted(s["offset"] for s in scored)
+    assert {s["key"] for s in scored} == {f"r{i}" for i in range(1000) if i % 100 != 99}
+    assert all({"score", "threshold", "anomaly", "model_version"} <= set(s) for s in scored)
+    dead = _lines(dl)
+    assert len(dead) == bad
+    assert all(d["reason"] == "non_numeric" and '"oops"' in d["value"] for d in dead)
+    assert [d["offset"] for d in dead] == [i for i in range(1000) if i % 100 == 99]
+
+
+def test_csv_file_source_in_process(tmp_path):
+    data = tmp_path / "events.csv"
+    X = mixture_rows(400, seed=6)
+    with open(data, "w") as f:
+        f.write("id," + ",".join(FEATURES) + "\n")
+        for i, x in enumerate(X):
+            f.write(f"r{i}," + ",".join(f"{v:.6f}" for v in x) + "\n")
+        f.write("bad1,1.0,abc,1.0,1.0\n")
+        f.write("bad2,1.0,2.0,,1.0\n")
+    out, dl = tmp_path / "scored.jsonl", tmp_path / "dead.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data)}, {"type": "file", "path": str(out)},
+               {"type": "file", "path": str(dl)})
+    d = DaemonThread(cfg).start()
+    wait_for(lambda: not d.alive, 60, what="end of file")
+    assert d.stop() == 0
+    assert len(_lines(out)) == 400
+    dead = {x["value"].split(",")[0]: x for x in _lines(dl)}
+    assert dead["bad1"]["reason"] == "non_numeric" and dead["bad1"]["value"] == "bad1,1.0,abc,1.0,1.0"
+    assert dead["bad2"]["reason"] == "missing_field"
+
+
+def test_stdin_source_to_stdout(tmp_path):
+    X = mixture_rows(300, seed=7)
+    text = "".join(json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(X)) + "[]\n"
+    cfg = _cfg({"type": "stdin"}, {"type": "stdout"}, {"type": "stdout"}, warmup=50)
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
+    r = subprocess.run([sys.executable, "-m", "streamgmm.service.daemon", "--config", path],
+                       input=text, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
+    scored = [x for x in lines if "score" in x]
+    dead = [x for x in lines if "reason" in x]
+    assert len(scored) == 300 and len(dead) == 1 and dead[0]["reason"] == "not_object"
+
+
+def test_follow_picks_up_appended_lines(tmp_path):
+    data = tmp_path / "tail.jsonl"
+    X = mixture_rows(300, seed=8)
+    rows = [json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(X)]
+    data.write_text("".join(rows[:200]))
+    out = tmp_path / "scored.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data), "follow": True},
+               {"type": "file", "path": str(out)}, {"type": "stdout"})
+    d = DaemonThread(cfg).start()
+    try:
+        wait_for(lambda: out.exists() and len(_lines(out)) == 200, 30, what="first part")
+        with open(data, "a") as f:
+            f.write("".join(rows[200:250]))
+            f.write(rows[250][:20])  # a half-written line is not read yet
+            f.flush()
+            wait_for(lambda: len(_lines(out)) == 250, 30, what="appended lines")
+            f.write(rows[250][20:])
+        wait_for(lambda: len(_lines(out)) == 251, 30, what="completed line")
+        assert d.alive  # following: no exit at end of file
+    finally:
+        assert d.stop() == 0
+
+
+def test_pretrained_model_skips_warmup(tmp_path):
+    from streamgmm import Detector
+    from streamgmm.service.config import config_from_dict, detector_dict
+
+    data = tmp_path / "events.jsonl"
+    good, _ = _jsonl(data, 150)
+    model = tmp_path / "model.npz"
+    cfg = _cfg({"type": "file", "path": str(data)},
+               {"type": "file", "path": str(tmp_path / "out.jsonl")}, {"type": "stdout"},
+               warmup=10_000)  # far more than the file holds: only a model can score it
+    det = Detector.from_dict(detector_dict(config_from_dict(cfg, environ={})),
+                             feature_names=list(FEATURES))
+    det.fit(mixture_rows(2000, seed=9))
+    det.save(str(model))
+    cfg["model"] = {"path": str(model)}
+    d = DaemonThread(cfg).start()
+    wait_for(lambda: not d.alive, 30, what="end of file")
+    assert d.stop() == 0
+    assert len(_lines(tmp_path / "out.jsonl")) == good == 150
+
+
+def _run_cli(cfg: dict, tmp_path) -> subprocess.CompletedProcess:
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
+    return subprocess.run([sys.executable, "-m", "streamgmm", "run", "--config", path],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_corrupt_checkpoint_is_refused_with_one_clear_line(tmp_path):
+    data = tmp_path / "events.jsonl"
+    _jsonl(data, 50)
+    ck = tmp_path / "ck.npz"
+    ck.write_bytes(b"this is not a checkpoint")
+    cfg = _cfg({"type": "file", "path": str(data)}, {"type": "stdout"}, {"type": "stdout"})
+    cfg["checkpoint"] = {"path": str(ck)}
+    r = _run_cli(cfg, tmp_path)
+    assert r.returncode == 1
+    assert "cannot load checkpoint" in r.stderr and str(ck) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert ck.read_bytes() == b"this is not a checkpoint"   # not overwritten
+
+
+def test_checkpoint_for_other_features_is_refused(tmp_path):
+    from streamgmm import Detector
+
+    data = tmp_path / "events.jsonl"
+    _jsonl(data, 50)
+    ck = tmp_path / "ck.npz"
+    det = Detector.from_dict({"n_components": 2, "warmup_records": 10},
+                             feature_names=["a", "b", "c", "d"])
+    det.fit(mixture_rows(500, seed=2))
+    det.save(str(ck))
+    cfg = _cfg({"type": "file", "path": str(data)}, {"type": "stdout"}, {"type": "stdout"})
+    cfg["checkpoint"] = {"path": str(ck)}
+    r = _run_cli(cfg, tmp_path)
+    assert r.returncode == 1
+    assert "records.features" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sigint_while_following_flushes_and_exits_0(tmp_path):
+    import signal
+
+    data = tmp_path / "tail.jsonl"
+    good, _ = _jsonl(data, 300)
+    out = tmp_path / "scored.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data), "follow": True},
+               {"type": "file", "path": str(out)}, {"type": "stdout"})
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
+    p = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: out.exists() and len(_lines(out)) == good, 30, what="scored")
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=15)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "SIGINT received" in err

@@ -1,0 +1,191 @@
+"""Metrics and health endpoints: names/types/labels exactly as docs/architecture.md says,
+promtool-clean exposition, batch histograms equal to prometheus-client's, probes over HTTP."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from kafka_helpers import http_get, metric, parse_metrics, promtool_check
+from streamgmm.service.health import Health, HealthServer, liveness_timeout
+from streamgmm.service.metrics import BatchHistogram, DaemonMetrics, RatioWindow
+
+ARCH = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+
+
+def _doc_table() -> dict:
+    """{name: (type, {label names}, {label values listed})} from docs/architecture.md."""
+    rows = {}
+    for line in ARCH.read_text().splitlines():
+        m = re.match(r"\|\s*`(streamgmm_[a-z_]+)`\s*\|\s*([a-z ()]+?)\s*\|\s*([^|]*)\|", line)
+        if m:
+            values = set(re.findall(r"`([a-z_]+)`", "".join(re.findall(r"\(.*?\)", m.group(3)))))
+            labels = set(re.findall(r"`([a-z_]+)`", re.sub(r"\(.*?\)", "", m.group(3))))
+            rows[m.group(1)] = (m.group(2).split()[0], labels, values)
+    return rows
+
+
+def _exposed(text: str) -> dict:
+    """{name as exposed: (type, {label names})} from a text exposition."""
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    labels: dict = {n: set() for n in types}
+    for name, lbls in re.findall(r"^([a-z_]+)\{([^}]*)\}", text, re.M):
+        base = next((n for n in types if name == n or name in (n + "_bucket",)), None)
+        if base:
+            labels[base] |= {kv.split("=")[0] for kv in lbls.split(",") if kv} - {"le"}
+    return {n: (t, labels[n]) for n, t in types.items()}
+
+
+def _populated() -> DaemonMetrics:
+    m = DaemonMetrics(ratio_window=100, target_ratio=0.01)
+    m.observe_scored(np.array([-3.0, -80.0, 1.0]), [False, True, False], np.array([0.2, 1, 3]))
+    m.observe_dead_letter("invalid_json")
+    m.observe_event(SimpleNamespace(kind="drift", detector="score_cusum", detail={}))
+    m.observe_event(SimpleNamespace(kind="refit_done", detector=None,
+                                    detail={"duration_seconds": 1.5}))
+    m.observe_event(SimpleNamespace(kind="refit_failed", detector=None, detail={}))
+    m.observe_model(SimpleNamespace(threshold_=-12.5, ready=True, n_components=3,
+                                    model_version=2))
+    m.observe_checkpoint()
+    m.set_lag({("events", 0): 5, ("events", 1): 0})
+    m.batch_duration.observe(0.01)
+    m.commit_failures.inc()
+    m.rebalances.inc()
+    m.ready.set(1)
+    return m
+
+
+def test_names_types_labels_match_the_architecture_doc():
+    doc = _doc_table()
+    assert len(doc) == 21
+    exposed = _exposed(_populated().exposition().decode())
+    assert set(exposed) == set(doc)
+    for name, (typ, labels, _) in doc.items():
+        assert exposed[name][0] == typ, name
+        assert exposed[name][1] == labels, name
+
+
+def test_documented_label_values_are_all_exported_from_the_start():
+    m = parse_metrics(DaemonMetrics().exposition().decode())
+    for name, (_, labels, values) in _doc_table().items():
+        if not values:
+            continue
+        (label,) = labels
+        got = {dict(lbl)[label] for (n, lbl) in m if n == name}
+        assert got == values, (name, got, values)
+
+
+def test_promtool_check_metrics_is_silent():
+    text = _populated().exposition().decode()
+    rc, out = promtool_check(text)
+    assert rc == 0 and out.strip() == "", out
+    # and on a fresh registry (nothing observed yet)
+    rc, out = promtool_check(DaemonMetrics().exposition().decode())
+    assert rc == 0 and out.strip() == "", out
+
+
+def test_values_after_updates():
+    m = parse_metrics(_populated().exposition().decode())
+    assert metric(m, "streamgmm_records_processed_total") == 3
+    assert metric(m, "streamgmm_anomalies_total") == 1
+    assert metric(m, "streamgmm_anomaly_ratio") == pytest.approx(1 / 3)
+    assert metric(m, "streamgmm_target_anomaly_ratio") == 0.01
+    assert metric(m, "streamgmm_dead_letters_total", reason="invalid_json") == 1
+    assert metric(m, "streamgmm_dead_letters_total", reason="too_large") == 0
+    assert metric(m, "streamgmm_drift_events_total", detector="score_cusum") == 1
+    assert metric(m, "streamgmm_drift_events_total", detector="feature_cusum") == 0
+    assert metric(m, "streamgmm_refits_total", outcome="success") == 1
+    assert metric(m, "streamgmm_refits_total", outcome="failure") == 1
+    assert metric(m, "streamgmm_refit_duration_seconds_sum") == 1.5
+    assert metric(m, "streamgmm_threshold") == -12.5
+    assert metric(m, "streamgmm_model_components") == 3
+    assert metric(m, "streamgmm_model_version") == 2
+    assert metric(m, "streamgmm_consumer_lag_records", topic="events", partition=0) == 5
+    assert metric(m, "streamgmm_log_density_count") == 3
+    assert metric(m, "streamgmm_log_density_sum") == pytest.approx(-82.0)
+    assert metric(m, "streamgmm_record_age_seconds_count") == 3
+    assert 0 <= metric(m, "streamgmm_checkpoint_age_seconds") < 5
+    assert metric(m, "streamgmm_last_checkpoint_timestamp_seconds") > 1e9
+    assert not any(name.endswith("_created") for name, _ in m)
+
+
+def test_lag_series_of_revoked_partitions_disappear():
+    dm = DaemonMetrics()
+    dm.set_lag({("a", 0): 1, ("a", 1): 2})
+    dm.set_lag({("a", 1): 3})
+    m = parse_metrics(dm.exposition().decode())
+    assert metric(m, "streamgmm_consumer_lag_records", topic="a", partition=0) is None
+    assert metric(m, "streamgmm_consumer_lag_records", topic="a", partition=1) == 3
+
+
+def test_registries_are_independent():
+    a, b = DaemonMetrics(), DaemonMetrics()
+    a.records.inc(5)
+    assert metric(parse_metrics(b.exposition().decode()),
+                  "streamgmm_records_processed_total") == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-2000, 50, allow_nan=False), max_size=200))
+def test_batch_histogram_equals_prometheus_histogram(values):
+    bounds = (-1000.0, -100.0, -10.0, -2.0, 0.0, 2.0, 10.0)
+    values = values + list(bounds)  # boundary values fall in their own (le) bucket
+    r1, r2 = CollectorRegistry(), CollectorRegistry()
+    ours = BatchHistogram("x_seconds", "x", bounds, r1)
+    ours.observe_many(np.array(values[: len(values) // 2]))
+    ours.observe_many(values[len(values) // 2:])
+    ref = Histogram("x_seconds", "x", buckets=bounds, registry=r2)
+    for v in values:
+        ref.observe(v)
+    m1 = parse_metrics(generate_latest(r1).decode())
+    m2 = parse_metrics(generate_latest(r2).decode())
+    buckets2 = {k: v for k, v in m2.items() if k[0] == "x_seconds_bucket"}
+    assert {k: v for k, v in m1.items() if k[0] == "x_seconds_bucket"} == buckets2
+    assert m1[("x_seconds_count", frozenset())] == len(values)
+    assert m1[("x_seconds_sum", frozenset())] == pytest.approx(sum(values), abs=1e-6)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40), st.lists(st.lists(st.booleans(), max_size=90), max_size=12))
+def test_ratio_window_is_the_mean_of_the_last_n(size, batches):
+    w = RatioWindow(size)
+    seen: list = []
+    for b in batches:
+        w.add(b)
+        seen.extend(b)
+        expected = float(np.mean(seen[-size:])) if seen else 0.0
+        assert w.ratio == pytest.approx(expected)
+
+
+def test_health_and_ready_endpoints_over_http():
+    now = [100.0]
+    health = Health(stale_after=2.0, clock=lambda: now[0])
+    metrics = DaemonMetrics()
+    srv = HealthServer("127.0.0.1", 0, health, metrics).start()
+    base = f"http://127.0.0.1:{srv.port}"
+    try:
+        assert http_get(base + "/healthz")[0] == 200
+        assert http_get(base + "/readyz")[0] == 503
+        health.set_ready(True, model_ready=True, partitions_assigned=True)
+        assert http_get(base + "/readyz")[0] == 200
+        now[0] += 2.5                                   # the loop stopped making progress
+        status, body = http_get(base + "/healthz")
+        assert status == 503 and "stalled" in body
+        health.beat()
+        assert http_get(base + "/healthz")[0] == 200
+        status, text = http_get(base + "/metrics")
+        assert status == 200 and "streamgmm_build_info" in text
+        assert http_get(base + "/nope")[0] == 404
+    finally:
+        srv.stop()
+
+
+def test_liveness_timeout_is_a_few_polls_but_never_tiny():
+    assert liveness_timeout(500) == 30.0
+    assert liveness_timeout(20_000) == 100.0
