@@ -63,7 +63,7 @@ def test_defaults_match_the_documented_schema():
         (True, "stepwise", 0.6, 10.0)
     assert d.online.half_life is None and d.online.learn_from_anomalies is False
     assert (d.drift.enabled, d.drift.expected_run_length, d.drift.feature_tests) == \
-        (True, 1000000, True)
+        (True, 10000000, True)
     assert (d.refit.window, d.refit.cooldown_records) == (20000, 20000)
     assert cfg.model.path is None and cfg.model.trusted is False
     assert cfg.checkpoint.path is None and cfg.checkpoint.interval_seconds == 60

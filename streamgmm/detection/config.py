@@ -24,7 +24,7 @@ class OnlineConfig:
 @dataclass
 class DriftConfig:
     enabled: bool = True
-    expected_run_length: float = 1_000_000  # records between false alarms on stationary data
+    expected_run_length: float = 10_000_000  # mean records between false alarms (stationary)
     feature_tests: bool = True
     reference_records: int = 2000
     block_size: int = 50

@@ -452,7 +452,7 @@ class DriftConfig:
     """Drift detection: CUSUM tests on the log-density, the anomaly rate and each feature."""
 
     enabled: bool = _opt(_Bool(), True)
-    expected_run_length: int = _opt(_Int(100), 1000000)
+    expected_run_length: int = _opt(_Int(100), 10000000)
     feature_tests: bool = _opt(_Bool(), True)
     reference_records: int = _opt(_Int(100), 2000)
     block_size: int = _opt(_Int(5), 50)
