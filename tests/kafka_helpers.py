@@ -1,7 +1,9 @@
 """Helpers for tests that talk to the real test broker (Tansu, started by conftest.py).
 
 Plain functions: start/stop the broker, create topics, produce, read a whole topic, read a
-group's committed offsets, scrape HTTP. Every test uses its own unique topic and group names.
+group's committed offsets, scrape HTTP; plus daemon support: test data (a 3-component mixture
+in 4 features), small configs, the daemon in a thread or as a subprocess, a paced producer.
+Every test uses its own unique topic and group names.
 """
 from __future__ import annotations
 
@@ -10,12 +12,16 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
+import yaml
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
@@ -232,13 +238,6 @@ def metric(metrics: dict, name: str, **labels) -> float | None:
 
 # ------------------------------------------------------------------------ daemon test support
 
-import subprocess as _sp  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-
 FEATURES = ["amount", "latency_ms", "sensor.temp", "sensor.rpm"]
 _MEANS = np.array([[0.0, 0.0, 0.0, 0.0], [6.0, 6.0, 0.0, 0.0], [0.0, 6.0, 6.0, 6.0]])
 _WEIGHTS = np.array([0.5, 0.3, 0.2])
@@ -351,7 +350,7 @@ class DaemonProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         cmd = [sys.executable, "-m", module, *args, "--config", config_path]
-        self.proc = _sp.Popen(cmd, stdout=self._log, stderr=_sp.STDOUT, stdin=_sp.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def log_text(self) -> str:
         with open(self.log_path, errors="replace") as f:
@@ -384,8 +383,8 @@ def promtool_check(text: str) -> tuple[int, str]:
     if exe is None:
         import pytest
 
-        pytest.skip("promtool is not installed")
-    r = _sp.run([exe, "check", "metrics"], input=text.encode(), capture_output=True,
+        pytest.fail("promtool is not installed (apt-get install prometheus; .ci/run does)")
+    r = subprocess.run([exe, "check", "metrics"], input=text.encode(), capture_output=True,
                 timeout=30)
     return r.returncode, (r.stdout + r.stderr).decode()
 

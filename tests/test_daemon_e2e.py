@@ -3,9 +3,12 @@ metrics scraped over HTTP and checked by promtool."""
 from __future__ import annotations
 
 import json
+import platform
 
 import numpy as np
 import pytest
+
+import streamgmm
 
 from kafka_helpers import (
     DaemonThread, anomaly_rows, committed_offsets, daemon_config, free_port, http_get, metric,
@@ -89,8 +92,8 @@ def test_anomalies_out_metrics_agree_promtool_clean(bootstrap, make_topics):
     assert metric(m, "streamgmm_ready") == 1
     thresholds = [doc["threshold"] for doc in docs]  # the threshold moves with online learning
     assert min(thresholds) - 1 <= metric(m, "streamgmm_threshold") <= max(thresholds) + 1
-    assert metric(m, "streamgmm_build_info", version=__import__("streamgmm").__version__,
-                  python_version=__import__("platform").python_version()) == 1
+    assert metric(m, "streamgmm_build_info", version=streamgmm.__version__,
+                  python_version=platform.python_version()) == 1
     assert metric(m, "streamgmm_rebalances_total") >= 1
     assert metric(m, "streamgmm_batch_duration_seconds_count") >= 1
     assert 0 < metric(m, "streamgmm_anomaly_ratio") < 0.1

@@ -204,3 +204,19 @@ def test_sigint_while_following_flushes_and_exits_0(tmp_path):
             p.kill()
     assert p.returncode == 0, err
     assert "SIGINT received" in err
+
+
+def test_sink_helpers_write_strict_json_and_keep_binary_values():
+    import base64
+
+    from streamgmm.service.sinks import dead_letter_json, dumps
+    from streamgmm.service.sources import SourceRecord, detect_format
+
+    assert json.loads(dumps({"score": float("-inf"), "x": [float("nan"), 1.0]})) == {
+        "score": None, "x": [None, 1.0]}
+    rec = SourceRecord(b"\xff\x00raw", "t", 3, 42, key=b"k")
+    d = dead_letter_json(rec, "invalid_json", "bad", "streamgmm.records.InvalidJSON", "g")
+    assert d["value_encoding"] == "base64" and base64.b64decode(d["value"]) == b"\xff\x00raw"
+    assert (d["topic"], d["partition"], d["offset"], d["key"], d["group"]) == ("t", 3, 42, "k", "g")
+    assert detect_format("x.CSV", "auto") == "csv" and detect_format("x.jsonl", "auto") == "jsonl"
+    assert detect_format("x.csv", "jsonl") == "jsonl"

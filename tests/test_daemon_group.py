@@ -95,7 +95,9 @@ def test_daemons_joining_and_leaving_mid_stream_lose_nothing(bootstrap, make_top
             a.stop()
         if b is not None:
             assert b.stop() == 0
-    assert a_rebalances >= 2 and b_rebalances >= 2   # join + B joining / join + A leaving
+    # Each saw at least its own join (if B joins while A's first join is still in progress,
+    # both join one generation and A sees a single rebalance); B also saw A leave or its join.
+    assert a_rebalances >= 1 and b_rebalances >= 1 and a_rebalances + b_rebalances >= 3
     committed = committed_offsets(bootstrap, group)
     assert sum(committed.values()) == n
     # revocations committed exactly what had been handed on: no record was scored twice

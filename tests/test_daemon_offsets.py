@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from kafka import TopicPartition
 
 from kafka_helpers import (
-    DaemonThread, committed_offsets, daemon_config, mixture_rows, produce, read_topic,
-    to_record, unique, wait_for,
+    DaemonThread, committed_offsets, create_topics, daemon_config, mixture_rows, produce,
+    read_topic, to_record, unique, wait_for,
 )
 from streamgmm.service.daemon import Chunk, PendingQueue
 from streamgmm.service.sources import SourceRecord
@@ -56,8 +57,6 @@ def test_warmup_buffer_is_not_committed_and_is_reread_after_restart(bootstrap, m
 def test_topic_pattern_subscription(bootstrap, make_topics):
     prefix = unique("pat")
     names = [f"{prefix}.a", f"{prefix}.b"]
-    from kafka_helpers import create_topics
-
     create_topics(bootstrap, names)
     out, dlq = make_topics("pat-out", "pat-dlq")
     X = mixture_rows(200, seed=52)
@@ -81,8 +80,8 @@ def test_pending_queue_pops_across_chunks_and_tracks_lowest_offsets():
 
     q = PendingQueue()
     a, b = ("t", 0), ("t", 1)
-    q.push(Chunk(recs(a, 10, 3) + recs(b, 5, 2), None, __import__("numpy").arange(5.0)))
-    q.push(Chunk(recs(a, 13, 2), ["k1", "k2"], __import__("numpy").arange(2.0)))
+    q.push(Chunk(recs(a, 10, 3) + recs(b, 5, 2), None, np.arange(5.0)))
+    q.push(Chunk(recs(a, 13, 2), ["k1", "k2"], np.arange(2.0)))
     assert len(q) == 7 and q.min_offsets() == {a: 10, b: 5}
     first = q.pop(4)
     assert [r.offset for r in first.recs] == [10, 11, 12, 5]
