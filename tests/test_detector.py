@@ -310,3 +310,15 @@ def test_float32_detector_scores_close_to_float64():
     s64, s32 = d64.score(Y).scores, d32.score(Y).scores
     assert s32.dtype == np.float64
     assert np.median(np.abs(s64 - s32)) < 1e-2
+
+
+def test_finish_warmup_scores_a_short_buffer_at_end_of_input():
+    mix = Mixture(d=4, k=2, seed=12)
+    det = sync({"n_components": 2, "warmup_records": 2000})
+    assert len(det.process(mix.draw(300))) == 0
+    res = det.finish_warmup()
+    assert len(res) == 300 and det.ready and det.pending == 0
+    assert [e.kind for e in res.events] == ["warmup_done"]
+    tiny = sync({"n_components": 2, "warmup_records": 2000})
+    tiny.process(mix.draw(5))
+    assert len(tiny.finish_warmup()) == 0 and tiny.pending == 5 and not tiny.ready

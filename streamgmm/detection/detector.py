@@ -244,6 +244,25 @@ class Detector:
             self._warm.append(X)
         if self.pending < self.config.warmup_records:
             return DetectionResult.empty(events)
+        return self._complete_warmup(events)
+
+    def min_fit_records(self):
+        """The fewest records a fit accepts (10, or twice the fixed component count)."""
+        k = self.config.n_components
+        return max(2 * k, 10) if isinstance(k, int) else 10
+
+    def finish_warmup(self):
+        """End of a finite input during warm-up: fit on what is buffered and score it.
+
+        Returns the buffered records' results; an empty result (records stay pending) when
+        there are fewer than ``min_fit_records()`` of them or a model already exists.
+        """
+        if self.ready or self.pending < self.min_fit_records():
+            return DetectionResult.empty()
+        self._ensure_scheduler()
+        return self._complete_warmup(self._poll_refit())
+
+    def _complete_warmup(self, events):
         Xw = np.vstack(self._warm)
         self._warm = []
         trained = fit_window(Xw, self.config, self.dtype)

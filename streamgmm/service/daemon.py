@@ -454,6 +454,21 @@ class Daemon:
         elif self.det.pending:
             log.debug("warm-up: %d records buffered", self.det.pending)
 
+    def finish_input(self) -> None:
+        """End of a finite source during warm-up: fit on the short buffer and score it, so no
+        record is left without an outcome (unless there are too few to fit at all)."""
+        if self.det.ready or not self.det.pending:
+            return
+        res = self.det.finish_warmup()
+        for ev in res.events:
+            self.metrics.observe_event(ev)
+            _log_event(ev)
+        if len(res):
+            self._emit(res, self.pending.pop(len(res)))
+        else:
+            log.warning("end of input with only %d records, fewer than the %d a fit needs: "
+                        "they are not scored", self.det.pending, self.det.min_fit_records())
+
     def _emit(self, res, chunk: Chunk) -> None:
         """Metrics for the scored records and one event per anomaly (or per record)."""
         scores = np.asarray(res.scores, dtype=float)
@@ -684,6 +699,7 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
                 daemon.step()
                 if daemon.exhausted:
                     log.info("end of input")
+                    daemon.finish_input()
                     break
             clean = True
         except KeyboardInterrupt:
