@@ -7,11 +7,13 @@ Results always cover the oldest records not yet returned, so during warm-up a ca
 nothing and the call that completes warm-up returns every buffered record (see
 docs/architecture.md).
 """
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import math as gm
+from .._version import __version__
 from ..exceptions import NotFittedError
 from ..math.sufficient_stats import posteriors
 from ..models.validation import check_array
@@ -141,7 +143,6 @@ class Detector:
         job = self.scheduler_.take_finished()
         if job is None:
             return []
-        import time
         seconds = time.perf_counter() - job.started_at
         if job.error is not None:
             self.counters["refit_failures"] += 1
@@ -305,7 +306,6 @@ class Detector:
 
     def describe(self):
         """A JSON-able summary for ``streamgmm inspect``."""
-        from .._version import __version__
         out = {"library_version": __version__, "ready": self.ready,
                "model_version": self.model_version, "feature_names": self.feature_names,
                "n_features": self.n_features_, "config": self.config.to_dict(),

@@ -9,9 +9,10 @@ import numpy as np
 from .._version import __version__
 from ..math import compute_precision_cholesky
 from ..models import OnlineGaussianMixture
+from ..models.online import STATE_FORMAT as ONLINE_STATE_FORMAT
+from ..models.online import STATE_VERSION as ONLINE_STATE_VERSION
 from .config import DetectorConfig
 from .drift import DriftMonitor
-from .refit import RefitScheduler
 from .scaler import StandardScaler
 from .threshold import PercentileThreshold
 from .training import TrainedModel, make_online
@@ -122,7 +123,7 @@ def online_from_params(cfg, weights, means, covariances, covariance_type, n_seen
                "diag": lambda: w[:, None] * cov, "spherical": lambda: d * w * cov}
     state = make_online(cfg, k).get_params()
     state["covariance_type"] = covariance_type
-    state.update({"format": "streamgmm.OnlineGaussianMixture", "format_version": 1,
+    state.update({"format": ONLINE_STATE_FORMAT, "format_version": ONLINE_STATE_VERSION,
                   "n_features_in_": d, "n_steps_": 0, "n_seen_": int(n_seen),
                   "n_reseeds_": 0, "n_repairs_": 0, "converged_": True, "n_iter_": 0,
                   "lower_bound_": float("nan"), "last_eta_": 0.0,

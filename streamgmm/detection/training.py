@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..models import GaussianMixture, OnlineGaussianMixture
+from ..models import GaussianMixture, OnlineGaussianMixture, select_model
 from .scaler import StandardScaler
 from .threshold import PercentileThreshold
 
@@ -33,7 +33,6 @@ class TrainedModel:
 
 def _fit_gmm(Xs, cfg, n_components):
     if n_components == "auto":
-        from ..models.selection import select_model
         kmax = int(min(cfg.max_components, max(1, len(Xs) // 10)))
         res = select_model(Xs, n_components=range(1, kmax + 1),
                            covariance_types=(cfg.covariance_type,), criterion="bic",

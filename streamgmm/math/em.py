@@ -133,11 +133,13 @@ def _compute_dtype(X, means):
     return np.dtype(np.float32) if dt == np.float32 else np.dtype(np.float64)
 
 
-def score_samples_chunked(X, weights, means, precisions_cholesky, covariance_type, chunk=None):
-    """Log-density of each row under the mixture, computed chunk by chunk (bounded memory).
+def _chunked_log_resp(X, weights, means, precisions_cholesky, covariance_type, chunk,
+                      exact_zeros):
+    """Yield ``(start, stop, amax, total, lp)`` for each row chunk of X: the shifted
+    exponentials ``lp`` (k, m) of the weighted log-probabilities, their column maxima and sums.
 
-    Extra memory beyond the (n,) float64 result is at most ``CHUNK_BYTES`` (8 MiB) plus the
-    O(k d^2) parameters, whatever n (see ``chunk_rows_t``).
+    The one chunked scoring pass behind ``score_samples_chunked`` and
+    ``predict_proba_chunked``; its buffers are allocated once and reused for every chunk.
     """
     X = np.asarray(X)
     k, d = np.shape(means)
@@ -146,15 +148,26 @@ def score_samples_chunked(X, weights, means, precisions_cholesky, covariance_typ
     scorer = GaussianScorer(means, precisions_cholesky, covariance_type, dtype)
     with np.errstate(divide="ignore"):
         const = scorer.const + np.log(np.asarray(weights, dtype=np.float64))
-    out = np.empty(n, dtype=np.float64)
     step = max(1, min(n, chunk or chunk_rows_t(k, d, covariance_type, dtype.itemsize)))
     work, lp_buf, z_buf = _work_buffers(scorer, step, dtype)
     for start in range(0, n, step):
         m = min(step, n - start)
         Z = scorer.prepare(X[start:start + m], out=z_buf[:scorer.n_z_rows * m].reshape(-1, m))
         lp = lp_buf[:k * m].reshape(k, m)
-        amax, total = _log_resp_block(scorer, Z, const, work, lp, exact_zeros=False)
-        res = out[start:start + m]
+        amax, total = _log_resp_block(scorer, Z, const, work, lp, exact_zeros=exact_zeros)
+        yield start, start + m, amax, total, lp
+
+
+def score_samples_chunked(X, weights, means, precisions_cholesky, covariance_type, chunk=None):
+    """Log-density of each row under the mixture, computed chunk by chunk (bounded memory).
+
+    Extra memory beyond the (n,) float64 result is at most ``CHUNK_BYTES`` (8 MiB) plus the
+    O(k d^2) parameters, whatever n (see ``chunk_rows_t``).
+    """
+    out = np.empty(np.shape(X)[0], dtype=np.float64)
+    for start, stop, amax, total, _ in _chunked_log_resp(
+            X, weights, means, precisions_cholesky, covariance_type, chunk, exact_zeros=False):
+        res = out[start:stop]
         with np.errstate(divide="ignore"):
             np.log(total, out=res)
         res += amax
@@ -166,23 +179,11 @@ def predict_proba_chunked(X, weights, means, precisions_cholesky, covariance_typ
 
     Extra memory beyond the (n, k) float64 result is at most ``CHUNK_BYTES``.
     """
-    X = np.asarray(X)
-    k, d = np.shape(means)
-    n = X.shape[0]
-    dtype = _compute_dtype(X, means)
-    scorer = GaussianScorer(means, precisions_cholesky, covariance_type, dtype)
-    with np.errstate(divide="ignore"):
-        const = scorer.const + np.log(np.asarray(weights, dtype=np.float64))
-    out = np.empty((n, k), dtype=np.float64)
-    step = max(1, min(n, chunk or chunk_rows_t(k, d, covariance_type, dtype.itemsize)))
-    work, lp_buf, z_buf = _work_buffers(scorer, step, dtype)
-    for start in range(0, n, step):
-        m = min(step, n - start)
-        Z = scorer.prepare(X[start:start + m], out=z_buf[:scorer.n_z_rows * m].reshape(-1, m))
-        lp = lp_buf[:k * m].reshape(k, m)
-        _, total = _log_resp_block(scorer, Z, const, work, lp)
+    out = np.empty((np.shape(X)[0], np.shape(means)[0]), dtype=np.float64)
+    for start, stop, _, total, lp in _chunked_log_resp(
+            X, weights, means, precisions_cholesky, covariance_type, chunk, exact_zeros=True):
         with np.errstate(invalid="ignore", divide="ignore"):
-            np.divide(lp, total, out=out[start:start + m].T)
+            np.divide(lp, total, out=out[start:stop].T)
     return out
 
 

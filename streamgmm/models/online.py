@@ -12,6 +12,7 @@ import numpy as np
 from .. import math as gm
 from ..math import sufficient_stats as ss
 from .base import ParamsMixin
+from .scoring import MixtureScoringMixin
 from .gaussian_mixture import INIT_PARAMS, GaussianMixture
 from .validation import check_array, check_is_fitted, check_scalar
 
@@ -27,7 +28,7 @@ _STATE_ARRAYS = ("stats_s0", "stats_means", "stats_scatter", "weights_", "means_
                  "covariances_", "precisions_cholesky_")
 
 
-class OnlineGaussianMixture(ParamsMixin):
+class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
     """Gaussian mixture kept current on a stream by stepwise (online) EM.
 
     Parameters
@@ -297,49 +298,6 @@ class OnlineGaussianMixture(ParamsMixin):
         self.n_steps_, self.n_seen_ = int(n_steps), int(n_seen)
         self.n_reseeds_, self.n_repairs_ = int(n_reseeds), int(n_repairs)
         self.last_eta_ = float(eta)
-
-    # ---------------------------------------------------------------- scoring
-    def _check_X(self, X):
-        check_is_fitted(self)
-        return check_array(X, n_features=self.means_.shape[1])
-
-    def score_samples(self, X):
-        """Log-density log p(x) of each row under the mixture (float64, chunked)."""
-        X = self._check_X(X)
-        return gm.score_samples_chunked(X, self.weights_, self.means_,
-                                        self.precisions_cholesky_, self.covariance_type)
-
-    def score(self, X, y=None):
-        """Average log-likelihood per row."""
-        return float(np.mean(self.score_samples(X)))
-
-    def predict_proba(self, X):
-        """Posterior probability of each component for each row (chunked)."""
-        X = self._check_X(X)
-        return gm.predict_proba_chunked(X, self.weights_, self.means_,
-                                        self.precisions_cholesky_, self.covariance_type)
-
-    def predict(self, X):
-        """Most likely component of each row."""
-        return self.predict_proba(X).argmax(axis=1)
-
-    def _n_parameters(self):
-        return gm.n_parameters(self.n_components, self.means_.shape[1], self.covariance_type)
-
-    def bic(self, X):
-        """Bayesian information criterion on X (lower is better)."""
-        X = self._check_X(X)
-        return float(gm.bic(self.score(X), X.shape[0], self._n_parameters()))
-
-    def aic(self, X):
-        """Akaike information criterion on X (lower is better)."""
-        X = self._check_X(X)
-        return float(gm.aic(self.score(X), X.shape[0], self._n_parameters()))
-
-    def sample(self, n_samples=1):
-        """Draw ``n_samples`` rows and their component labels (same scheme as the batch model)."""
-        check_is_fitted(self)
-        return GaussianMixture.sample(self, n_samples)
 
     def to_batch(self):
         """A fitted ``GaussianMixture`` with this model's current parameters (a snapshot)."""

@@ -271,25 +271,12 @@ class _LineParser:
         return SourceRecord(value, topic, None, offset)
 
 
-class FileSource:
-    """CSV or JSON-lines file. Exhausted at end of file unless `follow` (tail -f)."""
+class _LocalSource:
+    """What a file or stdin source answers where Kafka would have partitions and offsets:
+    always ready, nothing assigned, no lag, and commits that succeed trivially (the position
+    in a local input is not stored anywhere)."""
 
     group = None
-
-    def __init__(self, path: str, fmt: str = "auto", follow: bool = False, name: str | None = None):
-        self.path = path
-        self.follow = follow
-        self.topic = name if name is not None else os.path.basename(path)
-        self._parser = _LineParser(detect_format(path, fmt))
-        if path.endswith(".gz"):
-            import gzip
-            self._fh = gzip.open(path, "rb")
-        else:
-            self._fh = open(path, "rb")
-        self._partial = b""
-        self._next_offset = 0
-        self.exhausted = False
-
     ready = True
 
     @property
@@ -308,6 +295,24 @@ class FileSource:
 
     def commit_async(self, offsets: dict, callback=None) -> bool:
         return True
+
+
+class FileSource(_LocalSource):
+    """CSV or JSON-lines file. Exhausted at end of file unless `follow` (tail -f)."""
+
+    def __init__(self, path: str, fmt: str = "auto", follow: bool = False, name: str | None = None):
+        self.path = path
+        self.follow = follow
+        self.topic = name if name is not None else os.path.basename(path)
+        self._parser = _LineParser(detect_format(path, fmt))
+        if path.endswith(".gz"):
+            import gzip
+            self._fh = gzip.open(path, "rb")
+        else:
+            self._fh = open(path, "rb")
+        self._partial = b""
+        self._next_offset = 0
+        self.exhausted = False
 
     def _readline(self) -> bytes | None:
         line = self._fh.readline()
@@ -342,12 +347,9 @@ class FileSource:
         self._fh.close()
 
 
-class StdinSource:
+class StdinSource(_LocalSource):
     """Records from standard input (JSON lines or CSV), read by a helper thread so that
     polling never blocks the loop; exhausted at end of input."""
-
-    group = None
-    ready = True
 
     def __init__(self, fmt: str = "auto", stream=None, maxsize: int = 100_000):
         self._stream = stream if stream is not None else sys.stdin.buffer
@@ -367,22 +369,6 @@ class StdinSource:
             log.exception("error reading stdin")
         finally:
             self._q.put(self._eof)
-
-    @property
-    def csv_header(self) -> list | None:
-        return self._parser.header
-
-    def assignment(self) -> set:
-        return set()
-
-    def lag(self) -> dict:
-        return {}
-
-    def commit(self, offsets: dict, timeout_ms: int | None = None) -> bool:
-        return True
-
-    def commit_async(self, offsets: dict, callback=None) -> bool:
-        return True
 
     def poll(self, timeout_ms: int, max_records: int) -> Batch:
         out = []
