@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from . import kafka_crc
 from .health import Health, HealthServer, liveness_timeout
 from .metrics import DaemonMetrics
 from .sinks import KafkaSink, SinkError, make_producer, make_sink
@@ -141,8 +142,8 @@ def make_event(rec, key, ts_ms, score, threshold, anomaly, component, contributi
 
 def _record_ts_ms(recs, dec_ts) -> np.ndarray:
     """Record timestamps in ms: the Kafka timestamp, else `records.timestamp_field`."""
-    ts = np.fromiter(((r.timestamp if r.timestamp is not None and r.timestamp >= 0
-                       else np.nan) for r in recs), dtype=float, count=len(recs))
+    ts = np.array([r.timestamp for r in recs], dtype=float)  # None -> NaN
+    ts[ts < 0] = np.nan  # -1: no timestamp (old message formats)
     if dec_ts is not None:
         missing = np.isnan(ts)
         if missing.any():
@@ -303,6 +304,9 @@ class Daemon:
                 self.worker = DecodeWorker(cfg.records)
             except Exception as exc:  # noqa: BLE001 - e.g. an unguarded __main__ under spawn
                 log.warning("no decode worker process (%s); decoding in this process", exc)
+        uses_kafka = "kafka" in (cfg.source.type, cfg.sink.type, cfg.dead_letter.type)
+        if uses_kafka:
+            log.info("record-batch CRC-32C: %s", kafka_crc.configure(cfg.kafka.vectorised_crc))
         if "kafka" in (cfg.sink.type, cfg.dead_letter.type):
             self.producer = make_producer(cfg.kafka)
         self.sink = make_sink(cfg.sink, cfg.kafka, producer=self.producer)

@@ -40,13 +40,16 @@ def _json_default(o):
     return str(o)
 
 
+_STRICT = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_nan=False)
+_LENIENT = json.JSONEncoder(separators=(",", ":"), default=_json_default)
+
+
 def dumps(obj) -> bytes:
     """Compact JSON bytes (non-finite floats become null: output must be strict JSON)."""
     try:
-        return json.dumps(obj, separators=(",", ":"), default=_json_default,
-                          allow_nan=False).encode()
+        return _STRICT.encode(obj).encode()
     except ValueError:
-        return json.dumps(_finite(obj), separators=(",", ":"), default=_json_default).encode()
+        return _LENIENT.encode(_finite(obj)).encode()
 
 
 def _finite(obj):
