@@ -3,6 +3,7 @@ promtool-clean exposition, batch histograms equal to prometheus-client's, probes
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -113,6 +114,32 @@ def test_values_after_updates():
     assert 0 <= metric(m, "streamgmm_checkpoint_age_seconds") < 5
     assert metric(m, "streamgmm_last_checkpoint_timestamp_seconds") > 1e9
     assert not any(name.endswith("_created") for name, _ in m)
+
+
+def _age(dm: DaemonMetrics) -> float:
+    return metric(parse_metrics(dm.exposition().decode()), "streamgmm_checkpoint_age_seconds")
+
+
+def test_checkpoint_age_counts_only_learning_that_could_be_lost():
+    ready = SimpleNamespace(threshold_=-1.0, ready=True, n_components=2, model_version=1)
+    warming = SimpleNamespace(threshold_=None, ready=False, n_components=0, model_version=0)
+    dm = DaemonMetrics(checkpoints=True)
+    dm.observe_model(warming)
+    time.sleep(0.05)
+    assert _age(dm) == 0  # warm-up: nothing to save yet
+    dm.observe_model(ready)
+    time.sleep(0.05)
+    assert 0.04 < _age(dm) < 5  # since the model became ready
+    dm.observe_checkpoint(when=time.time() - 1000)
+    assert 999 < _age(dm) < 1005
+    dm.observe_checkpoint()
+    assert _age(dm) < 5
+    off = DaemonMetrics(checkpoints=False)  # checkpoints disabled: the stale alert stays quiet
+    off.observe_model(ready)
+    time.sleep(0.05)
+    assert _age(off) == 0
+    assert metric(parse_metrics(off.exposition().decode()),
+                  "streamgmm_last_checkpoint_timestamp_seconds") == 0
 
 
 def test_lag_series_of_revoked_partitions_disappear():

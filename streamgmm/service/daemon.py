@@ -264,7 +264,8 @@ class Daemon:
         self.cfg = cfg
         self.stop_event = stop_event or threading.Event()
         self.metrics = DaemonMetrics(cfg.metrics.ratio_window,
-                                     cfg.detector.threshold.percentile / 100.0)
+                                     cfg.detector.threshold.percentile / 100.0,
+                                     checkpoints=bool(cfg.checkpoint.path))
         self.health = Health(liveness_timeout(cfg.kafka.poll_timeout_ms))
         self.server: HealthServer | None = None
         self.det = None
@@ -295,10 +296,7 @@ class Daemon:
             self.server = HealthServer(cfg.metrics.host, cfg.metrics.port, self.health,
                                        self.metrics).start()
         self.det = load_detector(cfg)
-        self.metrics.observe_model(self.det)
-        if cfg.checkpoint.path and self.det.ready:
-            # a restored/pretrained model counts as checkpointed now for the age metric
-            self.metrics.observe_checkpoint()
+        self.metrics.observe_model(self.det)  # a restored model: unsaved learning from now
         if decode_worker_wanted():
             try:
                 self.worker = DecodeWorker(cfg.records)

@@ -124,7 +124,7 @@ class DaemonMetrics:
     """All daemon metrics on a private registry, plus helpers the loop calls per batch."""
 
     def __init__(self, ratio_window: int = 10000, target_ratio: float = 0.01,
-                 registry: CollectorRegistry | None = None):
+                 registry: CollectorRegistry | None = None, checkpoints: bool = True):
         r = self.registry = registry if registry is not None else CollectorRegistry()
         p = "streamgmm_"
         self.records = Counter(p + "records_processed", "Records scored.", registry=r)
@@ -157,8 +157,10 @@ class DaemonMetrics:
                                    "model swap).", registry=r)
         self.last_checkpoint = Gauge(p + "last_checkpoint_timestamp_seconds", "Unix time of "
                                      "the last checkpoint (0 if none yet).", registry=r)
-        self.checkpoint_age = Gauge(p + "checkpoint_age_seconds", "Seconds since the last "
-                                    "checkpoint (or since start).", registry=r)
+        self.checkpoint_age = Gauge(p + "checkpoint_age_seconds", "Seconds of learning not "
+                                    "yet checkpointed: since the last checkpoint, or since the "
+                                    "model became ready; 0 in warm-up or with checkpoints off.",
+                                    registry=r)
         self.commit_failures = Counter(p + "commit_failures", "Failed offset commits.",
                                        registry=r)
         self.rebalances = Counter(p + "rebalances", "Consumer group rebalances (partition "
@@ -178,8 +180,9 @@ class DaemonMetrics:
         self.target_ratio.set(target_ratio)
 
         self._window = RatioWindow(ratio_window)
-        self._ckpt_time = time.time()
-        self.checkpoint_age.set_function(lambda: max(0.0, time.time() - self._ckpt_time))
+        self._checkpoints = checkpoints
+        self._unsaved_since: float | None = None  # None: nothing that needs a checkpoint
+        self.checkpoint_age.set_function(self._checkpoint_age)
         self._lag_labels: set = set()
 
     def exposition(self) -> bytes:
@@ -227,11 +230,18 @@ class DaemonMetrics:
             self.threshold.set(float(thr))
         if getattr(det, "ready", False):
             self.components.set(int(det.n_components))
+            if self._checkpoints and self._unsaved_since is None:
+                self._unsaved_since = time.time()  # from now on there is learning to lose
         self.model_version.set(int(getattr(det, "model_version", 0) or 0))
 
     def observe_checkpoint(self, when: float | None = None) -> None:
-        self._ckpt_time = time.time() if when is None else when
-        self.last_checkpoint.set(self._ckpt_time)
+        when = time.time() if when is None else when
+        self._unsaved_since = when
+        self.last_checkpoint.set(when)
+
+    def _checkpoint_age(self) -> float:
+        since = self._unsaved_since
+        return 0.0 if since is None else max(0.0, time.time() - since)
 
     def set_lag(self, lags: dict) -> None:
         """Replace the per-partition lag gauges with {(topic, partition): lag}."""
