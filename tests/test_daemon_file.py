@@ -147,6 +147,32 @@ def test_pretrained_model_skips_warmup(tmp_path):
     assert len(_lines(tmp_path / "out.jsonl")) == good == 150
 
 
+def test_config_detector_settings_override_the_models(tmp_path):
+    """The YAML is the one truth: a model saved with percentile 1 runs at the config's 20."""
+    from streamgmm import Detector
+
+    data = tmp_path / "events.jsonl"
+    good, _ = _jsonl(data, 2000)
+    model = tmp_path / "model.npz"
+    det = Detector({"n_components": 3, "threshold": {"percentile": 1.0}},
+                   feature_names=list(FEATURES))
+    det.fit(mixture_rows(4000, seed=9))
+    det.save(str(model))
+    cfg = _cfg({"type": "file", "path": str(data)},
+               {"type": "file", "path": str(tmp_path / "out.jsonl")}, {"type": "stdout"},
+               warmup=10_000)
+    cfg["detector"]["threshold"] = {"percentile": 20.0}
+    cfg["model"] = {"path": str(model)}
+    cfg["logging"] = {"level": "INFO"}
+    r = _run_cli(cfg, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "detector.threshold.percentile 1.0 -> 20.0" in r.stderr
+    scored = _lines(tmp_path / "out.jsonl")
+    assert len(scored) == good
+    flagged = sum(e["anomaly"] for e in scored) / len(scored)
+    assert 0.12 < flagged < 0.3, flagged
+
+
 def _run_cli(cfg: dict, tmp_path) -> subprocess.CompletedProcess:
     path = write_yaml(tmp_path / "cfg.yaml", cfg)
     return subprocess.run([sys.executable, "-m", "streamgmm", "run", "--config", path],

@@ -176,3 +176,70 @@ def test_warming_up_detector_saves_config_only(tmp_path):
     det.save(tmp_path / "w.npz")
     back = Detector.load(tmp_path / "w.npz")
     assert not back.ready and back.pending == 0 and back.config.warmup_records == 500
+
+
+# ------------------------------------------------------------ reconfigure a restored detector
+
+def test_reconfigure_without_changes_keeps_everything(tmp_path, trained):
+    det, _ = trained
+    thr, mon = det.threshold_model_, det.monitor_
+    assert det.reconfigure(det.config.to_dict()) == []
+    assert det.threshold_model_ is thr and det.monitor_ is mon
+
+
+def test_reconfigured_percentile_applies_at_once(tmp_path, trained):
+    det, draw = trained
+    det.save(tmp_path / "c.npz")
+    back = Detector.load(tmp_path / "c.npz")
+    cfg = back.config.to_dict()
+    cfg["threshold"]["percentile"] = 10.0
+    old = back.threshold_
+    changes = back.reconfigure(cfg)
+    assert ("threshold.percentile", 1.0, 10.0) in changes
+    assert back.config.threshold.percentile == 10.0
+    window = back.threshold_model_.recent()
+    assert back.threshold_ > old
+    kept = window[np.isfinite(window)]
+    f = 1 - len(kept) / len(window)  # gross scores count towards the rate (threshold.py)
+    assert back.threshold_ == pytest.approx(np.percentile(kept, 100 * (0.10 - f) / (1 - f)))
+    assert back.monitor_.percentile == 10.0  # drift tests restarted for the new rate
+    res = back.process(draw(5000))
+    assert 0.07 < res.is_anomaly.mean() < 0.13
+
+
+def test_reconfigured_windows_keep_the_most_recent_data(trained):
+    det, _ = trained
+    scores = det.threshold_model_.recent()
+    records = det.scheduler_.ring.last(10**9)
+    cfg = det.config.to_dict()
+    cfg["threshold"]["window"] = 500
+    cfg["refit"]["window"] = 800
+    cfg["refit"]["min_records"] = 400
+    det.reconfigure(cfg)
+    assert np.array_equal(det.threshold_model_.recent(), scores[-500:])
+    assert det.scheduler_.ring.buf.shape == (800, 5)
+    assert np.array_equal(det.scheduler_.ring.last(800), records[-800:])
+    assert det.scheduler_.cfg.min_records == 400
+
+
+def test_reconfigured_online_and_drift_settings(trained):
+    det, draw = trained
+    cfg = det.config.to_dict()
+    cfg["online"]["alpha"] = 0.9
+    cfg["drift"]["expected_run_length"] = 1e6
+    cfg["n_components"] = 4  # structural: for the next fit only
+    changes = dict((k, (a, b)) for k, a, b in det.reconfigure(cfg))
+    assert changes["online.alpha"] == (0.6, 0.9)
+    assert det.model_.alpha == 0.9
+    assert det.monitor_.expected_run_length == 1e6
+    assert det.n_components == 3 and det.config.n_components == 4
+    det.process(draw(1000))  # still works
+
+
+def test_reconfigure_rejects_bad_settings(trained):
+    det, _ = trained
+    cfg = det.config.to_dict()
+    cfg["threshold"]["percentile"] = 70
+    with pytest.raises(ValueError, match="percentile"):
+        det.reconfigure(cfg)
+    assert det.config.threshold.percentile == 1.0

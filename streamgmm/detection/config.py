@@ -77,6 +77,17 @@ class DetectorConfig:
     def to_dict(self):
         return asdict(self)
 
+    def changes(self, other):
+        """[(dotted key, this value, other's value)] for every setting that differs."""
+        def flat(d, prefix=""):
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    yield from flat(v, f"{prefix}{k}.")
+                else:
+                    yield f"{prefix}{k}", v
+        mine, theirs = dict(flat(self.to_dict())), dict(flat(other.to_dict()))
+        return [(k, mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]]
+
     def validate(self):
         """Raise ValueError naming the key of the first invalid value."""
         def bad(key, expected, got):

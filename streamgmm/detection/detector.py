@@ -130,6 +130,10 @@ class Detector:
         self.train_info_ = trained.info
         self.model_version += 1
         self._learn, self._learn_n, self._precisions = [], 0, None
+        self._new_monitor()
+
+    def _new_monitor(self):
+        """Fresh drift tests (they collect a new reference from the next record on)."""
         d = self.config.drift
         self.monitor_ = DriftMonitor(
             percentile=self.config.threshold.percentile,
@@ -246,6 +250,44 @@ class Detector:
         if self.pending < self.config.warmup_records:
             return DetectionResult.empty(events)
         return self._complete_warmup(events)
+
+    def reconfigure(self, config):
+        """Adopt another configuration, e.g. the daemon's YAML over a restored checkpoint or a
+        pretrained model. Returns the changes as [(key, old, new)].
+
+        Threshold settings re-rank the current score window at once; online settings apply
+        from the next update; drift settings restart the drift tests (a new reference); a new
+        refit window resizes the record ring; the rest (components, covariance type, warm-up,
+        ...) apply at the next fit or refit. Not while a refit is running.
+        """
+        new = config if isinstance(config, DetectorConfig) else DetectorConfig.from_dict(config)
+        changes = self.config.changes(new)
+        if not changes:
+            return []
+        if self.refit_running:
+            raise RuntimeError("reconfigure() while a refit is running: wait_for_refit() first")
+        keys = {k for k, _, _ in changes}
+
+        def touched(section):
+            return any(k.startswith(section + ".") for k in keys)
+
+        self.config = new
+        if self.ready:
+            self._ensure_scheduler()
+            if touched("threshold"):
+                t = new.threshold
+                self.threshold_model_ = self.threshold_model_.resized(t.percentile, t.window)
+            if touched("online"):
+                o = new.online
+                self.model_.set_params(step=o.step, alpha=o.alpha, t0=o.t0,
+                                       half_life=o.half_life)
+            if touched("drift") or "threshold.percentile" in keys:
+                self._new_monitor()
+        if self.scheduler_ is not None and touched("refit"):
+            self.scheduler_.cfg = new.refit
+            if new.refit.window != len(self.scheduler_.ring.buf):
+                self.scheduler_.ring = self.scheduler_.ring.resized(new.refit.window)
+        return changes
 
     def min_fit_records(self):
         """The fewest records a fit accepts (10, or twice the fixed component count)."""

@@ -40,6 +40,13 @@ class RecordRing:
         idx = (self.pos - n + np.arange(n)) % len(self.buf)
         return self.buf[idx]
 
+    def resized(self, capacity):
+        """A ring of another capacity holding the most recent records of this one."""
+        ring = RecordRing(capacity, self.buf.shape[1])
+        if self.filled:
+            ring.push(self.last(capacity))
+        return ring
+
 
 @dataclass
 class RefitJob:

@@ -62,6 +62,29 @@ class PercentileThreshold:
         self.since_ += len(scores)
         if self.since_ < max(1, self.window // 10) and self.n_filled_ == self.window:
             return self.value_
+        return self._rerank()
+
+    def recent(self):
+        """The window's scores, oldest first (gross ones as -inf)."""
+        if self.n_filled_ < self.window:
+            return self.ring_[: self.n_filled_].copy()
+        return np.concatenate([self.ring_[self.pos_:], self.ring_[: self.pos_]])
+
+    def resized(self, percentile, window):
+        """A copy with another percentile and/or window, keeping the fence and the most
+        recent scores, its value re-ranked at once (a config change on a restored model)."""
+        t = PercentileThreshold(percentile=percentile, window=window, fence_iqr=self.fence_iqr)
+        t.fence_ = self.fence_
+        t.ring_ = np.empty(window, dtype=np.float64)
+        kept = self.recent()
+        if len(kept):
+            t._push(kept)
+            t._rerank()
+        if t.value_ is None:  # nothing finite to rank yet
+            t.value_ = self.value_
+        return t
+
+    def _rerank(self):
         self.since_ = 0
         data = self.ring_[: self.n_filled_]
         kept = data[np.isfinite(data)]

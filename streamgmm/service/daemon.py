@@ -646,6 +646,11 @@ def load_detector(cfg):
                           f"records.features is {features}")
     log.info("restored %s (model version %s, %s components)", origin, det.model_version,
              getattr(det, "n_components", "?"))
+    changes = det.reconfigure(detector_dict(cfg))  # the config file is the one truth
+    if changes:
+        log.warning("the config's detector settings differ from those saved with the %s; "
+                    "using the config's: %s", origin.split()[0],
+                    ", ".join(f"detector.{k} {old!r} -> {new!r}" for k, old, new in changes))
     return det
 
 
