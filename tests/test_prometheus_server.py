@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kafka_helpers import free_port, http_get, wait_for
+from kafka_helpers import free_port, http_get, metric, scrape, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "config" / "prometheus" / "alerts.yml"
@@ -36,6 +36,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(PROMETHEUS), reason="Promethe
 
 N_RECORDS = 28_000
 SHIFT_AT = 8_000
+SHIFTED = 8_000  # records after the shift written before waiting for the refit's swap
 BAD_AFTER = 5_000
 FEATURES = ["amount", "latency_ms", "sensor.temp"]
 BAD_LINES = [
@@ -154,7 +155,9 @@ def stack(tmp_path_factory):
                     out.writelines(line + "\n" for _, line in BAD_LINES)
 
     # Phase 1 (stationary) is there from the start; phase 2 (with the shift) is appended once
-    # Prometheus has watched phase 1, so the drift and refit happen between its scrapes.
+    # Prometheus has watched phase 1, so the drift and refit happen between its scrapes; phase 3
+    # follows once the refitted model is in (the daemon reads a file far faster than a refit
+    # takes, so without the wait how many shifted records the old model scores is up to timing).
     write(SHIFT_AT)
 
     metrics_port = free_port()
@@ -178,7 +181,24 @@ def stack(tmp_path_factory):
         wait_for(records_seen(base, daemon, tmp, SHIFT_AT), 120, interval=0.5,
                  what="Prometheus to see phase 1 scored")
         time.sleep(3)  # Prometheus sees the drift counters at zero before the shift arrives
-        write(N_RECORDS - SHIFT_AT)
+        write(SHIFTED)  # the drift alarm and the background refit happen in here
+        written = SHIFT_AT + SHIFTED
+        wait_for(records_seen(base, daemon, tmp, written), 120, interval=0.5,
+                 what="Prometheus to see the shifted records scored")
+
+        def swapped() -> bool:
+            # the refit runs in the background and is swapped in at the next batch: feed
+            # one record at a time until the daemon reports it, so that the last
+            # ratio_window records are all scored by the refitted model
+            nonlocal written
+            if metric(scrape(metrics_port)[1], "streamgmm_refits_total", outcome="success"):
+                return True
+            write(1)
+            written += 1
+            return False
+        wait_for(swapped, 60, interval=0.3, what="the refitted model to be swapped in")
+        assert N_RECORDS - written > 10_000
+        write(N_RECORDS - written)
         lab.close()
         wait_for(records_seen(base, daemon, tmp, N_RECORDS), 180, interval=0.5,
                  what="Prometheus to see every record")
