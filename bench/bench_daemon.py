@@ -7,6 +7,7 @@ unless --bootstrap points at a running Kafka.
     python3 bench/bench_daemon.py                       # 1M records (a few minutes)
     python3 bench/bench_daemon.py --records 200000      # quicker
     python3 bench/bench_daemon.py --compare-inline      # also a daemon decoding in-process
+    python3 bench/bench_daemon.py --emit all            # an output event for every record
 
 Rounds alternate bare consumers and the daemon on the same topic; medians are reported (a
 shared machine is noisy). Two bare peers: kafka-python as installed (its pure-Python CRC-32C
@@ -139,7 +140,7 @@ def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args
     topic, out, dlq = topics
     port = kh.free_port()
     cfg = kh.daemon_config(bootstrap, topic, out, dlq, kh.unique("bench"), warmup=2000,
-                           percentile=1.0, metrics_port=port,
+                           percentile=1.0, metrics_port=port, emit=args.emit,
                            kafka={"max_poll_records": args.max_poll_records,
                                   "poll_timeout_ms": 500,
                                   "consumer": {"fetch_max_wait_ms": args.fetch_max_wait_ms}},
@@ -196,6 +197,8 @@ def main() -> int:
     ap.add_argument("--fetch-max-wait-ms", type=int, default=50,
                     help="for both consumers; the test broker answers a parked fetch only "
                          "when this expires, not when data arrives (Apache Kafka does)")
+    ap.add_argument("--emit", choices=("anomalies", "all"), default="anomalies",
+                    help="the daemon's sink.emit: an event per anomaly, or per record")
     ap.add_argument("--compare-inline", action="store_true",
                     help="also run the daemon with STREAMGMM_DECODE_WORKER=0 each round")
     args = ap.parse_args()
