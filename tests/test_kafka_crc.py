@@ -16,8 +16,10 @@ from streamgmm.service.daemon import Daemon
 
 @pytest.fixture
 def restore_kafka_crc(monkeypatch):
-    """Whatever a test installs, kafka-python's CRC function is put back afterwards."""
+    """Whatever a test installs, kafka-python's CRC function is put back afterwards; the C
+    `crc32c` package is hidden, should it be installed."""
     monkeypatch.setattr(default_records, "calc_crc32c", default_records.calc_crc32c)
+    monkeypatch.setattr(util, "crc32c_c", None)
     yield
 
 
