@@ -268,3 +268,52 @@ def test_csv_large_clean_batch_takes_the_vectorised_path():
     dec = decode_csv_rows(HEADER, rows, SPEC)
     np.testing.assert_array_equal(dec.X, data)
     assert dec.errors == []
+
+
+# ------------------------------------------- the fast JSON path gives json.loads's own outcome
+
+def _outcome(f, raw):
+    try:
+        return ("ok", f(raw))
+    except RecursionError:
+        return ("recursion",)
+    except ValueError as exc:
+        return ("error", type(exc).__name__, str(exc))
+
+
+TRICKY_JSON = [b'{"a":1}', b'{"a":1}  \n', b'{"a":1} x', b'{"a":1}{"b":2}', b'{"a":',
+               b'{"a":NaN}', b'{"a":-Infinity}', b'\xef\xbb\xbf{"a":1}', b'{"a":"\xff"}',
+               b' {"a":1}', b"[1,2]", b'{"a":1}\x00', '{"a":1}', '{"a":"\u00e9"}'.encode(),
+               b'{"a":1e400}', b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+               b'{"a":1, "a":2}', b'{"\\ud800":1}', b"{}\t\r", b"{", b"{}", "{\"a\": [1, {}]} ",
+               '{"a":1}\u2028', b'{"a":1}\xc2\xa0', "\ufeff{}".encode("utf-16")]
+
+
+@pytest.mark.parametrize("raw", TRICKY_JSON)
+def test_fast_json_path_matches_json_loads(raw):
+    from streamgmm.service.records import _loads_object
+
+    assert _outcome(_loads_object, raw) == _outcome(json.loads, raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60).map(lambda b: b"{" + b))
+def test_fast_json_path_matches_json_loads_on_any_bytes(raw):
+    from streamgmm.service.records import _loads_object
+
+    assert _outcome(_loads_object, raw) == _outcome(json.loads, raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), st.one_of(st.floats(), st.integers(), st.text(),
+                                                      st.none(), st.booleans()), max_size=5),
+       st.sampled_from(["", " ", "\n", " x"]))
+def test_fast_json_path_matches_json_loads_on_objects(obj, tail):
+    from streamgmm.service.records import _loads_object
+
+    for raw in ((json.dumps(obj) + tail), (json.dumps(obj) + tail).encode()):
+        a, b = _outcome(_loads_object, raw), _outcome(json.loads, raw)
+        if b[0] == "ok":  # (NaN != NaN: compare the re-encoded values)
+            assert a[0] == "ok" and json.dumps(a[1]) == json.dumps(b[1]), raw
+        else:
+            assert a == b, raw
