@@ -1,4 +1,5 @@
-"""The vectorised CRC-32C against kafka-python's own, in record batches and on the broker."""
+"""The vectorised CRC-32C (streamgmm.math.crc32c) against kafka-python's own, and its use in
+kafka-python's record batches (streamgmm.service.kafka_crc), on the broker too."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +10,7 @@ from kafka.record._crc32c import crc as reference_crc
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
 from kafka_helpers import daemon_config, make_producer, unique
+from streamgmm.math.crc32c import crc32c
 from streamgmm.service import kafka_crc
 from streamgmm.service.config import config_from_dict
 from streamgmm.service.daemon import Daemon
@@ -28,34 +30,34 @@ def _random(n: int, seed: int) -> bytes:
 
 
 def test_known_value():
-    assert kafka_crc.crc32c_vector(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
 
 
 def test_matches_kafka_python_for_every_short_length():
     for n in range(4, 260):
         data = _random(n, seed=n)
-        assert kafka_crc.crc32c_vector(data) == reference_crc(memoryview(data)), n
+        assert crc32c(data) == reference_crc(memoryview(data)), n
 
 
 @pytest.mark.parametrize("n", [2047, 2048, 2049, 4095, 4096, 64 * 33 + 5, 100_003, 524_288,
                                1_048_579])
 def test_matches_kafka_python(n):
     data = _random(n, seed=n)
-    assert kafka_crc.crc32c_vector(data) == reference_crc(memoryview(data))
+    assert crc32c(data) == reference_crc(memoryview(data))
 
 
 def test_memoryview_slices_and_bytearrays():
     raw = bytearray(_random(10_000, seed=3))
     for lo, hi in [(0, 10_000), (1, 9_999), (61, 5_000), (3, 2051)]:
         view = memoryview(raw)[lo:hi]
-        assert kafka_crc.crc32c_vector(view) == reference_crc(bytes(raw[lo:hi]))
+        assert crc32c(view) == reference_crc(bytes(raw[lo:hi]))
 
 
 def test_all_zero_and_all_ones_buffers():
     for n in (4, 64, 65, 4096, 70_001):
         for fill in (0x00, 0xFF):
             data = bytes([fill]) * n
-            assert kafka_crc.crc32c_vector(data) == reference_crc(data)
+            assert crc32c(data) == reference_crc(data)
 
 
 def test_small_buffers_use_the_small_function():
