@@ -117,15 +117,17 @@ def test_not_installed_when_it_would_disagree(restore_kafka_crc, monkeypatch):
     assert not kafka_crc.installed()
 
 
-def test_broker_round_trip_both_ways(restore_kafka_crc, bootstrap, make_topics):
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_broker_round_trip_both_ways(restore_kafka_crc, bootstrap, make_topics, compression):
     """Batches written with the vectorised CRC pass kafka-python's own check on fetch, and
-    the other way round (and through the broker's own validation)."""
-    values = [b'{"id":"r%d","amount":%d.25,"pad":"%s"}' % (i, i, b"x" * (i % 50))
-              for i in range(600)]
+    the other way round (and through the broker's own validation); compressed too."""
+    values = [b'{"id":"r%d","amount":%d.25,"pad":"%s"}' % (i, i, bytes(_random(i % 50, i)).hex()
+                                                         .encode()) for i in range(600)]
     for produce_fast, consume_fast in [(True, False), (False, True)]:
         topic = make_topics("crc")
         kafka_crc.configure(produce_fast)
-        p = make_producer(bootstrap, linger_ms=50, batch_size=256 * 1024)
+        p = make_producer(bootstrap, linger_ms=50, batch_size=256 * 1024,
+                          compression_type=compression)
         for v in values:
             p.send(topic, v)
         p.flush()
