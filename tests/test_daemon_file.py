@@ -246,3 +246,34 @@ def test_sink_helpers_write_strict_json_and_keep_binary_values():
     assert (d["topic"], d["partition"], d["offset"], d["key"], d["group"]) == ("t", 3, 42, "k", "g")
     assert detect_format("x.CSV", "auto") == "csv" and detect_format("x.jsonl", "auto") == "jsonl"
     assert detect_format("x.csv", "jsonl") == "jsonl"
+
+
+def test_available_cpus_respects_cgroup_quotas(tmp_path, monkeypatch):
+    """A container limited to one CPU decodes in-process, whatever the node's core count."""
+    import os
+
+    from streamgmm.service import daemon
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    assert daemon.available_cpus(str(v2)) == 16  # no cgroup files: no quota
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert daemon.available_cpus(str(v2)) == 16
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert daemon.available_cpus(str(v2)) == 1.5
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert daemon.available_cpus(str(v1)) == 16
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
+    assert daemon.available_cpus(str(v1)) == 4
+
+    monkeypatch.delenv("STREAMGMM_DECODE_WORKER", raising=False)
+    monkeypatch.setattr(daemon, "available_cpus", lambda: 1.5)
+    assert daemon.decode_worker_wanted() is False
+    monkeypatch.setattr(daemon, "available_cpus", lambda: 2.0)
+    assert daemon.decode_worker_wanted() is True
+    monkeypatch.setenv("STREAMGMM_DECODE_WORKER", "0")
+    assert daemon.decode_worker_wanted() is False

@@ -171,16 +171,49 @@ DEAD_LETTER_CLASS = {
 
 def decode_worker_wanted() -> bool:
     """Use a decode worker process? `STREAMGMM_DECODE_WORKER=0|1` decides, else: when this
-    process may run on at least two CPUs."""
+    process may use at least two CPUs (`available_cpus`)."""
     env = os.environ.get("STREAMGMM_DECODE_WORKER", "").strip().lower()
     if env in ("0", "false", "no", "off"):
         return False
     if env in ("1", "true", "yes", "on"):
         return True
+    return available_cpus() >= 2
+
+
+def available_cpus(cgroup_root: str = "/sys/fs/cgroup") -> float:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a container
+    limited to one CPU on a large node still sees every core in its affinity mask)."""
     try:
-        return len(os.sched_getaffinity(0)) >= 2
+        n: float = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return (os.cpu_count() or 1) >= 2
+        return float(os.cpu_count() or 1)
+    quota = _cgroup_cpu_quota(cgroup_root)
+    return min(n, quota) if quota is not None else n
+
+
+def _cgroup_cpu_quota(root: str) -> float | None:
+    """quota / period from cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`; None if unlimited."""
+    def read(path):
+        try:
+            with open(os.path.join(root, path)) as f:
+                return f.read().split()
+        except (OSError, ValueError):
+            return None
+    v2 = read("cpu.max")
+    if v2 and len(v2) == 2 and v2[0] != "max":
+        try:
+            return int(v2[0]) / int(v2[1])
+        except (ValueError, ZeroDivisionError):
+            return None
+    quota, period = read("cpu/cpu.cfs_quota_us"), read("cpu/cpu.cfs_period_us")
+    if quota and period:
+        try:
+            q, p = int(quota[0]), int(period[0])
+        except ValueError:
+            return None
+        if q > 0 and p > 0:
+            return q / p
+    return None
 
 
 class DecodeWorker:
