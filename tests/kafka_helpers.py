@@ -313,7 +313,7 @@ class DaemonThread:
                                         daemon=True)
 
     def _main(self):
-        from streamgmm.service.daemon import run
+        from streamgmm.service.runtime.daemon import run
 
         def keep(d):
             self.daemon = d
@@ -343,9 +343,9 @@ class DaemonThread:
 
 
 class DaemonProcess:
-    """The daemon as a real subprocess (`python -m streamgmm.service.daemon --config FILE`)."""
+    """The daemon as a real subprocess (`python -m streamgmm.service.runtime.daemon --config FILE`)."""
 
-    def __init__(self, config_path: str, log_path: str, module: str = "streamgmm.service.daemon",
+    def __init__(self, config_path: str, log_path: str, module: str = "streamgmm.service.runtime.daemon",
                  args: tuple = ()):
         self.log_path = log_path
         self._log = open(log_path, "ab")

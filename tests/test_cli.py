@@ -78,10 +78,10 @@ def test_generate_is_registered_and_its_help_works():
 
 
 def test_cli_works_when_the_generator_module_is_missing(monkeypatch, capsys, tmp_path):
-    from streamgmm.service import cli as cli_mod
+    import streamgmm.service.cli.commands as cli_mod
 
-    monkeypatch.setitem(sys.modules, "streamgmm.service.generator", None)  # import fails
-    import streamgmm.service as svc
+    monkeypatch.setitem(sys.modules, "streamgmm.tools.generator", None)  # import fails
+    import streamgmm.tools as svc
     monkeypatch.delattr(svc, "generator", raising=False)
     assert cli_mod.main(["generate", "--count", "5"]) == 1
     assert "generator is not available" in capsys.readouterr().err
@@ -284,7 +284,7 @@ def test_fit_with_a_bad_config_exits_2(tmp_path):
 
 
 def test_progress_line_only_on_a_tty(monkeypatch, tmp_path):
-    from streamgmm.service import cli as cli_mod
+    import streamgmm.service.cli.commands as cli_mod
 
     class TTY(io.StringIO):
         def isatty(self):
@@ -324,7 +324,7 @@ def test_demo_runs_without_kafka_from_any_directory(tmp_path):
 # --------------------------------------------------------------------------------- logging
 
 def _capture(fmt, level="INFO"):
-    from streamgmm.service.logs import setup_logging
+    from streamgmm.service.runtime.logs import setup_logging
 
     buf = io.StringIO()
     setup_logging(level, fmt, stream=buf)

@@ -70,7 +70,7 @@ def effective_daemon_config(services):
 
 def generator_args(services) -> argparse.Namespace:
     """The generator's command line, parsed by the generator's own argument parser."""
-    from streamgmm.service import generator
+    from streamgmm.tools import generator
 
     svc = services["generator"]
     argv = command(svc)
@@ -198,7 +198,7 @@ def test_topics_agree(services):
 
 
 def test_generator_writes_what_the_daemon_reads(services):
-    from streamgmm.service.generator import generate, _scenario_from_args
+    from streamgmm.tools.generator import generate, _scenario_from_args
 
     cfg = effective_daemon_config(services)
     args = generator_args(services)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamgmm.service import config as config_mod
+from streamgmm.service.config import loader as config_mod
 from streamgmm.service.config import (
     ConfigError,
     config_from_dict,
@@ -343,7 +343,7 @@ def test_package_prefix_points_into_the_shipped_data_directory(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     cfg = cfg_of({"source": {"type": "file", "path": "package:demo.jsonl"}})
     assert Path(cfg.source.path).is_file()
-    assert Path(cfg.source.path).parent == Path(config_mod.__file__).resolve().parent.parent / \
+    assert Path(cfg.source.path).parent == Path(config_mod.__file__).resolve().parents[2] / \
         "data"
 
 

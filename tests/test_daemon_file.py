@@ -94,7 +94,7 @@ def test_stdin_source_to_stdout(tmp_path):
     text = "".join(json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(X)) + "[]\n"
     cfg = _cfg({"type": "stdin"}, {"type": "stdout"}, {"type": "stdout"}, warmup=50)
     path = write_yaml(tmp_path / "cfg.yaml", cfg)
-    r = subprocess.run([sys.executable, "-m", "streamgmm.service.daemon", "--config", path],
+    r = subprocess.run([sys.executable, "-m", "streamgmm.service.runtime.daemon", "--config", path],
                        input=text, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.strip()]
@@ -235,8 +235,9 @@ def test_sigint_while_following_flushes_and_exits_0(tmp_path):
 def test_sink_helpers_write_strict_json_and_keep_binary_values():
     import base64
 
-    from streamgmm.service.sinks import dead_letter_json, dumps
-    from streamgmm.service.sources import SourceRecord, detect_format
+    from streamgmm.service.messages import dead_letter_json, dumps
+    from streamgmm.service.messages import SourceRecord
+    from streamgmm.service.local_io import detect_format
 
     assert json.loads(dumps({"score": float("-inf"), "x": [float("nan"), 1.0]})) == {
         "score": None, "x": [None, 1.0]}
@@ -252,7 +253,7 @@ def test_available_cpus_respects_cgroup_quotas(tmp_path, monkeypatch):
     """A container limited to one CPU decodes in-process, whatever the node's core count."""
     import os
 
-    from streamgmm.service import daemon
+    from streamgmm.service.runtime import decode_worker as daemon
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     v2 = tmp_path / "v2"

@@ -12,8 +12,8 @@ from kafka_helpers import (
     DaemonThread, committed_offsets, create_topics, daemon_config, mixture_rows, produce,
     read_topic, to_record, unique, wait_for,
 )
-from streamgmm.service.daemon import Chunk, PendingQueue
-from streamgmm.service.sources import SourceRecord
+from streamgmm.service.runtime.daemon import Chunk, PendingQueue
+from streamgmm.service.messages import SourceRecord
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -23,7 +23,7 @@ def test_readme_gives_the_test_command_that_ci_runs():
 def test_every_exported_metric_family_is_documented():
     from prometheus_client.exposition import generate_latest
 
-    from streamgmm.service.metrics import DaemonMetrics
+    from streamgmm.service.runtime.metrics import DaemonMetrics
 
     text = (ROOT / "docs" / "metrics.md").read_text()
     page = generate_latest(DaemonMetrics().registry).decode()

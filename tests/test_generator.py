@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from streamgmm.service import generator as g
-from streamgmm.service.generator import (
+from streamgmm.tools import generator as g
+from streamgmm.tools.generator import (
     BLOCK, DriftSpecError, Scenario, ScenarioGenerator, generate, generate_arrays, parse_drift,
 )
 

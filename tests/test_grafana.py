@@ -3,7 +3,7 @@ with promtool and names only metrics and labels the daemon really exports.
 
 "Really exports" is checked twice: against the table in docs/architecture.md, and against a real
 HTTP scrape of a metrics server started here with the daemon's own metrics module
-(`streamgmm.service.metrics.DaemonMetrics` served by `streamgmm.service.health.HealthServer`).
+(`streamgmm.service.runtime.metrics.DaemonMetrics` served by `streamgmm.service.runtime.health.HealthServer`).
 """
 from __future__ import annotations
 
@@ -221,8 +221,8 @@ def documented_metrics() -> dict[str, set[str]]:
 @pytest.fixture(scope="module")
 def scraped_metrics() -> dict[str, set[str]]:
     """{sample name: label names} from a real HTTP scrape of the daemon's metrics server."""
-    from streamgmm.service.health import Health, HealthServer
-    from streamgmm.service.metrics import DaemonMetrics
+    from streamgmm.service.runtime.health import Health, HealthServer
+    from streamgmm.service.runtime.metrics import DaemonMetrics
 
     metrics = DaemonMetrics(ratio_window=100, target_ratio=0.01)
     # Per-partition lag series exist only once partitions are assigned: assign one.

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from kafka_helpers import http_get, metric, parse_metrics, promtool_check
-from streamgmm.service.health import Health, HealthServer, liveness_timeout
-from streamgmm.service.metrics import BatchHistogram, DaemonMetrics, RatioWindow
+from streamgmm.service.runtime.health import Health, HealthServer, liveness_timeout
+from streamgmm.service.runtime.metrics import BatchHistogram, DaemonMetrics, RatioWindow
 
 ARCH = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from streamgmm import Detector
-from streamgmm.service.checkpoint import (FORMAT_VERSION, MANIFEST_KEY, CheckpointError,
-                                          load_state, save_state)
+from streamgmm.persistence.checkpoint import (FORMAT_VERSION, MANIFEST_KEY, CheckpointError,
+                                            load_state, save_state)
 
 
 def stream(seed=0, d=5, k=3):

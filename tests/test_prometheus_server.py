@@ -136,7 +136,7 @@ def records_seen(base: str, daemon: subprocess.Popen, tmp: Path, n: int):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """Generated stream -> running daemon -> Prometheus scraping it every second."""
-    from streamgmm.service.generator import generate
+    from streamgmm.tools.generator import generate
 
     tmp = tmp_path_factory.mktemp("promstack")
     events, labels = tmp / "events.jsonl", tmp / "labels.jsonl"
@@ -311,7 +311,7 @@ def test_kafka_source_lag_per_partition(bootstrap, make_topics, tmp_path):
     from kafka_helpers import FAST_GROUP, read_topic, unique
 
     from test_grafana import dashboard_expressions
-    from streamgmm.service import generator
+    from streamgmm.tools import generator
 
     n = 3000
     src, out, dlq = make_topics("prom-in", "prom-out", "prom-dlq", partitions=3)

@@ -17,6 +17,7 @@ from .._version import __version__
 from ..exceptions import NotFittedError
 from ..math.sufficient_stats import posteriors
 from ..models.validation import check_array
+from ..persistence import export_joblib, save_state
 from .config import DetectorConfig
 from .drift import DriftMonitor
 from .explain import feature_shares, precision_matrices, top_contributions
@@ -378,19 +379,17 @@ class Detector:
 
     def save(self, path):
         """Atomically write a checkpoint (NPZ + JSON manifest, no pickle) to ``path``."""
-        from ..service.checkpoint import save_detector
-        save_detector(self, path)
+        save_state(path, *self.get_state())
 
     @classmethod
     def load(cls, path, trusted=False):
         """Load a checkpoint; pickle-based joblib files need ``trusted=True``."""
-        from ..service.checkpoint import load_detector
-        return load_detector(path, trusted=trusted, detector_cls=cls)
+        from .state import load_detector
+        return load_detector(cls, path, trusted=trusted)
 
     def export_joblib(self, path):
         """Write the state as a joblib file of plain dicts and arrays (the seeds' workflow)."""
-        from ..service.checkpoint import export_joblib
-        export_joblib(self, path)
+        export_joblib(path, *self.get_state())
 
     @classmethod
     def from_sklearn(cls, gmm, scaler=None, percentile=1.0, X_fit=None, feature_names=None,

@@ -4,6 +4,8 @@ No pickle anywhere: the service layer writes this pair as NPZ + JSON manifest. N
 warm-up buffer (those records were not committed, so a restart replays them) and a refit in
 flight (its request is saved and starts again after loading).
 """
+import os
+
 import numpy as np
 
 from .._version import __version__
@@ -11,6 +13,7 @@ from ..math import compute_precision_cholesky
 from ..models import OnlineGaussianMixture
 from ..models.online import STATE_FORMAT as ONLINE_STATE_FORMAT
 from ..models.online import STATE_VERSION as ONLINE_STATE_VERSION
+from ..persistence import CheckpointError, is_zip, load_state, read_joblib
 from .config import DetectorConfig
 from .drift import DriftMonitor
 from .scaler import StandardScaler
@@ -172,3 +175,53 @@ def detector_from_sklearn(cls, gmm, scaler, percentile, X_fit, feature_names, co
         "imported_from": "scikit-learn", "threshold_source": source,
         "n_records": int(len(Xs)), "n_components": int(gmm.n_components)}))
     return det
+
+
+def load_detector(cls, path, trusted=False):
+    """``Detector.load``: an NPZ checkpoint, or (trusted only) a joblib file holding our
+    export or scikit-learn objects."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not is_zip(path):
+        kind, payload = read_joblib(path, trusted)
+        if kind == "state":
+            return cls.from_state(*payload)
+        return _detector_from_object(cls, payload, path)
+    meta, arrays = load_state(path)
+    try:
+        return cls.from_state(meta, arrays)
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: incompatible checkpoint content "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _detector_from_object(cls, obj, path):
+    """A Detector from scikit-learn objects a trusted joblib file held."""
+    gmm, scaler = _find_sklearn(obj)
+    if gmm is None:
+        raise CheckpointError(f"{path}: holds {type(obj).__name__}, not a streamgmm export "
+                              f"or a fitted scikit-learn GaussianMixture")
+    return cls.from_sklearn(gmm, scaler)
+
+
+def _find_sklearn(obj):
+    """(GaussianMixture, StandardScaler or None) from a model, a dict, a tuple or a Pipeline."""
+    def is_gmm(o):
+        return hasattr(o, "precisions_cholesky_") and hasattr(o, "weights_")
+
+    def is_scaler(o):
+        return hasattr(o, "mean_") and hasattr(o, "scale_") and not is_gmm(o)
+
+    if is_gmm(obj):
+        return obj, None
+    items = []
+    if isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    elif hasattr(obj, "steps"):
+        items = [s for _, s in obj.steps]
+    gmm = next((o for o in items if is_gmm(o)), None)
+    scaler = next((o for o in items if is_scaler(o)), None)
+    return gmm, scaler

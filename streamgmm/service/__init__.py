@@ -1,1 +1,3 @@
-"""Layer 4: Kafka, files, decoding, daemon loop, checkpoints, metrics, config, CLI."""
+"""Layer 4, the service: config/, cli/, runtime/ (the daemon loop, metrics, health, logs),
+kafka_io/ and local_io/ (sources and sinks), records.py (decoding) and messages.py (what flows
+between them)."""

@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import HistogramMetricFamily
 
-from .._version import __version__
-from ..detection.drift import DETECTORS as DRIFT_DETECTORS
-from .records import REASONS as DEAD_LETTER_REASONS
+from ..._version import __version__
+from ...detection.drift import DETECTORS as DRIFT_DETECTORS
+from ..records import REASONS as DEAD_LETTER_REASONS
 
 REFIT_OUTCOMES = ("success", "failure")
 

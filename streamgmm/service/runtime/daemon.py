@@ -7,7 +7,7 @@ the lowest offset still buffered in the Detector's warm-up (so nothing is commit
 outcome is handed on). SIGTERM/SIGINT stop polling; the batch in hand is finished, flushed and
 committed, the detector checkpointed, and the process exits within `shutdown_timeout_seconds`.
 
-Also runnable on its own: `python -m streamgmm.service.daemon --config FILE`.
+Also runnable on its own: `python -m streamgmm.service.runtime.daemon --config FILE`.
 """
 from __future__ import annotations
 
@@ -18,274 +18,22 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import numpy as np
 
-from . import kafka_crc
+from ..kafka_io import KafkaSink, make_producer
+from ..messages import SinkError
+from .decode_worker import DecodeWorker, decode_worker_wanted
+from .endpoints import make_sink, make_source
+from .events import DEAD_LETTER_CLASS, iso_now, key_text, make_event, record_ts_ms
 from .health import Health, HealthServer, liveness_timeout
 from .metrics import DaemonMetrics
-from .sinks import KafkaSink, SinkError, make_producer, make_sink
-from .sources import make_source
+from .pending import Chunk, PendingQueue
 
 log = logging.getLogger("streamgmm.daemon")
 
 LAG_INTERVAL_SECONDS = 1.0
 SHUTDOWN_RESERVE_SECONDS = 1.0
-
-
-# ------------------------------------------------------------------ pending-record metadata
-
-@dataclass
-class Chunk:
-    """Metadata of good records handed to the Detector, in order: the source records, their
-    `records.key_field` values (None when no key field: the Kafka key is used), and the
-    record timestamps in ms (NaN if unknown)."""
-
-    recs: list
-    keys: list | None
-    ts_ms: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.recs)
-
-
-class PendingQueue:
-    """FIFO of Chunks for records given to `Detector.process` and not yet returned by it."""
-
-    def __init__(self):
-        self._chunks: deque[Chunk] = deque()
-        self._n = 0
-
-    def __len__(self) -> int:
-        return self._n
-
-    def push(self, chunk: Chunk) -> None:
-        if len(chunk):
-            self._chunks.append(chunk)
-            self._n += len(chunk)
-
-    def pop(self, n: int) -> Chunk:
-        """The oldest `n` records' metadata (the Detector returns results oldest first)."""
-        if n > self._n:
-            raise RuntimeError(f"Detector returned {n} results but only {self._n} records "
-                               "are pending")
-        if self._chunks and len(self._chunks[0]) == n:  # the common case: one whole batch
-            self._n -= n
-            return self._chunks.popleft()
-        recs, keys, ts = [], [], []
-        need = n
-        while need:
-            c = self._chunks[0]
-            ck = c.keys if c.keys is not None else [None] * len(c)
-            if len(c) <= need:
-                self._chunks.popleft()
-                recs.extend(c.recs), keys.extend(ck), ts.append(c.ts_ms)
-                need -= len(c)
-            else:
-                recs.extend(c.recs[:need]), keys.extend(ck[:need]), ts.append(c.ts_ms[:need])
-                self._chunks[0] = Chunk(c.recs[need:], None if c.keys is None else ck[need:],
-                                        c.ts_ms[need:])
-                need = 0
-        self._n -= n
-        has_keys = any(c is not None for c in keys)
-        return Chunk(recs, keys if has_keys else None, np.concatenate(ts) if ts else np.empty(0))
-
-    def min_offsets(self) -> dict:
-        """{(topic, partition): lowest pending offset} — commits must stay below these."""
-        out: dict = {}
-        for c in self._chunks:
-            for r in c.recs:
-                if r.partition is None:
-                    continue
-                tp = (r.topic, r.partition)
-                if r.offset < out.get(tp, r.offset + 1):
-                    out[tp] = r.offset
-        return out
-
-
-# ------------------------------------------------------------------------ events and helpers
-
-def _iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _key_text(key):
-    if key is None or isinstance(key, str):
-        return key
-    if isinstance(key, (bytes, bytearray)):
-        return key.decode("utf-8", errors="replace")
-    return key
-
-
-def make_event(rec, key, ts_ms, score, threshold, anomaly, component, contributions,
-               model_version, detected_at) -> dict:
-    """The JSON object emitted for one scored record."""
-    return {
-        "topic": rec.topic,
-        "partition": rec.partition,
-        "offset": rec.offset,
-        "key": key,
-        "timestamp": None if ts_ms != ts_ms else int(ts_ms),
-        "score": float(score),
-        "threshold": float(threshold),
-        "anomaly": bool(anomaly),
-        "component": int(component),
-        "top_features": [{"feature": f, "share": round(float(s), 6)}
-                         for f, s in (contributions or [])],
-        "model_version": int(model_version),
-        "detected_at": detected_at,
-    }
-
-
-def _record_ts_ms(recs, dec_ts) -> np.ndarray:
-    """Record timestamps in ms: the Kafka timestamp, else `records.timestamp_field`."""
-    ts = np.array([r.timestamp for r in recs], dtype=float)  # None -> NaN
-    ts[ts < 0] = np.nan  # -1: no timestamp (old message formats)
-    if dec_ts is not None:
-        missing = np.isnan(ts)
-        if missing.any():
-            alt = np.asarray(dec_ts, dtype=float)
-            if alt.shape == ts.shape:
-                ts[missing] = alt[missing] * _TS_FIELD_TO_MS
-    return ts
-
-
-# records.decode_batch gives timestamp_field values in epoch seconds.
-_TS_FIELD_TO_MS = 1000.0
-
-# Exception class named in dead-letter headers, per decode reason.
-DEAD_LETTER_CLASS = {
-    "invalid_json": "streamgmm.records.InvalidJSON",
-    "not_object": "streamgmm.records.NotAnObject",
-    "missing_field": "streamgmm.records.MissingField",
-    "non_numeric": "streamgmm.records.NonNumeric",
-    "non_finite": "streamgmm.records.NonFinite",
-    "too_large": "streamgmm.records.TooLarge",
-}
-
-
-# -------------------------------------------------------------------------- decode worker
-
-def decode_worker_wanted() -> bool:
-    """Use a decode worker process? `STREAMGMM_DECODE_WORKER=0|1` decides, else: when this
-    process may use at least two CPUs (`available_cpus`)."""
-    env = os.environ.get("STREAMGMM_DECODE_WORKER", "").strip().lower()
-    if env in ("0", "false", "no", "off"):
-        return False
-    if env in ("1", "true", "yes", "on"):
-        return True
-    return available_cpus() >= 2
-
-
-def available_cpus(cgroup_root: str = "/sys/fs/cgroup") -> float:
-    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a container
-    limited to one CPU on a large node still sees every core in its affinity mask)."""
-    try:
-        n: float = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return float(os.cpu_count() or 1)
-    quota = _cgroup_cpu_quota(cgroup_root)
-    return min(n, quota) if quota is not None else n
-
-
-def _cgroup_cpu_quota(root: str) -> float | None:
-    """quota / period from cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`; None if unlimited."""
-    def read(path):
-        try:
-            with open(os.path.join(root, path)) as f:
-                return f.read().split()
-        except (OSError, ValueError):
-            return None
-    v2 = read("cpu.max")
-    if v2 and len(v2) == 2 and v2[0] != "max":
-        try:
-            return int(v2[0]) / int(v2[1])
-        except (ValueError, ZeroDivisionError):
-            return None
-    quota, period = read("cpu/cpu.cfs_quota_us"), read("cpu/cpu.cfs_period_us")
-    if quota and period:
-        try:
-            q, p = int(quota[0]), int(period[0])
-        except ValueError:
-            return None
-        if q > 0 and p > 0:
-            return q / p
-    return None
-
-
-class DecodeWorker:
-    """`records.decode_batch` in a child process, one batch at a time, so that JSON parsing
-    runs on another core while this process fetches (kafka-python's fetch path is pure Python
-    and takes most of a core). Used for full batches (a backlog); small batches are decoded
-    inline, so a live stream gets no extra latency."""
-
-    def __init__(self, records_cfg):
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")  # never fork a process that has client threads
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_decode_worker_main, args=(child, records_cfg),
-                                 name="streamgmm-decode", daemon=True)
-        self._proc.start()
-        child.close()
-
-    def submit(self, recs, csv_header=None) -> None:
-        """Start decoding a batch (at most one outstanding: see `result`)."""
-        if csv_header is None:
-            self._conn.send(([r.value for r in recs], None))
-        else:
-            self._conn.send((None, (csv_header, [r.row for r in recs])))
-
-    def result(self):
-        """(DecodedBatch, seconds) of the submitted batch; RuntimeError if the worker failed."""
-        try:
-            out = self._conn.recv()
-        except (EOFError, OSError) as exc:
-            raise RuntimeError(f"the decode worker process died ({exc!r})") from exc
-        if isinstance(out, BaseException):
-            raise RuntimeError(f"the decode worker failed: {out!r}") from out
-        return out
-
-    def close(self) -> None:
-        try:
-            self._conn.send(None)
-        except (OSError, ValueError):
-            pass
-        self._proc.join(2)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(2)
-        self._conn.close()
-
-
-def _decode_worker_main(conn, records_cfg) -> None:
-    """The worker: decode batches until told to stop or the parent goes away. It ignores
-    SIGINT/SIGTERM: the parent drains it during its own graceful shutdown."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from .records import compile_spec, decode_batch, decode_csv_rows
-
-    spec = compile_spec(records_cfg)
-    while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError):
-            return
-        if job is None:
-            return
-        t0 = time.perf_counter()
-        try:
-            values, csv_job = job
-            if csv_job is None:
-                dec = decode_batch(values, spec)
-            else:
-                dec = decode_csv_rows(csv_job[0], csv_job[1], spec)
-            conn.send((dec, time.perf_counter() - t0))
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails
-            conn.send(exc)
 
 
 # ------------------------------------------------------------------------------- the daemon
@@ -335,9 +83,6 @@ class Daemon:
                 self.worker = DecodeWorker(cfg.records)
             except Exception as exc:  # noqa: BLE001 - e.g. an unguarded __main__ under spawn
                 log.warning("no decode worker process (%s); decoding in this process", exc)
-        uses_kafka = "kafka" in (cfg.source.type, cfg.sink.type, cfg.dead_letter.type)
-        if uses_kafka:
-            log.info("record-batch CRC-32C: %s", kafka_crc.configure(cfg.kafka.vectorised_crc))
         if "kafka" in (cfg.sink.type, cfg.dead_letter.type):
             self.producer = make_producer(cfg.kafka)
         self.sink = make_sink(cfg.sink, cfg.kafka, producer=self.producer)
@@ -450,7 +195,7 @@ class Daemon:
             self._unflushed = None
 
     def _decode(self, recs):
-        from .records import decode_batch, decode_csv_rows
+        from ..records import decode_batch, decode_csv_rows
 
         header = getattr(self.source, "csv_header", None)
         if header is not None:
@@ -479,7 +224,7 @@ class Daemon:
             return
         grecs = recs if len(good) == len(recs) else [recs[i] for i in good]
         keys = dec.keys if self.cfg.records.key_field is not None else None
-        self.pending.push(Chunk(grecs, keys, _record_ts_ms(grecs, dec.timestamps)))
+        self.pending.push(Chunk(grecs, keys, record_ts_ms(grecs, dec.timestamps)))
         res = self.det.process(dec.X)
         for ev in res.events:
             self.metrics.observe_event(ev)
@@ -514,12 +259,12 @@ class Daemon:
         if len(idx) == 0:
             return
         version = self.det.model_version
-        detected_at = _iso_now()
+        detected_at = iso_now()
         thr, comp, contrib = res.threshold, res.component, res.contributions
         keys = chunk.keys
         for i in idx:
             rec = chunk.recs[i]
-            key = keys[i] if keys is not None else _key_text(rec.key)
+            key = keys[i] if keys is not None else key_text(rec.key)
             self.sink.send_event(
                 make_event(rec, key, chunk.ts_ms[i], scores[i], thr[i], flags[i],
                            comp[i], contrib[i], version, detected_at),
@@ -657,7 +402,7 @@ def load_detector(cfg):
     """Checkpoint if present, else the pretrained `model.path`, else a fresh (warm-up) one."""
     from streamgmm import Detector
 
-    from .config import detector_dict
+    from ..config import detector_dict
 
     features = list(cfg.records.features)
     ck = cfg.checkpoint.path
@@ -766,8 +511,8 @@ def _overrun() -> None:
 # ------------------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
-    """`python -m streamgmm.service.daemon --config FILE` (same as `streamgmm run`)."""
-    from .config import ConfigError, load_config
+    """`python -m streamgmm.service.runtime.daemon --config FILE` (same as `streamgmm run`)."""
+    from ..config import ConfigError, load_config
 
     ap = argparse.ArgumentParser(prog="streamgmm-daemon", description=__doc__.splitlines()[0])
     ap.add_argument("--config", "-c", required=True, help="YAML config file")

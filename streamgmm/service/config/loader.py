@@ -389,7 +389,6 @@ class KafkaConfig:
     poll_timeout_ms: int = _opt(_Int(0), 500)
     session_timeout_ms: int = _opt(_Int(1), 10000)
     heartbeat_interval_ms: int = _opt(_Int(1), 3000)
-    vectorised_crc: bool = _opt(_Bool(), True)
     security: dict = _opt(_Map(), {}, free=True, file_keys=True)
     consumer: dict = _opt(_Map(), {}, free=True)
     producer: dict = _opt(_Map(), {}, free=True)
@@ -663,7 +662,7 @@ def resolve_path(value: str, base_dir: str | os.PathLike | None = None) -> str:
     against ``base_dir`` (the config file's directory)."""
     if value.startswith(_PACKAGE_PREFIX):
         name = value[len(_PACKAGE_PREFIX):].lstrip("/")
-        return str(Path(__file__).resolve().parent.parent / "data" / name)
+        return str(Path(__file__).resolve().parents[2] / "data" / name)
     p = Path(os.path.expanduser(value))
     if not p.is_absolute():
         p = Path(base_dir if base_dir is not None else os.getcwd()) / p

@@ -141,40 +141,19 @@ def is_zip(path):
         return False
 
 
-def save_detector(detector, path):
-    """``Detector.save``: its state, atomically."""
-    meta, arrays = detector.get_state()
-    save_state(path, meta, arrays)
-
-
-def load_detector(path, trusted=False, detector_cls=None):
-    """``Detector.load``: an NPZ checkpoint, or (trusted only) a joblib file."""
-    if detector_cls is None:
-        from ..detection.detector import Detector as detector_cls
-    path = os.fspath(path)
-    if os.path.exists(path) and not is_zip(path):
-        return _load_joblib(path, trusted, detector_cls)
-    meta, arrays = load_state(path)
-    try:
-        return detector_cls.from_state(meta, arrays)
-    except CheckpointError:
-        raise
-    except (KeyError, ValueError, TypeError, IndexError) as exc:
-        raise CheckpointError(f"{path}: incompatible checkpoint content "
-                              f"({type(exc).__name__}: {exc})") from None
-
-
-def export_joblib(detector, path):
-    """Write a joblib file of plain dicts and arrays (loading it needs trusted=True)."""
+def export_joblib(path, meta, arrays):
+    """Write (meta, arrays) as a joblib file of plain dicts and arrays (loading it needs
+    trusted=True: joblib files are pickles)."""
     import joblib
-    meta, arrays = detector.get_state()
     buf = io.BytesIO()
     joblib.dump({"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
                  "meta": _jsonable(meta), "arrays": dict(arrays)}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _load_joblib(path, trusted, detector_cls):
+def read_joblib(path, trusted):
+    """What a joblib file holds: ("state", (meta, arrays)) for our own export, else
+    ("object", obj) (e.g. scikit-learn estimators). Refused unless ``trusted``."""
     if not trusted:
         raise CheckpointError(
             f"{path}: not an NPZ checkpoint; it looks like a pickle-based (joblib) file, and "
@@ -186,40 +165,9 @@ def _load_joblib(path, trusted, detector_cls):
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read joblib file "
                               f"({type(exc).__name__}: {exc})") from None
-    return detector_from_object(obj, path, detector_cls)
-
-
-def detector_from_object(obj, path, detector_cls):
-    """A Detector from what a joblib file held: our export, or scikit-learn objects."""
     if isinstance(obj, dict) and obj.get("format") == FORMAT_NAME:
         if obj.get("format_version", 0) > FORMAT_VERSION:
             raise CheckpointError(f"{path}: format version {obj['format_version']} is newer "
                                   f"than supported ({FORMAT_VERSION})")
-        return detector_cls.from_state(_unjson(obj["meta"]), obj["arrays"])
-    gmm, scaler = _find_sklearn(obj)
-    if gmm is None:
-        raise CheckpointError(f"{path}: holds {type(obj).__name__}, not a streamgmm export "
-                              f"or a fitted scikit-learn GaussianMixture")
-    return detector_cls.from_sklearn(gmm, scaler)
-
-
-def _find_sklearn(obj):
-    """(GaussianMixture, StandardScaler or None) from a model, a dict, a tuple or a Pipeline."""
-    def is_gmm(o):
-        return hasattr(o, "precisions_cholesky_") and hasattr(o, "weights_")
-
-    def is_scaler(o):
-        return hasattr(o, "mean_") and hasattr(o, "scale_") and not is_gmm(o)
-
-    items = []
-    if is_gmm(obj):
-        return obj, None
-    if isinstance(obj, dict):
-        items = list(obj.values())
-    elif isinstance(obj, (list, tuple)):
-        items = list(obj)
-    elif hasattr(obj, "steps"):
-        items = [s for _, s in obj.steps]
-    gmm = next((o for o in items if is_gmm(o)), None)
-    scaler = next((o for o in items if is_scaler(o)), None)
-    return gmm, scaler
+        return "state", (_unjson(obj["meta"]), obj["arrays"])
+    return "object", obj

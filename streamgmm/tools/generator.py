@@ -8,12 +8,12 @@ side file (``--labels``) or into a field of each record that the daemon ignores
 
 Python use::
 
-    from streamgmm.service.generator import Scenario, generate, generate_arrays, parse_drift
+    from streamgmm.tools.generator import Scenario, generate, generate_arrays, parse_drift
     for ev in generate(1000, seed=7, drifts=["shift@500:feature=0,size=3"]):
         ev.index, ev.record, ev.label           # dict to send, ground-truth dict
     X, labels = generate_arrays(10_000, d=4, k=3)   # arrays for benchmarks
 
-CLI (registered as ``streamgmm generate``; also ``python -m streamgmm.service.generator``)::
+CLI (registered as ``streamgmm generate``; also ``python -m streamgmm.tools.generator``)::
 
     streamgmm generate --count 100000 --output events.jsonl --labels labels.jsonl \\
         --drift shift@50000:feature=0,size=3

@@ -5,12 +5,12 @@ traceback); 1 any other failure (one line on stderr); 130 interrupted.
 
 Subcommands::
 
-    streamgmm run --config FILE | --demo        the daemon (streamgmm.service.daemon.run)
+    streamgmm run --config FILE | --demo        the daemon (streamgmm.service.runtime.daemon.run)
     streamgmm fit --config FILE --input DATA --output MODEL
     streamgmm score --model MODEL --input DATA --output OUT|- [--trusted] [--config FILE]
     streamgmm inspect MODEL [--json] [--trusted]
     streamgmm check-config FILE                 validate; print the effective YAML, secrets masked
-    streamgmm generate ...                      synthetic event stream (streamgmm.service.generator)
+    streamgmm generate ...                      synthetic event stream (streamgmm.tools.generator)
 
 DATA is a JSON-lines file (one object per line) or a CSV file with a header row (chosen by
 ``--format``, default by extension: ``.csv`` is CSV); ``-`` reads stdin / writes stdout.
@@ -28,8 +28,8 @@ import sys
 import time
 from typing import IO, Any, Iterator
 
-from .._version import __version__
-from .config import ConfigError, detector_dict, load_config
+from ..._version import __version__
+from ..config import ConfigError, detector_dict, load_config
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -142,7 +142,7 @@ def _first_command(argv: list[str] | None) -> str | None:
 def _load_generator():
     """The generator module, or the ImportError saying why it is not available."""
     try:
-        from . import generator
+        from ...tools import generator
     except ImportError as exc:  # optional: the rest of the CLI works without it
         return exc
     return generator
@@ -173,11 +173,11 @@ def cmd_generate_missing(args) -> int:
 def cmd_run(args) -> int:
     """Load the config, set up logging, hand over to the daemon loop."""
     cfg = load_config(DEMO_CONFIG if args.demo else args.config)
-    from .logs import setup_logging
+    from ..runtime.logs import setup_logging
     setup_logging(cfg.logging.level, cfg.logging.format)
     if args.demo:
         log.info("running the built-in demo: anomalies and dead letters as JSON lines on stdout")
-    from .daemon import run  # lazily: the daemon pulls in Kafka and Prometheus clients
+    from ..runtime.daemon import run  # lazily: the daemon pulls in Kafka and Prometheus clients
     return int(run(cfg) or 0)
 
 
@@ -227,7 +227,7 @@ def cmd_score(args) -> int:
     """Score every input record with a saved model; one JSON line per record, input order."""
     from streamgmm import Detector
 
-    from .records import compile_spec
+    from ..records import compile_spec
 
     _check_input(args.input)
     det = _load_model(Detector, args.model, args.trusted)
@@ -333,7 +333,7 @@ class _Progress:
 
 def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
     """Yield ``(line_numbers, DecodedBatch)`` per chunk of the input (blank lines skipped)."""
-    from .records import compile_spec, decode_batch, decode_csv_rows, missing_csv_columns
+    from ..records import compile_spec, decode_batch, decode_csv_rows, missing_csv_columns
 
     spec = compile_spec(spec)
     fmt = _resolve_format(path, fmt)
@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits 2 with usage on bad arguments
     command = args.command
     if command not in ("run", "generate"):
-        from .logs import setup_logging
+        from ..runtime.logs import setup_logging
         setup_logging(args.log_level, "plain")
     try:
         return int(args.func(args) or 0)

@@ -1,0 +1,5 @@
+"""The daemon's Kafka I/O: the consumer-group source and the producer-backed sinks."""
+from .consumer import KafkaSource
+from .producer import KafkaSink, make_producer
+
+__all__ = ["KafkaSource", "KafkaSink", "make_producer"]

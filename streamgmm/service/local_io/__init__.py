@@ -1,0 +1,4 @@
+"""Local sources and sinks: files, stdin, stdout."""
+from .files import FileSource, JsonLinesSink, StdinSource, detect_format
+
+__all__ = ["FileSource", "JsonLinesSink", "StdinSource", "detect_format"]
