@@ -180,8 +180,10 @@ def test_no_false_drift_on_200k_stationary_records():
 
 
 def test_expected_run_length_sets_the_alarm_threshold():
-    short = DriftMonitor(expected_run_length=1e3).reset(4, 0)
-    long = DriftMonitor(expected_run_length=1e9).reset(4, 0)
+    def monitor(arl):
+        return DriftMonitor.from_config(DetectorConfig.from_dict(
+            {"drift": {"expected_run_length": arl}})).reset(4, 0)
+    short, long = monitor(1000), monitor(10**9)
     assert long.h_ > short.h_
     # Wald: false-alarm run length per CUSUM in blocks >= exp(h).
     assert np.isclose(np.exp(long.h_), 1e9 * long._n_cusums() / long.block_size)

@@ -12,6 +12,39 @@ def test_every_config_key_is_documented_with_its_default():
         assert f"| `{key}` |" in text, f"{key} missing from docs/configuration.md"
 
 
+def test_configuration_tables_are_derived_from_the_schema():
+    """Each row (key, default, meaning) is what the schema declares, and no stale key is left:
+    `python -m streamgmm.service.config.reference --write docs/configuration.md` fixes it."""
+    from streamgmm.service.config.reference import rewrite, rows
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    regenerated, stale, missing = rewrite(text)
+    assert not stale and not missing, (stale, missing)
+    assert regenerated == text
+    assert rows()["detector.threshold.percentile"] == (
+        "| `detector.threshold.percentile` | `1.0` | flag the lowest p% of log-densities, "
+        "0 < p < 50 |")
+
+
+def test_detector_defaults_are_declared_once():
+    """The Detector, the YAML schema and the drift tests share one declaration."""
+    import inspect
+
+    from streamgmm.detection.config import DetectorConfig
+    from streamgmm.detection.drift import DriftMonitor
+    from streamgmm.service.config import config_from_dict
+
+    cfg = config_from_dict({"records": {"features": ["a"]}}, environ={})
+    assert cfg.detector == DetectorConfig()
+    assert type(cfg.detector) is DetectorConfig
+    params = inspect.signature(DriftMonitor).parameters
+    shared = {"percentile", "expected_run_length", "feature_tests", "reference_records",
+              "block_size"} & set(params)
+    assert len(shared) >= 4
+    assert all(params[p].default is inspect.Parameter.empty for p in shared), \
+        "DriftMonitor must take its settings from the config, not defaults of its own"
+
+
 def test_readme_gives_the_test_command_that_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()

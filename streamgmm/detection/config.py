@@ -1,76 +1,98 @@
-"""The Detector's configuration: plain dataclasses that the YAML ``detector`` section maps onto."""
-from dataclasses import asdict, dataclass, field, fields
+"""The Detector's settings, declared once (default, type and range, doc line).
+
+The YAML ``detector`` section, its validation, ``Detector(config)`` and the rows of
+docs/configuration.md all come from these declarations (see ``streamgmm.schema``).
+"""
+from dataclasses import asdict, dataclass
+
+from ..schema import (Bool, Choice, ConfigError, Int, NComponents, Num, Optional, build,
+                      check_values, section, setting)
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ThresholdConfig:
-    percentile: float = 1.0   # flag the lowest p% of log-densities, 0 < p < 50
-    window: int = 20000       # recent scores the streaming percentile is taken over
+    """Anomaly threshold: the lowest p% of recent log-densities."""
+
+    percentile: float = setting(Num(0, 50, lo_open=True, hi_open=True), 1.0,
+                                "flag the lowest p% of log-densities, 0 < p < 50")
+    window: int = setting(Int(100), 20000,
+                          "recent scores the streaming percentile is taken over")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OnlineConfig:
-    enabled: bool = True
-    step: str = "stepwise"    # stepwise: eta_t = (t + t0)^-alpha; exponential: half_life
-    alpha: float = 0.6
-    t0: float = 10.0
-    half_life: float = None   # records, for step=exponential
-    learn_from_anomalies: bool = False
-    batch_size: int = 256     # records gathered before one partial_fit step
+    """Online EM: step size (t + t0)^-alpha (stepwise) or constant-rate forgetting."""
+
+    enabled: bool = setting(Bool(), True, "keep the model current with online EM")
+    step: str = setting(Choice("stepwise", "exponential"), "stepwise",
+                        "`stepwise`: η_t = (t + t0)^−α per mini-batch; `exponential`: "
+                        "constant forgetting")
+    alpha: float = setting(Num(0.5, 1, lo_open=True), 0.6,
+                           "0.5 < α ≤ 1 (smaller follows change faster)")
+    t0: float = setting(Num(0), 10.0, "step-size delay, in mini-batches")
+    half_life: float = setting(Optional(Num(0, lo_open=True)), None,
+                               "`exponential`: records after which old data weighs half")
+    learn_from_anomalies: bool = setting(Bool(), False, "learn from flagged records too")
+    batch_size: int = setting(Int(1), 256, "records gathered per online-EM step")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DriftConfig:
-    enabled: bool = True
-    expected_run_length: float = 10_000_000  # mean records between false alarms (stationary)
-    feature_tests: bool = True
-    reference_records: int = 2000
-    block_size: int = 50
+    """Drift detection: CUSUM tests on the log-density, the anomaly rate and each feature."""
+
+    enabled: bool = setting(Bool(), True, "run the drift detectors (and refit on drift)")
+    expected_run_length: int = setting(
+        Int(100), 10_000_000,
+        "mean records between false alarms on stationary data (sets the CUSUM thresholds; "
+        "a lower bound by Wald's inequality)")
+    feature_tests: bool = setting(Bool(), True, "also test each feature's mean")
+    reference_records: int = setting(Int(100), 2000,
+                                     "records after each (re)fit that calibrate the tests")
+    block_size: int = setting(Int(5), 50, "records per block mean fed to the CUSUMs "
+                              "(at most `reference_records` / 10)")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RefitConfig:
-    window: int = 20000            # ring buffer of recent records a refit may use
-    min_records: int = 5000        # post-change records before a drift refit (<= window)
-    cooldown_records: int = 20000  # records after a swap before another refit may start
+    """Batch refit on a window of recent records after drift, at most once per cooldown."""
+
+    window: int = setting(Int(2), 20000, "most recent records a refit may use (ring buffer)")
+    min_records: int = setting(Int(2), 5000, "post-change records needed before a drift refit "
+                               "starts (capped at the window)")
+    cooldown_records: int = setting(Int(0), 20000, "records after a model swap before another "
+                                    "refit may start")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectorConfig:
-    n_components: object = "auto"  # int >= 1 or "auto" (best BIC up to max_components)
-    max_components: int = 8
-    covariance_type: str = "full"
-    reg_covar: float = 1e-6
-    warmup_records: int = 2000
-    random_state: int = 0
-    min_component_weight: float = 0.02
-    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
-    online: OnlineConfig = field(default_factory=OnlineConfig)
-    drift: DriftConfig = field(default_factory=DriftConfig)
-    refit: RefitConfig = field(default_factory=RefitConfig)
+    """Every Detector setting; ``from_dict`` validates a (partial) nested dict."""
+
+    n_components: object = setting(NComponents(), "auto", "mixture components, or `auto`: "
+                                   "the best BIC among 1..`max_components`")
+    max_components: int = setting(Int(1), 8, "upper bound for `auto`")
+    covariance_type: str = setting(Choice(*COVARIANCE_TYPES), "full",
+                                   "`full`, `tied`, `diag` or `spherical`")
+    reg_covar: float = setting(Num(0), 1e-6, "added to every covariance's diagonal (on "
+                               "standardised features)")
+    warmup_records: int = setting(Int(2), 2000, "records gathered and fitted on when there is "
+                                  "no model yet")
+    random_state: int = setting(Optional(Int(0)), 0, "seed of the EM initialisations")
+    min_component_weight: float = setting(
+        Num(0, 0.5, hi_open=True), 0.02,
+        "at fit, a component lighter than this is taken for a cluster of anomalies: its "
+        "records are dropped and the model refitted")
+    threshold: ThresholdConfig = section(ThresholdConfig)
+    online: OnlineConfig = section(OnlineConfig)
+    drift: DriftConfig = section(DriftConfig)
+    refit: RefitConfig = section(RefitConfig)
 
     @classmethod
     def from_dict(cls, d=None):
-        """Build from a (possibly partial) nested dict; unknown keys or bad values raise."""
-        d = dict(d or {})
-        sub = {"threshold": ThresholdConfig, "online": OnlineConfig, "drift": DriftConfig,
-               "refit": RefitConfig}
-        kwargs = {}
-        names = {f.name for f in fields(cls)}
-        for key, value in d.items():
-            if key not in names:
-                raise ValueError(f"detector.{key}: unknown key")
-            if key in sub:
-                sub_names = {f.name for f in fields(sub[key])}
-                for k2 in (value or {}):
-                    if k2 not in sub_names:
-                        raise ValueError(f"detector.{key}.{k2}: unknown key")
-                kwargs[key] = sub[key](**(value or {}))
-            else:
-                kwargs[key] = value
-        cfg = cls(**kwargs)
+        """Build from a (possibly partial) nested dict; unknown keys or bad values raise
+        ConfigError (a ValueError) naming the key."""
+        cfg = build(cls, d, "detector")
         cfg.validate()
         return cfg
 
@@ -89,70 +111,26 @@ class DetectorConfig:
         return [(k, mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]]
 
     def validate(self):
-        """Raise ValueError naming the key of the first invalid value."""
-        def bad(key, expected, got):
-            raise ValueError(f"detector.{key}: expected {expected}, got {got!r}")
-
-        def is_int(v):
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v):
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-        if not (self.n_components == "auto" or (is_int(self.n_components)
-                                                and self.n_components >= 1)):
-            bad("n_components", 'an integer >= 1 or "auto"', self.n_components)
-        if not is_int(self.max_components) or self.max_components < 1:
-            bad("max_components", "an integer >= 1", self.max_components)
-        if self.covariance_type not in COVARIANCE_TYPES:
-            bad("covariance_type", f"one of {list(COVARIANCE_TYPES)}", self.covariance_type)
-        if not is_num(self.reg_covar) or self.reg_covar < 0:
-            bad("reg_covar", "a number >= 0", self.reg_covar)
-        k = self.max_components if self.n_components == "auto" else self.n_components
-        if not is_int(self.warmup_records) or self.warmup_records < max(2 * k, 10):
-            bad("warmup_records", f"an integer >= {max(2 * k, 10)}", self.warmup_records)
-        if self.random_state is not None and not is_int(self.random_state):
-            bad("random_state", "an integer or null", self.random_state)
-        if not is_num(self.min_component_weight) or not 0 <= self.min_component_weight < 0.5:
-            bad("min_component_weight", "a number in [0, 0.5)", self.min_component_weight)
-        t = self.threshold
-        if not is_num(t.percentile) or not 0 < t.percentile < 50:
-            bad("threshold.percentile", "a number in (0, 50)", t.percentile)
-        if not is_int(t.window) or t.window < 100:
-            bad("threshold.window", "an integer >= 100", t.window)
-        o = self.online
-        if not isinstance(o.enabled, bool):
-            bad("online.enabled", "true or false", o.enabled)
-        if o.step not in ("stepwise", "exponential"):
-            bad("online.step", '"stepwise" or "exponential"', o.step)
-        if not is_num(o.alpha) or not 0.5 < o.alpha <= 1:
-            bad("online.alpha", "a number in (0.5, 1]", o.alpha)
-        if not is_num(o.t0) or o.t0 < 0:
-            bad("online.t0", "a number >= 0", o.t0)
-        if o.step == "exponential" and (not is_num(o.half_life) or o.half_life <= 0):
-            bad("online.half_life", "a number of records > 0 (required when step is "
-                "exponential)", o.half_life)
-        if not isinstance(o.learn_from_anomalies, bool):
-            bad("online.learn_from_anomalies", "true or false", o.learn_from_anomalies)
-        if not is_int(o.batch_size) or o.batch_size < 1:
-            bad("online.batch_size", "an integer >= 1", o.batch_size)
-        dr = self.drift
-        if not isinstance(dr.enabled, bool):
-            bad("drift.enabled", "true or false", dr.enabled)
-        if not is_num(dr.expected_run_length) or dr.expected_run_length < 100:
-            bad("drift.expected_run_length", "a number of records >= 100",
-                dr.expected_run_length)
-        if not isinstance(dr.feature_tests, bool):
-            bad("drift.feature_tests", "true or false", dr.feature_tests)
-        if not is_int(dr.reference_records) or dr.reference_records < 100:
-            bad("drift.reference_records", "an integer >= 100", dr.reference_records)
-        if not is_int(dr.block_size) or not 5 <= dr.block_size <= dr.reference_records // 10:
-            bad("drift.block_size", "an integer in [5, reference_records / 10]", dr.block_size)
-        r = self.refit
-        if not is_int(r.window) or r.window < max(2 * k, 10):
-            bad("refit.window", f"an integer >= {max(2 * k, 10)}", r.window)
-        if not is_int(r.min_records) or r.min_records < max(2 * k, 10):
-            bad("refit.min_records", f"an integer >= {max(2 * k, 10)} (capped at refit.window)",
-                r.min_records)
-        if not is_int(r.cooldown_records) or r.cooldown_records < 0:
-            bad("refit.cooldown_records", "an integer >= 0", r.cooldown_records)
+        """Each value against its declaration, then the checks that span several keys."""
+        check_values(self, "detector")
+        k = self.n_components if isinstance(self.n_components, int) else self.max_components
+        which = "n_components" if isinstance(self.n_components, int) else "max_components"
+        if isinstance(self.n_components, int) and self.n_components > self.max_components:
+            raise ConfigError("detector.n_components", f"must be <= detector.max_components "
+                              f"({self.max_components}), got {self.n_components}")
+        least = max(2 * k, 10)
+        for key, value in (("warmup_records", self.warmup_records),
+                           ("refit.window", self.refit.window),
+                           ("refit.min_records", self.refit.min_records)):
+            if value < least:
+                raise ConfigError(f"detector.{key}", f"must be >= max(10, 2 * detector."
+                                  f"{which}) = {least}, got {value}")
+        if self.online.step == "exponential" and self.online.half_life is None:
+            raise ConfigError("detector.online.half_life", "required (a number of records "
+                              "> 0) when detector.online.step is exponential")
+        d = self.drift
+        if d.block_size > d.reference_records // 10:
+            raise ConfigError("detector.drift.block_size", f"must be <= detector.drift."
+                              f"reference_records / 10 ({d.reference_records // 10}), got "
+                              f"{d.block_size}")
+        return self

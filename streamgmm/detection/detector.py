@@ -135,12 +135,8 @@ class Detector:
 
     def _new_monitor(self):
         """Fresh drift tests (they collect a new reference from the next record on)."""
-        d = self.config.drift
-        self.monitor_ = DriftMonitor(
-            percentile=self.config.threshold.percentile,
-            expected_run_length=d.expected_run_length, feature_tests=d.feature_tests,
-            reference_records=d.reference_records, block_size=d.block_size,
-            feature_names=self.feature_names).reset(self.n_features_, self.scheduler_.n_seen)
+        self.monitor_ = DriftMonitor.from_config(self.config, self.feature_names).reset(
+            self.n_features_, self.scheduler_.n_seen)
 
     def _poll_refit(self):
         if self.scheduler_ is None:

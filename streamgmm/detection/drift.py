@@ -41,14 +41,23 @@ class DriftAlarm:
 class DriftMonitor:
     """Block-mean LLR CUSUM bank over [score, features...] plus a Bernoulli rate CUSUM."""
 
-    percentile: float = 1.0
-    expected_run_length: float = 1e6
-    feature_tests: bool = True
-    reference_records: int = 2000
-    block_size: int = 50
+    percentile: float          # these five come from DetectorConfig (no defaults of their own)
+    expected_run_length: float
+    feature_tests: bool
+    reference_records: int
+    block_size: int
     shift: float = 2.0
     rate_ratio: float = 3.0
     feature_names: list = None
+
+    @classmethod
+    def from_config(cls, config, feature_names=None):
+        """The monitor a DetectorConfig asks for (its ``drift`` section and percentile)."""
+        d = config.drift
+        return cls(percentile=config.threshold.percentile,
+                   expected_run_length=d.expected_run_length, feature_tests=d.feature_tests,
+                   reference_records=d.reference_records, block_size=d.block_size,
+                   feature_names=feature_names)
 
     def reset(self, n_features, start_record):
         """Forget everything; start collecting a new reference at ``start_record``."""

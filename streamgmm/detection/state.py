@@ -5,6 +5,7 @@ warm-up buffer (those records were not committed, so a restart replays them) and
 flight (its request is saved and starts again after loading).
 """
 import os
+from dataclasses import replace
 
 import numpy as np
 
@@ -145,8 +146,7 @@ def detector_from_sklearn(cls, gmm, scaler, percentile, X_fit, feature_names, co
     cfg = config if isinstance(config, DetectorConfig) else DetectorConfig.from_dict(
         dict(config or {}, n_components=int(gmm.n_components),
              covariance_type=gmm.covariance_type))
-    cfg.threshold.percentile = float(percentile)
-    cfg.validate()
+    cfg = replace(cfg, threshold=replace(cfg.threshold, percentile=float(percentile))).validate()
     d = int(np.shape(gmm.means_)[1])
     if scaler is not None:
         mean = np.asarray(getattr(scaler, "mean_", None) if getattr(scaler, "with_mean", True)

@@ -33,14 +33,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from ...detection.config import (DetectorConfig, DriftConfig, OnlineConfig, RefitConfig,
+                                 ThresholdConfig)
+from ...schema import (REQUIRED, Bool, Builder, Choice, ConfigError, FeaturePath, Int, Map, Num,
+                       Optional, PathStr, Regex, Str, StrList, join, section, setting, show,
+                       to_plain, unknown_key)
 
 __all__ = [
     "ConfigError",
@@ -50,7 +55,6 @@ __all__ = [
     "RecordsConfig",
     "SinkConfig",
     "DeadLetterConfig",
-    "DetectorSection",
     "ThresholdConfig",
     "OnlineConfig",
     "DriftConfig",
@@ -74,291 +78,6 @@ _PACKAGE_PREFIX = "package:"
 _SECRET_WORDS = ("password", "secret", "token", "credential")
 
 
-class ConfigError(ValueError):
-    """A bad configuration value: ``str()`` is ``"<key.path>: <message>"`` (CLI exit code 2)."""
-
-    def __init__(self, key_path: str, message: str):
-        self.key_path = key_path
-        self.message = message
-        super().__init__(f"{key_path}: {message}" if key_path else message)
-
-    def __reduce__(self):  # keep pickling (multiprocessing, pytest-xdist) working
-        return (type(self), (self.key_path, self.message))
-
-
-# --------------------------------------------------------------------------------------------
-# Value checkers: each is ``check(value, path) -> normalised value`` and has a ``.expected``
-# text used in messages ("expected <expected>, got <value>") and a ``.kind`` used to decide
-# whether a whole-value ``${VAR}`` is parsed as a YAML scalar.
-# --------------------------------------------------------------------------------------------
-
-
-def _show(value: Any) -> str:
-    """A short YAML-flavoured rendering of a bad value for an error message."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        text = value if len(value) <= 60 else value[:57] + "..."
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list" if value else "an empty list"
-    return f"a {type(value).__name__}"
-
-
-class _Check:
-    """Base checker: subclasses implement ``convert`` returning the value or raising TypeError."""
-
-    kind = "str"
-    expected = "a value"
-
-    def __call__(self, value: Any, path: str) -> Any:
-        try:
-            return self.convert(value, path)
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(path, f"expected {self.expected}, got {_show(value)}") from None
-
-    def convert(self, value: Any, path: str) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-# PyYAML follows YAML 1.1, where ``1e-6`` (no dot, unsigned exponent) is a *string*; accept that
-# exponent form as the number the user meant. Other quoted numbers stay errors.
-_EXP_NUMBER_RE = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
-
-
-def _exp_number(value: Any) -> Any:
-    if isinstance(value, str) and _EXP_NUMBER_RE.match(value.strip()):
-        return float(value)
-    return value
-
-
-class _Int(_Check):
-    kind = "number"
-
-    def __init__(self, lo: int | None = None, hi: int | None = None):
-        self.lo, self.hi = lo, hi
-        if lo is not None and hi is not None:
-            self.expected = f"an integer in [{lo}, {hi}]"
-        elif lo is not None:
-            self.expected = f"an integer >= {lo}"
-        else:
-            self.expected = "an integer"
-
-    def convert(self, value, path):
-        value = _exp_number(value)
-        if isinstance(value, bool):
-            raise TypeError
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise TypeError
-        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-            raise ValueError
-        return value
-
-
-class _Num(_Check):
-    """A finite real number within optional (open or closed) bounds; ints become floats."""
-
-    kind = "number"
-
-    def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False):
-        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
-        if lo is not None and hi is not None:
-            self.expected = (f"a number in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}"
-                             f"{')' if hi_open else ']'}")
-        elif lo is not None:
-            self.expected = f"a number {'>' if lo_open else '>='} {_fmt(lo)}"
-        else:
-            self.expected = "a finite number"
-
-    def convert(self, value, path):
-        value = _exp_number(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError
-        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            raise ValueError
-        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
-            raise ValueError
-        return value
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-
-class _Bool(_Check):
-    kind = "bool"
-    expected = "true or false"
-
-    def convert(self, value, path):
-        if not isinstance(value, bool):
-            raise TypeError
-        return value
-
-
-class _Str(_Check):
-    expected = "a non-empty string"
-
-    def convert(self, value, path):
-        if not isinstance(value, str) or not value.strip():
-            raise TypeError
-        return value
-
-
-class _Choice(_Check):
-    def __init__(self, *choices: str, upper: bool = False):
-        self.choices = choices
-        self.upper = upper
-        self.expected = "one of " + ", ".join(choices)
-
-    def convert(self, value, path):
-        if not isinstance(value, str):
-            raise TypeError
-        norm = value.upper() if self.upper else value.lower()
-        if norm not in self.choices:
-            close = difflib.get_close_matches(norm, self.choices, n=1)
-            hint = f'; did you mean "{close[0]}"?' if close else ""
-            raise ConfigError(path, f"expected {self.expected}, got {_show(value)}{hint}")
-        return norm
-
-
-class _Optional(_Check):
-    """``null`` or the inner checker's value."""
-
-    def __init__(self, inner: _Check):
-        self.inner = inner
-        self.kind = inner.kind
-        self.expected = f"{inner.expected} or null"
-
-    def convert(self, value, path):
-        if value is None:
-            return None
-        try:
-            return self.inner.convert(value, path)
-        except ConfigError as exc:
-            raise ConfigError(exc.key_path, exc.message.replace(
-                f"expected {self.inner.expected}", f"expected {self.expected}", 1)) from None
-
-
-class _Path(_Str):
-    """A filesystem path (resolved later, once the config file's directory is known)."""
-
-    expected = "a path (non-empty string)"
-
-
-class _Regex(_Str):
-    expected = "a regular expression"
-
-    def convert(self, value, path):
-        value = super().convert(value, path)
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ConfigError(path, f"invalid regular expression {_show(value)}: {exc}") from None
-        return value
-
-
-class _StrList(_Check):
-    """A list of non-empty strings; a single string is accepted as a comma-separated list."""
-
-    def __init__(self, min_len: int = 1, unique: bool = True, item: _Check | None = None):
-        self.min_len = min_len
-        self.unique = unique
-        self.item = item or _Str()
-        self.expected = (f"a list of at least {min_len} string{'s' if min_len > 1 else ''}"
-                         if min_len else "a list of strings")
-
-    def convert(self, value, path):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise TypeError
-        out = []
-        for i, item in enumerate(value):
-            out.append(self.item(item, f"{path}[{i}]"))
-        if len(out) < self.min_len:
-            raise ValueError
-        if self.unique:
-            seen = set()
-            for i, item in enumerate(out):
-                if item in seen:
-                    raise ConfigError(f"{path}[{i}]", f"duplicate entry {_show(item)}")
-                seen.add(item)
-        return tuple(out)
-
-
-class _FeaturePath(_Str):
-    """A dotted path into a JSON object: non-empty segments separated by single dots."""
-
-    expected = "a dotted field path like sensor.temp"
-
-    def convert(self, value, path):
-        value = super().convert(value, path)
-        if any(not seg.strip() for seg in value.split(".")):
-            raise ValueError
-        return value
-
-
-class _Map(_Check):
-    """A free-form mapping with string keys; values checked by ``value`` if given."""
-
-    expected = "a mapping"
-
-    def __init__(self, value: _Check | None = None):
-        self.value = value
-        self.kind = value.kind if value is not None else "str"
-
-    def convert(self, value, path):
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise TypeError
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise ConfigError(f"{path}.{k}", "keys must be strings")
-            out[k] = self.value(v, f"{path}.{k}") if self.value is not None else v
-        return out
-
-
-class _NComponents(_Check):
-    kind = "number"
-    expected = 'an integer >= 1 or "auto"'
-
-    def convert(self, value, path):
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        return _Int(1).convert(value, path)
-
-
-def _opt(check: _Check, default: Any = None, **kw) -> Any:
-    """A dataclass field with a checker in its metadata."""
-    meta = {"check": check}
-    meta.update(kw)
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _section(cls) -> Any:
-    """A nested-section dataclass field."""
-    return field(default_factory=cls, metadata={"section": cls})
-
-
-_REQUIRED = object()
-
 # --------------------------------------------------------------------------------------------
 # The schema. Field order = YAML order in docs/architecture.md and in ``to_dict``.
 # --------------------------------------------------------------------------------------------
@@ -368,10 +87,15 @@ _REQUIRED = object()
 class SourceConfig:
     """Where records come from: a Kafka topic, a CSV/JSON-lines file, or standard input."""
 
-    type: str = _opt(_Choice("kafka", "file", "stdin"), "kafka")
-    path: str | None = _opt(_Optional(_Path()), None, path=True)
-    format: str = _opt(_Choice("auto", "jsonl", "csv"), "auto")
-    follow: bool = _opt(_Bool(), False)
+    type: str = setting(Choice("kafka", "file", "stdin"), "kafka",
+        doc='`kafka`, `file` (CSV or JSON lines) or `stdin`')
+    path: str | None = setting(Optional(PathStr()), None, path=True,
+        doc='file source: the file to read')
+    format: str = setting(Choice("auto", "jsonl", "csv"), "auto",
+        doc='`auto` (by extension: `.csv` is CSV), `jsonl` or `csv`')
+    follow: bool = setting(Bool(), False,
+        doc=('file source: keep reading at end of file (like `tail -f`); otherwise the run ends '
+             'with exit 0 at the end'))
 
 
 @dataclass(frozen=True)
@@ -379,164 +103,149 @@ class KafkaConfig:
     """Kafka connection and consumer settings (``security``/``consumer``/``producer`` pass through
     to kafka-python)."""
 
-    bootstrap_servers: tuple = _opt(_StrList(1), ("localhost:9092",))
-    topics: tuple | None = _opt(_Optional(_StrList(1)), ("events",))
-    topic_pattern: str | None = _opt(_Optional(_Regex()), None)
-    group_id: str = _opt(_Str(), "streamgmm")
-    client_id: str = _opt(_Str(), "streamgmm")
-    auto_offset_reset: str = _opt(_Choice("earliest", "latest"), "earliest")
-    max_poll_records: int = _opt(_Int(1), 1000)
-    poll_timeout_ms: int = _opt(_Int(0), 500)
-    session_timeout_ms: int = _opt(_Int(1), 10000)
-    heartbeat_interval_ms: int = _opt(_Int(1), 3000)
-    security: dict = _opt(_Map(), {}, free=True, file_keys=True)
-    consumer: dict = _opt(_Map(), {}, free=True)
-    producer: dict = _opt(_Map(), {}, free=True)
+    bootstrap_servers: tuple = setting(StrList(1), ("localhost:9092",),
+        doc='brokers')
+    topics: tuple | None = setting(Optional(StrList(1)), ("events",),
+        doc='input topics (or `topic_pattern`; exactly one of the two)')
+    topic_pattern: str | None = setting(Optional(Regex()), None,
+        doc='regex of input topics')
+    group_id: str = setting(Str(), "streamgmm",
+        doc='consumer group; daemons with the same group split the partitions')
+    client_id: str = setting(Str(), "streamgmm",
+        doc='client id')
+    auto_offset_reset: str = setting(Choice("earliest", "latest"), "earliest",
+        doc='where a new group starts (`earliest` or `latest`)')
+    max_poll_records: int = setting(Int(1), 1000,
+        doc='records per poll (one vectorised batch)')
+    poll_timeout_ms: int = setting(Int(0), 500,
+        doc='poll timeout')
+    session_timeout_ms: int = setting(Int(1), 10000,
+        doc='group session timeout')
+    heartbeat_interval_ms: int = setting(Int(1), 3000,
+        doc='heartbeat interval (below the session timeout)')
+    security: dict = setting(Map(), {}, free=True, file_keys=True,
+        doc=("passed to kafka-python's consumer and producers: `security_protocol`, "
+             '`sasl_mechanism`, `sasl_plain_username`, `sasl_plain_password`, `ssl_cafile`, '
+             '`ssl_certfile`, `ssl_keyfile`, ...'))
+    consumer: dict = setting(Map(), {}, free=True,
+        doc='extra `KafkaConsumer` arguments')
+    producer: dict = setting(Map(), {}, free=True,
+        doc=("extra `KafkaProducer` arguments, over the daemon's defaults `acks: all`, `linger_ms:"
+             ' 5`, `batch_size: 262144`'))
 
 
 @dataclass(frozen=True)
 class RecordsConfig:
     """How a record becomes a feature vector (see streamgmm/service/records.py)."""
 
-    features: tuple = _opt(_StrList(1, item=_FeaturePath()), _REQUIRED,
+    features: tuple = setting(StrList(1, item=FeaturePath()), REQUIRED,
                            help="list the numeric record fields to score, e.g. "
-                                "features: [amount, latency_ms, sensor.temp]")
-    key_field: str | None = _opt(_Optional(_FeaturePath()), None)
-    timestamp_field: str | None = _opt(_Optional(_FeaturePath()), None)
-    max_bytes: int = _opt(_Int(1), 1048576)
-    impute: dict = _opt(_Map(_Num()), {}, free=True)
+                                "features: [amount, latency_ms, sensor.temp]",
+        doc='the numeric fields to score, dotted paths for nested fields (`sensor.temp`)')
+    key_field: str | None = setting(Optional(FeaturePath()), None,
+        doc='a field carried to the output as `key`')
+    timestamp_field: str | None = setting(Optional(FeaturePath()), None,
+        doc='a field (epoch s/ms or ISO-8601) used when a record has no Kafka timestamp')
+    max_bytes: int = setting(Int(1), 1048576,
+        doc='larger records are dead letters (`too_large`)')
+    impute: dict = setting(Map(Num()), {}, free=True,
+        doc=('field → number: a missing or invalid value of that field is replaced instead of '
+             'rejected'))
 
 
 @dataclass(frozen=True)
 class SinkConfig:
     """Where scored records (anomalies only, or all) go."""
 
-    type: str = _opt(_Choice("kafka", "file", "stdout"), "kafka")
-    topic: str = _opt(_Str(), "anomalies")
-    path: str | None = _opt(_Optional(_Path()), None, path=True)
-    emit: str = _opt(_Choice("anomalies", "all"), "anomalies")
+    type: str = setting(Choice("kafka", "file", "stdout"), "kafka",
+        doc='`kafka`, `file` or `stdout`')
+    topic: str = setting(Str(), "anomalies",
+        doc='output topic')
+    path: str | None = setting(Optional(PathStr()), None, path=True,
+        doc='file sink: JSON lines file')
+    emit: str = setting(Choice("anomalies", "all"), "anomalies",
+        doc='`anomalies` (flagged records only) or `all` (a line per record)')
 
 
 @dataclass(frozen=True)
 class DeadLetterConfig:
     """Where undecodable records go, with the reason."""
 
-    type: str = _opt(_Choice("kafka", "file", "stdout"), "kafka")
-    topic: str = _opt(_Str(), "events.dlq")
-    path: str | None = _opt(_Optional(_Path()), None, path=True)
-
-
-@dataclass(frozen=True)
-class ThresholdConfig:
-    """Anomaly threshold: the given lower percentile of training log-densities."""
-
-    percentile: float = _opt(_Num(0, 50, lo_open=True, hi_open=True), 1.0)
-    window: int = _opt(_Int(100), 20000)
-
-
-@dataclass(frozen=True)
-class OnlineConfig:
-    """Online EM: step size (t + t0)^-alpha (stepwise) or constant-rate forgetting (exponential)."""
-
-    enabled: bool = _opt(_Bool(), True)
-    step: str = _opt(_Choice("stepwise", "exponential"), "stepwise")
-    alpha: float = _opt(_Num(0.5, 1, lo_open=True), 0.6)
-    t0: float = _opt(_Num(0), 10.0)
-    half_life: float | None = _opt(_Optional(_Num(0, lo_open=True)), None)
-    learn_from_anomalies: bool = _opt(_Bool(), False)
-    batch_size: int = _opt(_Int(1), 256)
-
-
-@dataclass(frozen=True)
-class DriftConfig:
-    """Drift detection: CUSUM tests on the log-density, the anomaly rate and each feature."""
-
-    enabled: bool = _opt(_Bool(), True)
-    expected_run_length: int = _opt(_Int(100), 10000000)
-    feature_tests: bool = _opt(_Bool(), True)
-    reference_records: int = _opt(_Int(100), 2000)
-    block_size: int = _opt(_Int(5), 50)
-
-
-@dataclass(frozen=True)
-class RefitConfig:
-    """Batch refit on a window of recent records after drift, at most once per cooldown."""
-
-    window: int = _opt(_Int(2), 20000)
-    min_records: int = _opt(_Int(2), 5000)
-    cooldown_records: int = _opt(_Int(0), 20000)
-
-
-@dataclass(frozen=True)
-class DetectorSection:
-    """The ``detector`` section: handed to ``Detector.from_dict`` via ``detector_dict``."""
-
-    n_components: int | str = _opt(_NComponents(), "auto")
-    max_components: int = _opt(_Int(1), 8)
-    covariance_type: str = _opt(_Choice("full", "tied", "diag", "spherical"), "full")
-    reg_covar: float = _opt(_Num(0), 1.0e-6)
-    warmup_records: int = _opt(_Int(2), 2000)
-    random_state: int | None = _opt(_Optional(_Int(0)), 0)
-    min_component_weight: float = _opt(_Num(0, 0.5, hi_open=True), 0.02)
-    threshold: ThresholdConfig = _section(ThresholdConfig)
-    online: OnlineConfig = _section(OnlineConfig)
-    drift: DriftConfig = _section(DriftConfig)
-    refit: RefitConfig = _section(RefitConfig)
+    type: str = setting(Choice("kafka", "file", "stdout"), "kafka",
+        doc='`kafka`, `file` or `stdout`')
+    topic: str = setting(Str(), "events.dlq",
+        doc=('dead-letter topic: the original value, headers with the original topic, partition, '
+             'offset, group, reason and message'))
+    path: str | None = setting(Optional(PathStr()), None, path=True,
+        doc='file dead letters: JSON lines file')
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """A pretrained model to start from (skips warm-up)."""
 
-    path: str | None = _opt(_Optional(_Path()), None, path=True)
-    trusted: bool = _opt(_Bool(), False)
+    path: str | None = setting(Optional(PathStr()), None, path=True,
+        doc=('a pretrained model (`streamgmm fit` output, `.npz`): skips warm-up; the `detector` '
+             'settings of this file apply to it'))
+    trusted: bool = setting(Bool(), False,
+        doc='allow a pickle-based `.joblib` model (it can run code when loaded)')
 
 
 @dataclass(frozen=True)
 class CheckpointConfig:
     """Periodic atomic checkpoints of the detector state; ``path: null`` disables them."""
 
-    path: str | None = _opt(_Optional(_Path()), None, path=True)
-    interval_seconds: float = _opt(_Num(0, lo_open=True), 60.0)
+    path: str | None = setting(Optional(PathStr()), None, path=True,
+        doc=('checkpoint file (`null`: no checkpoints); restored at start (before `model.path`), '
+             "with this file's `detector` settings"))
+    interval_seconds: float = setting(Num(0, lo_open=True), 60.0,
+        doc='checkpoint period (and one at shutdown)')
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     """Prometheus ``/metrics`` plus ``/healthz`` and ``/readyz`` on one HTTP server."""
 
-    enabled: bool = _opt(_Bool(), True)
-    host: str = _opt(_Str(), "0.0.0.0")
-    port: int = _opt(_Int(0, 65535), 9108)
-    ratio_window: int = _opt(_Int(1), 10000)
+    enabled: bool = setting(Bool(), True,
+        doc='serve `/metrics`, `/healthz`, `/readyz`')
+    host: str = setting(Str(), "0.0.0.0",
+        doc='listen address')
+    port: int = setting(Int(0, 65535), 9108,
+        doc='listen port')
+    ratio_window: int = setting(Int(1), 10000,
+        doc='records in the `streamgmm_anomaly_ratio` window')
 
 
 @dataclass(frozen=True)
 class LoggingConfig:
     """Log level and format (``plain`` text or ``json`` lines) on stderr."""
 
-    level: str = _opt(_Choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True), "INFO")
-    format: str = _opt(_Choice("plain", "json"), "plain")
+    level: str = setting(Choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True), "INFO",
+        doc='`DEBUG`, `INFO`, `WARNING`, `ERROR`')
+    format: str = setting(Choice("plain", "json"), "plain",
+        doc='`plain` or `json` (one JSON object per line)')
 
 
 @dataclass(frozen=True)
 class Config:
     """The whole daemon configuration (attribute paths mirror the YAML keys)."""
 
-    source: SourceConfig = _section(SourceConfig)
-    kafka: KafkaConfig = _section(KafkaConfig)
-    records: RecordsConfig = _section(RecordsConfig)
-    sink: SinkConfig = _section(SinkConfig)
-    dead_letter: DeadLetterConfig = _section(DeadLetterConfig)
-    detector: DetectorSection = _section(DetectorSection)
-    model: ModelConfig = _section(ModelConfig)
-    checkpoint: CheckpointConfig = _section(CheckpointConfig)
-    metrics: MetricsConfig = _section(MetricsConfig)
-    logging: LoggingConfig = _section(LoggingConfig)
-    shutdown_timeout_seconds: float = _opt(_Num(0, lo_open=True), 10.0)
+    source: SourceConfig = section(SourceConfig)
+    kafka: KafkaConfig = section(KafkaConfig)
+    records: RecordsConfig = section(RecordsConfig)
+    sink: SinkConfig = section(SinkConfig)
+    dead_letter: DeadLetterConfig = section(DeadLetterConfig)
+    detector: DetectorConfig = section(DetectorConfig)
+    model: ModelConfig = section(ModelConfig)
+    checkpoint: CheckpointConfig = section(CheckpointConfig)
+    metrics: MetricsConfig = section(MetricsConfig)
+    logging: LoggingConfig = section(LoggingConfig)
+    shutdown_timeout_seconds: float = setting(Num(0, lo_open=True), 10.0,
+        doc='bound on the graceful shutdown after SIGTERM/SIGINT')
 
     def to_dict(self, mask_secrets: bool = False) -> dict:
         """The effective configuration as plain YAML-able data (secrets -> ``"***"`` if asked)."""
-        return _to_plain(self, mask_secrets)
+        return to_plain(self, is_secret_key if mask_secrets else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -544,70 +253,21 @@ class Config:
 # --------------------------------------------------------------------------------------------
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _unknown_key(path: str, key: Any, valid: list[str], hint: str = "") -> ConfigError:
-    """The unknown-key error with the nearest valid key suggested."""
-    close = difflib.get_close_matches(str(key).lower(), valid, n=1, cutoff=0.6)
-    if close:
-        suggestion = f'; did you mean "{close[0]}"?'
-    else:
-        suggestion = "; valid keys: " + ", ".join(valid)
-    return ConfigError(_join(path, str(key)), f"unknown key{hint}{suggestion}")
-
-
-class _Builder:
-    """Walks the schema over a raw mapping, interpolating, checking and resolving paths."""
+class _Builder(Builder):
+    """The schema walk plus ``${VAR}`` interpolation and path resolution."""
 
     def __init__(self, environ: Mapping[str, str], base_dir: Path):
         self.environ = environ
         self.base_dir = base_dir
 
-    def check_keys(self, cls, raw: Any, path: str) -> None:
-        """First pass: reject unknown keys anywhere (so a typo of a required key is reported as
-        the typo, with a suggestion, not as a missing key)."""
-        if not isinstance(raw, Mapping):
-            return
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key, value in raw.items():
-            if key not in fields:
-                raise _unknown_key(path, key, list(fields))
-            if "section" in fields[key].metadata:
-                self.check_keys(fields[key].metadata["section"], value, _join(path, key))
-
-    def build(self, cls, raw: Any, path: str):
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            where = path or "(top level)"
-            raise ConfigError(where, f"expected a mapping, got {_show(raw)}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key in raw:
-            if key not in fields:
-                raise _unknown_key(path, key, list(fields))
-        values = {}
-        for name, f in fields.items():
-            key_path = _join(path, name)
-            if "section" in f.metadata:
-                values[name] = self.build(f.metadata["section"], raw.get(name), key_path)
-                continue
-            check: _Check = f.metadata["check"]
-            if name not in raw:
-                if f.default is _REQUIRED:
-                    raise ConfigError(key_path, f"required key is missing: {f.metadata['help']}")
-                continue  # dataclass default
-            value = self.interpolate(raw[name], key_path, check.kind)
-            value = check(value, key_path)
-            if f.metadata.get("path") and value is not None:
-                value = resolve_path(value, self.base_dir)
-            if f.metadata.get("file_keys"):  # ssl_cafile, ssl_certfile, ssl_keyfile, ...
-                value = {k: (resolve_path(v, self.base_dir)
-                             if k.endswith("file") and isinstance(v, str) and v else v)
-                         for k, v in value.items()}
-            values[name] = value
-        return cls(**values)
+    def finish(self, f, value: Any) -> Any:
+        if f.metadata.get("path") and value is not None:
+            value = resolve_path(value, self.base_dir)
+        if f.metadata.get("file_keys"):  # ssl_cafile, ssl_certfile, ssl_keyfile, ...
+            value = {k: (resolve_path(v, self.base_dir)
+                         if k.endswith("file") and isinstance(v, str) and v else v)
+                     for k, v in value.items()}
+        return value
 
     def interpolate(self, value: Any, path: str, kind: str) -> Any:
         """Substitute ``${VAR}`` in strings (recursively in lists and maps); a whole-value
@@ -615,7 +275,7 @@ class _Builder:
         if isinstance(value, str):
             return _interpolate_str(value, path, self.environ, parse=kind != "str")
         if isinstance(value, Mapping):
-            return {k: self.interpolate(v, _join(path, str(k)), kind) for k, v in value.items()}
+            return {k: self.interpolate(v, join(path, str(k)), kind) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [self.interpolate(v, f"{path}[{i}]", kind) for i, v in enumerate(value)]
         return value
@@ -636,7 +296,7 @@ def _interpolate_str(text: str, path: str, environ: Mapping[str, str], parse: bo
             return "${"
         name, default = m.group(1), m.group(2)
         if not _NAME_RE.match(name or ""):
-            raise ConfigError(path, f"invalid environment variable reference {_show(m.group(0))}")
+            raise ConfigError(path, f"invalid environment variable reference {show(m.group(0))}")
         val = environ.get(name)
         if val is None or (val == "" and default is not None):
             if default is None:
@@ -702,7 +362,7 @@ def _set_override(raw: dict, parts: list[str], value: Any, env_name: str) -> Non
         last = i == len(parts) - 1
         if cls is None:  # inside a free-form map: any key, lower-cased
             key = part.lower()
-            path = _join(path, key)
+            path = join(path, key)
             if last:
                 node[key] = value
                 return
@@ -715,9 +375,9 @@ def _set_override(raw: dict, parts: list[str], value: Any, env_name: str) -> Non
         fields = {f.name: f for f in dataclasses.fields(cls)}
         key = part.lower()
         if key not in fields:
-            raise _unknown_key(path, key, list(fields), hint)
+            raise unknown_key(path, key, list(fields), hint)
         f = fields[key]
-        path = _join(path, key)
+        path = join(path, key)
         if last:
             node[key] = value
             return
@@ -799,11 +459,11 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
     if cfg.sink.type == "kafka" and cfg.source.type == "kafka" and kafka.topics and \
             cfg.sink.topic in kafka.topics:
         raise ConfigError("sink.topic", f"must differ from the input topics, got "
-                          f"{_show(cfg.sink.topic)}")
+                          f"{show(cfg.sink.topic)}")
     if cfg.dead_letter.type == "kafka" and cfg.source.type == "kafka" and kafka.topics and \
             cfg.dead_letter.topic in kafka.topics:
         raise ConfigError("dead_letter.topic", f"must differ from the input topics, got "
-                          f"{_show(cfg.dead_letter.topic)}")
+                          f"{show(cfg.dead_letter.topic)}")
 
     rec = cfg.records
     for name in rec.impute:
@@ -812,20 +472,7 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
             hint = f'; did you mean "{close[0]}"?' if close else ""
             raise ConfigError(f"records.impute.{name}", f"is not one of records.features{hint}")
 
-    det = cfg.detector
-    if isinstance(det.n_components, int) and det.n_components > det.max_components:
-        raise ConfigError("detector.n_components", f"must be <= detector.max_components "
-                          f"({det.max_components}), got {det.n_components}")
-    k = det.n_components if isinstance(det.n_components, int) else det.max_components
-    which = "n_components" if isinstance(det.n_components, int) else "max_components"
-    least = max(2 * k, 10)
-    for key, value in (("warmup_records", det.warmup_records), ("refit.window", det.refit.window)):
-        if value < least:
-            raise ConfigError(f"detector.{key}", f"must be >= max(10, 2 * detector.{which}) "
-                              f"= {least}, got {value}")
-    if det.online.step == "exponential" and det.online.half_life is None:
-        raise ConfigError("detector.online.half_life", "required (a number of records > 0) "
-                          "when detector.online.step is exponential")
+    cfg.detector.validate()
     if cfg.model.path is not None and cfg.model.path.endswith(".joblib") and \
             not cfg.model.trusted:
         raise ConfigError("model.path", "a .joblib model is a pickle that runs code when "
@@ -850,34 +497,14 @@ def config_from_dict(d: Mapping | None, environ: Mapping[str, str] | None = None
     if d is None:
         d = {}
     if not isinstance(d, Mapping):
-        raise ConfigError("(top level)", f"expected a mapping, got {_show(d)}")
+        raise ConfigError("(top level)", f"expected a mapping, got {show(d)}")
     raw = _apply_env_overrides(dict(d), environ)
     base = Path(base_dir) if base_dir is not None else Path(os.getcwd())
     builder = _Builder(environ, base)
     builder.check_keys(Config, raw, "")
     cfg = builder.build(Config, raw, "")
     cfg = _cross_checks(cfg, raw)
-    _detector_checks(cfg)
     return cfg
-
-
-def _detector_checks(cfg: Config) -> None:
-    """Let the Detector's own config validation speak now (as a ConfigError), not at warm-up."""
-    try:
-        from streamgmm.detection.config import DetectorConfig
-    except ImportError:  # layer 3 not importable: the schema checks above still hold
-        return
-    try:
-        DetectorConfig.from_dict(detector_dict(cfg))
-    except (ValueError, TypeError) as exc:
-        text = str(exc)
-        key, sep, message = text.partition(": ")
-        if sep and key.startswith("detector.") and " " not in key:
-            if key not in iter_keys():
-                message += (" (an internal detector setting, not a config key: adjust the "
-                            "related detector keys)")
-            raise ConfigError(key, message) from None
-        raise ConfigError("detector", text) from None
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -895,7 +522,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
             continue  # construct_mapping below reports it
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {_show(key)} (first at line {seen[key] + 1})",
+                None, None, f"duplicate key {show(key)} (first at line {seen[key] + 1})",
                 key_node.start_mark)
         seen[key] = key_node.start_mark.line
     return yaml.SafeLoader.construct_mapping(loader, node, deep)
@@ -929,7 +556,7 @@ def load_config(path: str | os.PathLike, environ: Mapping[str, str] | None = Non
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(path, f"invalid config: expected a mapping of sections at the top "
-                          f"level (line 1), got {_show(data)}")
+                          f"level (line 1), got {show(data)}")
     return config_from_dict(data, environ, base_dir=Path(path).resolve().parent)
 
 
@@ -939,29 +566,16 @@ def is_secret_key(key: str) -> bool:
     return any(word in k for word in _SECRET_WORDS)
 
 
-def _to_plain(obj: Any, mask: bool, key: str = "") -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name), mask, f.name)
-                for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {k: (MASK if mask and is_secret_key(k) and v is not None
-                    else _to_plain(v, mask, str(k)))
-                for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_plain(v, mask) for v in obj]
-    return obj
-
-
 def detector_dict(cfg: Config) -> dict:
     """The ``detector`` section as a plain nested dict for ``Detector.from_dict``."""
-    return _to_plain(cfg.detector, False)
+    return cfg.detector.to_dict()
 
 
 def iter_keys(cls: Any = Config, prefix: str = "") -> list[str]:
     """Every leaf key path of the schema (used by docs and tests)."""
     out = []
     for f in dataclasses.fields(cls):
-        path = _join(prefix, f.name)
+        path = join(prefix, f.name)
         if "section" in f.metadata:
             out.extend(iter_keys(f.metadata["section"], path))
         else:
