@@ -16,6 +16,7 @@ from .. import math as gm
 from .._version import __version__
 from ..exceptions import NotFittedError
 from ..math.sufficient_stats import posteriors
+from ..models import MixtureEnsemble
 from ..models.validation import check_array
 from ..persistence import export_joblib, save_state
 from .config import DetectorConfig
@@ -157,13 +158,16 @@ class Detector:
             "n_components": self.n_components, "model_version": self.model_version})]
 
     def _decide(self, Xs):
-        """One E-step: (log-densities, most likely components, posteriors) of the rows."""
+        """One E-step: (scores, most likely components, posteriors, what the online step
+        needs besides: the log-densities, per member for an ensemble) of the rows."""
         m = self.model_
+        if isinstance(m, MixtureEnsemble):
+            return m.decide(Xs)
         wlp = gm.weighted_log_prob(Xs, m.weights_, m.means_, m.precisions_cholesky_,
                                    m.covariance_type)
         comp = np.argmax(wlp, axis=1)
         resp, scores = posteriors(wlp)
-        return scores, comp, resp
+        return scores, comp, resp, scores
 
     def _explain(self, Xs, comp, is_anomaly):
         out = [_NO_CONTRIBUTIONS] * len(Xs)
@@ -207,13 +211,13 @@ class Detector:
 
     def _run(self, X, events, update=True, count=True):
         Xs = self.scaler_.transform(X, self.dtype)
-        scores, comp, resp = self._decide(Xs)
+        scores, comp, resp, log_density = self._decide(Xs)
         thr_value = self.threshold_model_.value_
         is_anomaly = scores < thr_value
         threshold = np.full(len(X), thr_value)
         contributions = self._explain(Xs, comp, is_anomaly)
         if update:
-            self._learn_from(Xs, is_anomaly, resp, scores)
+            self._learn_from(Xs, is_anomaly, resp, log_density)
             self.threshold_model_.update(scores)
             self.scheduler_.observe(X)
             if self.config.drift.enabled and not self.scheduler_.busy:

@@ -11,7 +11,8 @@ import numpy as np
 
 from .._version import __version__
 from ..math import compute_precision_cholesky
-from ..models import OnlineGaussianMixture
+from ..models import MixtureEnsemble, OnlineGaussianMixture
+from ..models.ensemble import is_ensemble_state
 from ..models.online import STATE_FORMAT as ONLINE_STATE_FORMAT
 from ..models.online import STATE_VERSION as ONLINE_STATE_VERSION
 from ..persistence import CheckpointError, is_zip, load_state, read_joblib
@@ -56,9 +57,11 @@ def detector_state(det):
         dmeta, darr = det.monitor_.get_state()
         meta["drift"] = dmeta
         arrays.update({f"drift.{k}": v for k, v in darr.items()})
-        k = det.n_components
+        m = det.model_
+        k, ld = ((m.total_components, (0, m.n_members)) if isinstance(m, MixtureEnsemble)
+                 else (det.n_components, (0,)))
         parts = det._learn or [(np.empty((0, det.n_features_), dtype=det.dtype),
-                                np.empty((0, k)), np.empty(0))]
+                                np.empty((0, k)), np.empty(ld))]
         arrays["learn.X"] = np.concatenate([p[0] for p in parts])
         arrays["learn.resp"] = np.concatenate([p[1] for p in parts])
         arrays["learn.scores"] = np.concatenate([p[2] for p in parts])
@@ -100,7 +103,8 @@ def detector_from_state(cls, meta, arrays):
                                 np.array(arrays["scaler.scale"], dtype=np.float64))
         model_state = dict(meta["model"])
         model_state.update(_group("model", arrays))
-        model = OnlineGaussianMixture.from_state(model_state)
+        model = (MixtureEnsemble.from_state(model_state) if is_ensemble_state(model_state)
+                 else OnlineGaussianMixture.from_state(model_state))
         threshold = PercentileThreshold.from_state(meta["threshold"],
                                                    {"ring": arrays["threshold.ring"]})
         if scaler.mean_.shape != (det.n_features_,) or model.n_features_in_ != det.n_features_:

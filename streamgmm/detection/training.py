@@ -5,13 +5,21 @@ log-density (Tukey's far-out fence, Q1 - 3 IQR) and records whose most likely co
 tiny one (weight < ``min_component_weight``: a cluster of anomalies the first fit gave a
 component of its own) are dropped; scaler and model are then fitted again on the rest, and the
 threshold is the p-th percentile of the clean records' scores.
+
+With ``n_components: "auto"`` (the default) the model is a ``MixtureEnsemble`` rather than one
+BIC-selected mixture: full-covariance mixtures of 4, 2 and 1 components and diagonal ones of
+4 and 8 (capped at ``max_components`` and at one component per 10 records), each fitted with
+the recipe above and a covariance floor of ``ENSEMBLE_REG_COVAR`` (shrinkage towards the
+identity in standardized units, for small or wide windows), scored together. Measured on
+real labelled data it ranks anomalies better than any single mixture we tried, BIC selection
+included (which gives components to anomaly clusters); see BENCHMARKS.md.
 """
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..models import GaussianMixture, OnlineGaussianMixture, select_model
+from ..models import GaussianMixture, MixtureEnsemble, OnlineGaussianMixture, select_model
 from .scaler import StandardScaler
 from .threshold import PercentileThreshold
 
@@ -19,6 +27,12 @@ from .threshold import PercentileThreshold
 # EM restarts per fit: one k-means start lands in a poor local optimum for some seeds (online
 # EM cannot leave it later), three make that rare; fits run at warm-up or off the hot path.
 N_INIT = 3
+
+# The auto ensemble: (covariance type, components) of its members, the primary first; "cfg"
+# stands for the configured covariance type. Covariance floor of its members (reg_covar is
+# raised to it; the scaled features have unit variance: a light shrinkage, 0.1%).
+ENSEMBLE_MEMBERS = (("cfg", 4), ("cfg", 2), ("cfg", 1), ("diag", 4), ("diag", 8))
+ENSEMBLE_REG_COVAR = 1e-3
 
 
 @dataclass
@@ -56,19 +70,74 @@ def outlier_mask(gmm, Xs, min_component_weight, fence_iqr=3.0):
     return keep, len(tiny)
 
 
-def make_online(cfg, n_components):
+def make_online(cfg, n_components, covariance_type=None, reg_covar=None):
     """The streaming model with the detector's online settings."""
     o = cfg.online
     return OnlineGaussianMixture(
-        n_components=n_components, covariance_type=cfg.covariance_type, step=o.step,
-        alpha=o.alpha, t0=o.t0, half_life=o.half_life, reg_covar=cfg.reg_covar,
+        n_components=n_components, covariance_type=covariance_type or cfg.covariance_type,
+        step=o.step, alpha=o.alpha, t0=o.t0, half_life=o.half_life,
+        reg_covar=cfg.reg_covar if reg_covar is None else reg_covar,
         random_state=cfg.random_state)
+
+
+def ensemble_specs(cfg, n_records):
+    """The auto ensemble's distinct (covariance type, components), primary first."""
+    kmax = int(min(cfg.max_components, max(1, n_records // 10)))
+    out = []
+    for ct, k in ENSEMBLE_MEMBERS:
+        spec = (cfg.covariance_type if ct == "cfg" else ct, min(k, kmax))
+        if spec not in out:
+            out.append(spec)
+    return out
+
+
+def _fit_member(Xs, cfg, covariance_type, k, reg):
+    """One trimmed member: fit, drop far-out and tiny-component rows, fit again."""
+    def fit(X):
+        return GaussianMixture(k, covariance_type=covariance_type, reg_covar=reg,
+                               random_state=cfg.random_state, n_init=N_INIT).fit(X)
+    gmm = fit(Xs)
+    keep, _ = outlier_mask(gmm, Xs, cfg.min_component_weight)
+    if not keep.all() and keep.sum() >= max(2 * k, 10):
+        gmm = fit(Xs[keep])
+    else:
+        keep[:] = True
+    model = make_online(cfg, k, covariance_type, reg).fit_from(gmm, Xs[keep])
+    return model, keep
+
+
+def fit_ensemble(X_raw, cfg, dtype=np.float64):
+    """(scaler, ensemble, scaled rows, clean-row mask) for the auto model."""
+    scaler = StandardScaler().fit(X_raw)
+    Xs = scaler.transform(X_raw, dtype)
+    reg = max(float(cfg.reg_covar), ENSEMBLE_REG_COVAR)
+    members, votes = [], np.zeros(len(Xs))
+    for ct, k in ensemble_specs(cfg, len(Xs)):
+        model, kept = _fit_member(Xs, cfg, ct, k, reg)
+        members.append(model)
+        votes += kept
+    keep = votes >= len(members) / 2.0  # clean: kept by at least half of the members
+    return scaler, MixtureEnsemble(members).calibrate(Xs), Xs, keep
 
 
 def fit_window(X_raw, cfg, dtype=np.float64):
     """Fit scaler, mixture and threshold on raw records ``X_raw`` (n, d)."""
     t_start = time.perf_counter()
     X_raw = np.asarray(X_raw, dtype=np.float64)
+    if cfg.n_components == "auto":
+        scaler, model, Xs, keep = fit_ensemble(X_raw, cfg, dtype)
+        scores = model.score_samples(Xs[keep])
+        threshold = PercentileThreshold(cfg.threshold.percentile,
+                                        cfg.threshold.window).fit(scores)
+        info = {"n_records": int(len(X_raw)), "n_dropped": int((~keep).sum()),
+                "n_tiny_components_dropped": 0, "n_components": int(model.n_components),
+                "members": [{"covariance_type": m.covariance_type,
+                             "n_components": int(m.n_components)} for m in model.members],
+                "mean_log_likelihood": float(np.mean(model.members[0].score_samples(
+                    Xs[keep]))),
+                "fit_seconds": round(time.perf_counter() - t_start, 4),
+                "fitted_at": time.time()}
+        return TrainedModel(scaler, model, threshold, info)
     scaler = StandardScaler().fit(X_raw)
     Xs = scaler.transform(X_raw, dtype)
     gmm, table = _fit_gmm(Xs, cfg, cfg.n_components)

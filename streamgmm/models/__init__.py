@@ -2,5 +2,7 @@
 from .gaussian_mixture import GaussianMixture
 from .selection import SelectionResult, select_model  # noqa: F401
 from .online import OnlineGaussianMixture  # noqa: F401
+from .ensemble import MixtureEnsemble  # noqa: F401
 
-__all__ = ["GaussianMixture", "OnlineGaussianMixture", "SelectionResult", "select_model"]
+__all__ = ["GaussianMixture", "OnlineGaussianMixture", "MixtureEnsemble", "SelectionResult",
+           "select_model"]
