@@ -8,6 +8,7 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 class ThresholdConfig:
     percentile: float = 1.0   # flag the lowest p% of log-densities, 0 < p < 50
     window: int = 20000       # recent scores the streaming percentile is taken over
+    calibration_folds: int = 5  # k-fold held-out scores start the threshold (0: in-sample)
 
 
 @dataclass
@@ -18,7 +19,7 @@ class OnlineConfig:
     t0: float = 10.0
     half_life: float = None   # records, for step=exponential
     learn_from_anomalies: bool = False
-    batch_size: int = 256     # records gathered before one partial_fit step
+    batch_size: int = 1000    # records per online-EM step (all records, flagged or not)
 
 
 @dataclass
@@ -33,8 +34,9 @@ class DriftConfig:
 @dataclass
 class RefitConfig:
     window: int = 20000            # ring buffer of recent records a refit may use
-    min_records: int = 5000        # post-change records before a drift refit (<= window)
-    cooldown_records: int = 20000  # records after a swap before another refit may start
+    min_records: int = 2000        # post-change records before a drift refit (<= window)
+    cooldown_records: int = 0      # records after a swap before another refit may start
+    max_pending_records: int = 10000  # records scored while a background refit runs, at most
 
 
 @dataclass
@@ -120,6 +122,9 @@ class DetectorConfig:
             bad("threshold.percentile", "a number in (0, 50)", t.percentile)
         if not is_int(t.window) or t.window < 100:
             bad("threshold.window", "an integer >= 100", t.window)
+        if not is_int(t.calibration_folds) or not (t.calibration_folds in (0, 1)
+                                                  or 2 <= t.calibration_folds <= 10):
+            bad("threshold.calibration_folds", "an integer in [0, 10]", t.calibration_folds)
         o = self.online
         if not isinstance(o.enabled, bool):
             bad("online.enabled", "true or false", o.enabled)
@@ -156,3 +161,5 @@ class DetectorConfig:
                 r.min_records)
         if not is_int(r.cooldown_records) or r.cooldown_records < 0:
             bad("refit.cooldown_records", "an integer >= 0", r.cooldown_records)
+        if not is_int(r.max_pending_records) or r.max_pending_records < 0:
+            bad("refit.max_pending_records", "an integer >= 0", r.max_pending_records)
