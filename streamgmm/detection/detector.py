@@ -33,7 +33,7 @@ from .training import fit_window
 
 
 # Threshold, drift and refit policy run at least this often inside one process() call.
-POLICY_CHUNK = 4096
+POLICY_CHUNK = 1000
 # Scores kept at least when the threshold restarts after a drift alarm.
 MIN_RESTART_SCORES = 200
 
@@ -115,6 +115,7 @@ class Detector:
         self._learn = []
         self._learn_n = 0
         self._fill = 0      # records scored since the last online step (flagged or not)
+        self._since_change = None
         self._precisions = None
 
     @classmethod
@@ -180,6 +181,7 @@ class Detector:
         self.train_info_ = trained.info
         self.model_version += 1
         self._learn, self._learn_n, self._fill, self._precisions = [], 0, 0, None
+        self._since_change = None  # set by a drift alarm until the next model swap
         self._new_monitor()
 
     def _new_monitor(self):
@@ -309,8 +311,18 @@ class Detector:
         th = self.threshold_model_
         n_post = max(self.scheduler_.n_seen - int(alarm.change_start), MIN_RESTART_SCORES)
         recent = th.recent()
-        th.restart(recent[-min(n_post, len(recent)):])
+        self.threshold_model_ = th.restarted(recent[-min(n_post, len(recent)):])
+        self._since_change = int(alarm.change_start)
         self._new_monitor()
+
+    def _rescore_since_change(self):
+        """Until the refit lands: the threshold re-ranked on the records since the change,
+        re-scored with the current (online-adapting) model, at most its short window."""
+        th, sch = self.threshold_model_, self.scheduler_
+        n = min(sch.n_seen - self._since_change, th.window, sch.ring.filled)
+        n = max(n, min(MIN_RESTART_SCORES, sch.ring.filled))
+        Xs = self.scaler_.transform(sch.ring.last(n), self.dtype)
+        th.fit(self.model_.score_samples(Xs))
 
     def _run(self, X, events, update=True, count=True):
         if not update:
@@ -332,8 +344,11 @@ class Detector:
 
     def _run_chunk(self, X, events):
         Xs, res = self._score_chunk(X, learn=True)
-        self.threshold_model_.update(res.scores)
         self.scheduler_.observe(X)
+        if self._since_change is None:
+            self.threshold_model_.update(res.scores)
+        else:
+            self._rescore_since_change()
         if self.config.drift.enabled and self.scheduler_.job is None:
             for alarm in self.monitor_.update(res.scores, Xs, res.is_anomaly):
                 self._on_drift(alarm, events)

@@ -51,10 +51,13 @@ class PercentileThreshold:
         self._rerank()
         return self
 
-    def restart(self, scores):
-        """Keep only ``scores`` (e.g. those since a detected change) and re-rank now, so the
-        flagged fraction returns to p on the new data before any refit lands."""
-        return self.fit(scores)
+    def restarted(self, scores):
+        """A threshold on only ``scores`` (those since a detected change), re-ranked now, with
+        a short window (20/p records, at least 1,000): the flagged fraction returns to p on the
+        new data before a refit lands, and follows the old model while it learns the new
+        regime (its scores rise fast then). The refit's threshold replaces it."""
+        short = int(min(self.window, max(1000, 20 / (self.percentile / 100.0))))
+        return PercentileThreshold(self.percentile, short, self.fence_iqr).fit(scores)
 
     def _push(self, s):
         w = self.window
