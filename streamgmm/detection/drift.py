@@ -167,7 +167,9 @@ class DriftMonitor:
         C = np.cumsum(L, axis=0)
         S = C - np.minimum(-self.S_, np.minimum.accumulate(C, axis=0))
         ends = self.record_ + m * np.arange(1, n_blocks + 1)
-        zero_s = S <= 0
+        # "Last zero": the last block end where S was low (<= h/4, not only 0, so noise that
+        # lifted S a little before the change does not pull the change start back).
+        zero_s = S <= self.h_ / 4
         alarms = S > self.h_
         first = None
         if alarms.any():
@@ -197,7 +199,11 @@ class DriftMonitor:
             f = (j - 2) % self.n_features_
             detail["feature"] = (self.feature_names[f] if self.feature_names else f"x{f}")
             detail["direction"] = "up" if j - 2 < self.n_features_ else "down"
-        alarm = DriftAlarm(label, int(ends[b]), int(self.last_zero_[j]), float(S[b, j]), detail)
+        # Change start: the latest last zero among the CUSUMs that have clearly risen (an
+        # abrupt change moves several; one CUSUM's last zero is often early by noise).
+        risen = S[b] > self.h_ / 2
+        start = int(self.last_zero_[risen].max()) if risen.any() else int(self.last_zero_[j])
+        alarm = DriftAlarm(label, int(ends[b]), start, float(S[b, j]), detail)
         self.S_[:] = 0.0
         self.last_zero_[:] = self.record_
         return [alarm]
