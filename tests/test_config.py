@@ -64,7 +64,7 @@ def test_defaults_match_the_documented_schema():
     assert d.online.half_life is None and d.online.learn_from_anomalies is False
     assert (d.drift.enabled, d.drift.expected_run_length, d.drift.feature_tests) == \
         (True, 10000000, True)
-    assert (d.refit.window, d.refit.cooldown_records) == (20000, 20000)
+    assert (d.refit.window, d.refit.cooldown_records) == (20000, 0)
     assert cfg.model.path is None and cfg.model.trusted is False
     assert cfg.checkpoint.path is None and cfg.checkpoint.interval_seconds == 60
     assert (cfg.metrics.enabled, cfg.metrics.host, cfg.metrics.port,
@@ -96,7 +96,7 @@ def test_detector_dict_is_plain_and_has_exactly_the_schema_keys():
     assert set(dd) == {"n_components", "max_components", "covariance_type", "reg_covar",
                        "warmup_records", "random_state", "min_component_weight", "threshold",
                        "online", "drift", "refit"}
-    assert dd["threshold"] == {"percentile": 2.0, "window": 20000}
+    assert dd["threshold"] == {"percentile": 2.0, "window": 20000, "calibration_folds": 5}
     assert set(dd["online"]) == {"enabled", "step", "alpha", "t0", "half_life",
                                  "learn_from_anomalies", "batch_size"}
     assert set(dd["drift"]) == {"enabled", "expected_run_length", "feature_tests",

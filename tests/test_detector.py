@@ -97,7 +97,8 @@ def test_threshold_ignores_a_burst_of_gross_anomalies():
     burst = np.concatenate([rng.normal(size=950), np.full(50, -1e3)])  # 5% gross
     for _ in range(10):
         th.update(rng.permutation(burst))
-    assert th.value_ > before - 2.0        # not dragged down to the gross values (-1000)
+    # not dragged down to the gross values (-1000): held at the window's own far-out fence
+    assert before - 4.0 < th.value_ < before
     flagged = (burst < th.value_).mean()
     assert 0.05 <= flagged <= 0.055        # all gross ones flagged, hardly any others
 

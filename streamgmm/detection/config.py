@@ -19,6 +19,10 @@ class ThresholdConfig:
                                 "flag the lowest p% of log-densities, 0 < p < 50")
     window: int = setting(Int(100), 20000,
                           "recent scores the streaming percentile is taken over")
+    calibration_folds: int = setting(Int(0, 10), 5,
+                                     "k-fold held-out scores start the threshold at each "
+                                     "(re)fit, so it does not jump when in-sample scores "
+                                     "leave the window (0 or 1: in-sample)")
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,8 @@ class OnlineConfig:
     half_life: float = setting(Optional(Num(0, lo_open=True)), None,
                                "`exponential`: records after which old data weighs half")
     learn_from_anomalies: bool = setting(Bool(), False, "learn from flagged records too")
-    batch_size: int = setting(Int(1), 256, "records gathered per online-EM step")
+    batch_size: int = setting(Int(1), 1000, "records per online-EM step, counting every "
+                              "record (flagged or not), whatever the call or poll size")
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,13 @@ class RefitConfig:
     """Batch refit on a window of recent records after drift, at most once per cooldown."""
 
     window: int = setting(Int(2), 20000, "most recent records a refit may use (ring buffer)")
-    min_records: int = setting(Int(2), 5000, "post-change records needed before a drift refit "
+    min_records: int = setting(Int(2), 2000, "post-change records needed before a drift refit "
                                "starts (capped at the window)")
-    cooldown_records: int = setting(Int(0), 20000, "records after a model swap before another "
+    cooldown_records: int = setting(Int(0), 0, "records after a model swap before another "
                                     "refit may start")
+    max_pending_records: int = setting(Int(0), 10000, "records scored while a background "
+                                       "refit runs before the caller waits for it (a fast "
+                                       "replay cannot starve a refit)")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,17 @@
 """The Detector: scaler, model, threshold, drift tests and refit policy behind one call.
 
-``process(X)`` takes a batch of raw feature rows in stream order and, per batch:
+``process(X)`` takes a batch of raw feature rows in stream order and:
 scale -> score -> decide -> learn (by default not from flagged records) -> update threshold and
 drift state -> maybe schedule a refit. It knows nothing of Kafka: arrays in, decisions out.
 Results always cover the oldest records not yet returned, so during warm-up a call may return
-nothing and the call that completes warm-up returns every buffered record (see
-docs/architecture.md).
+nothing; the call that completes warm-up returns every buffered record plus the rest of its
+batch, scored by the new model (see docs/architecture.md).
+
+The result does not depend on how the stream is cut into calls: the warm-up takes exactly
+``warmup_records`` records, one online-EM step covers exactly ``online.batch_size`` records
+(a call is scored in segments ending at step boundaries, so every record is scored, and
+learned from, with the parameters current at its position), and threshold, drift and refit
+policy run at least every ``POLICY_CHUNK`` records, so a refit can land in a huge call.
 """
 import time
 from dataclasses import dataclass, field
@@ -22,9 +28,16 @@ from ..persistence import export_joblib, save_state
 from .config import DetectorConfig
 from .drift import DriftMonitor
 from .explain import feature_shares, precision_matrices, top_contributions
+from .calibration import held_out_scores
 from .refit import RefitScheduler
+from .threshold import PercentileThreshold
 from .training import fit_window
 
+
+# Threshold, drift and refit policy run at least this often inside one process() call.
+POLICY_CHUNK = 1000
+# Scores kept at least when the threshold restarts after a drift alarm.
+MIN_RESTART_SCORES = 200
 
 # Shared, immutable "no contributions" marker for records that are not flagged (an empty
 # tuple: falsy, iterable, JSON-encodes as []); building n fresh lists per batch was a hot spot.
@@ -50,6 +63,10 @@ class DetectionResult:
     component: np.ndarray
     contributions: list
     events: list = field(default_factory=list)
+    # Fraction of recent scores below each record's (calibrated, tail extrapolated), (0, 1].
+    rarity: np.ndarray = None
+    # -log10(rarity): 2 = one in a hundred recent records, 4 = one in ten thousand.
+    severity: np.ndarray = None
 
     def __len__(self):
         return len(self.scores)
@@ -57,7 +74,27 @@ class DetectionResult:
     @classmethod
     def empty(cls, events=None):
         return cls(np.empty(0), np.empty(0, dtype=bool), np.empty(0),
-                   np.empty(0, dtype=np.intp), [], list(events or []))
+                   np.empty(0, dtype=np.intp), [], list(events or []), np.empty(0),
+                   np.empty(0))
+
+    @classmethod
+    def concat(cls, parts, events):
+        """One result from consecutive parts (in stream order), with ``events``."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty(events)
+        if len(parts) == 1:
+            out = parts[0]
+            out.events = events
+            return out
+        contributions = []
+        for p in parts:
+            contributions.extend(p.contributions)
+        cat = np.concatenate
+        return cls(cat([p.scores for p in parts]), cat([p.is_anomaly for p in parts]),
+                   cat([p.threshold for p in parts]), cat([p.component for p in parts]),
+                   contributions, events, cat([p.rarity for p in parts]),
+                   cat([p.severity for p in parts]))
 
 
 class Detector:
@@ -79,6 +116,8 @@ class Detector:
         self._warm = []
         self._learn = []
         self._learn_n = 0
+        self._fill = 0      # records scored since the last online step (flagged or not)
+        self._since_change = None
         self._precisions = None
 
     @classmethod
@@ -124,14 +163,27 @@ class Detector:
                                              self._fit_fn, self.background_refit)
 
     def _fit_fn(self, X):
-        return fit_window(X, self.config, self.dtype)
+        """The training procedure, then the threshold restarted from held-out scores."""
+        cfg, dtype = self.config, self.dtype
+        trained = fit_window(X, cfg, dtype)
+        folds = cfg.threshold.calibration_folds
+        if folds >= 2:
+            held = held_out_scores(np.asarray(X, dtype=np.float64), trained, cfg,
+                                   lambda Xf, c: fit_window(Xf, c, dtype), folds,
+                                   cfg.random_state or 0)
+            if held is not None and len(held):
+                trained.threshold = PercentileThreshold(
+                    cfg.threshold.percentile, cfg.threshold.window).fit(held)
+                trained.info["threshold_source"] = f"{folds}-fold held-out scores"
+        return trained
 
     def _install(self, trained):
         self.scaler_, self.model_ = trained.scaler, trained.model
         self.threshold_model_ = trained.threshold
         self.train_info_ = trained.info
         self.model_version += 1
-        self._learn, self._learn_n, self._precisions = [], 0, None
+        self._learn, self._learn_n, self._fill, self._precisions = [], 0, 0, None
+        self._since_change = None  # set by a drift alarm until the next model swap
         self._new_monitor()
 
     def _new_monitor(self):
@@ -186,22 +238,24 @@ class Detector:
         return out
 
     def _learn_from(self, Xs, is_anomaly, resp, scores):
-        """Queue rows to learn from; one online-EM step per ``online.batch_size`` rows.
+        """Queue a segment's rows to learn from; step when ``online.batch_size`` records
+        (flagged or not) have been scored since the last step.
 
-        The queue only ever holds rows scored with the current parameters (it is emptied at
-        each step and at each model swap), so their posteriors from scoring are reused.
+        Segments end at step boundaries (``_segments``), so the queue only ever holds rows
+        scored with the current parameters and their posteriors from scoring are reused.
         """
         o = self.config.online
-        if not o.enabled:
-            return
         if not o.learn_from_anomalies:
             keep = ~is_anomaly
-            Xs, resp, scores = Xs[keep], resp[keep], scores[keep]
+            if not keep.all():
+                Xs, resp, scores = Xs[keep], resp[keep], scores[keep]
         if len(Xs):
             self._learn.append((Xs, resp, scores))
             self._learn_n += len(Xs)
-        if self._learn_n >= o.batch_size:
-            parts, self._learn, self._learn_n = self._learn, [], 0
+        if self._fill >= o.batch_size:
+            parts, self._learn, self._learn_n, self._fill = self._learn, [], 0, 0
+            if not parts:
+                return
             if len(parts) == 1:
                 X, R, S = parts[0]
             else:
@@ -209,34 +263,104 @@ class Detector:
             self.model_.partial_fit_posteriors(X, R, S)
             self._precisions = None
 
-    def _run(self, X, events, update=True, count=True):
-        Xs = self.scaler_.transform(X, self.dtype)
+    def _score_segment(self, Xs, learn):
         scores, comp, resp, log_density = self._decide(Xs)
         thr_value = self.threshold_model_.value_
         is_anomaly = scores < thr_value
-        threshold = np.full(len(X), thr_value)
         contributions = self._explain(Xs, comp, is_anomaly)
-        if update:
+        if learn:
+            self._fill += len(Xs)
             self._learn_from(Xs, is_anomaly, resp, log_density)
-            self.threshold_model_.update(scores)
-            self.scheduler_.observe(X)
-            if self.config.drift.enabled and not self.scheduler_.busy:
-                for alarm in self.monitor_.update(scores, Xs, is_anomaly):
-                    self.counters["drift_events"] += 1
-                    events.append(DetectorEvent("drift", alarm.detector, {
-                        "record": alarm.record, "change_start": alarm.change_start,
-                        **alarm.detail}))
-                    self.scheduler_.request(alarm.change_start, alarm.detector)
-            job = self.scheduler_.maybe_start()
-            if job is not None:
-                events.append(DetectorEvent("refit_started", detail={
-                    "n_records": job.n_records, "reason": job.reason}))
-                if not self.background_refit:
-                    events.extend(self._poll_refit())
-        if count:
-            self.counters["records"] += len(X)
-            self.counters["anomalies"] += int(is_anomaly.sum())
-        return DetectionResult(scores, is_anomaly, threshold, comp, contributions, events)
+        return scores, comp, is_anomaly, np.full(len(Xs), thr_value), contributions
+
+    def _score_chunk(self, X, learn):
+        """Scale, score and decide a chunk, learning in fixed ``online.batch_size`` steps."""
+        Xs = self.scaler_.transform(X, self.dtype)
+        learn = learn and self.config.online.enabled
+        bs = self.config.online.batch_size
+        n, i, segs = len(Xs), 0, []
+        while i < n:
+            j = min(n, i + bs - self._fill) if learn else n
+            segs.append(self._score_segment(Xs[i:j], learn))
+            i = j
+        if len(segs) == 1:
+            scores, comp, is_anomaly, threshold, contributions = segs[0]
+        else:
+            scores, comp, is_anomaly, threshold = (np.concatenate([sg[k] for sg in segs])
+                                                   for k in range(4))
+            contributions = [c for sg in segs for c in sg[4]]
+        rarity = self.threshold_model_.rarity(scores)
+        return Xs, DetectionResult(scores, is_anomaly, threshold, comp, contributions, [],
+                                   rarity, PercentileThreshold.severity(rarity))
+
+    def _unstarve(self, events):
+        """Swap a finished refit in; wait for one that has run for too many records."""
+        events.extend(self._poll_refit())
+        sch = self.scheduler_
+        if (sch.job is not None and sch.background
+                and sch.n_seen - sch.job.started_record >= self.config.refit.max_pending_records):
+            sch.wait()
+            events.extend(self._poll_refit())
+
+    def _on_drift(self, alarm, events):
+        self.counters["drift_events"] += 1
+        events.append(DetectorEvent("drift", alarm.detector, {
+            "record": alarm.record, "change_start": alarm.change_start, **alarm.detail}))
+        self.scheduler_.request(alarm.change_start, alarm.detector)
+        # Re-rank the threshold on the scores since the estimated change (the flagged fraction
+        # returns to p before the refit lands) and test the new regime from here on.
+        th = self.threshold_model_
+        n_post = max(self.scheduler_.n_seen - int(alarm.change_start), MIN_RESTART_SCORES)
+        recent = th.recent()
+        self.threshold_model_ = th.restarted(recent[-min(n_post, len(recent)):])
+        self._since_change = int(alarm.change_start)
+        self._new_monitor()
+
+    def _rescore_since_change(self):
+        """Until the refit lands: the threshold re-ranked on the records since the change,
+        re-scored with the current (online-adapting) model, at most its short window."""
+        th, sch = self.threshold_model_, self.scheduler_
+        n = min(sch.n_seen - self._since_change, th.window, sch.ring.filled)
+        n = max(n, min(MIN_RESTART_SCORES, sch.ring.filled))
+        Xs = self.scaler_.transform(sch.ring.last(n), self.dtype)
+        th.fit(self.model_.score_samples(Xs))
+
+    def _run(self, X, events, update=True, count=True):
+        if not update:
+            _, res = self._score_chunk(X, learn=False)
+            res.events = events
+            if count:
+                self._count(res)
+            return res
+        parts = []
+        for c0 in range(0, len(X), POLICY_CHUNK):
+            if c0:
+                self._unstarve(events)
+            parts.append(self._run_chunk(X[c0:c0 + POLICY_CHUNK], events))
+        return DetectionResult.concat(parts, events)
+
+    def _count(self, res):
+        self.counters["records"] += len(res)
+        self.counters["anomalies"] += int(res.is_anomaly.sum())
+
+    def _run_chunk(self, X, events):
+        Xs, res = self._score_chunk(X, learn=True)
+        self.scheduler_.observe(X)
+        if self._since_change is None:
+            self.threshold_model_.update(res.scores)
+        else:
+            self._rescore_since_change()
+        if self.config.drift.enabled and self.scheduler_.job is None:
+            for alarm in self.monitor_.update(res.scores, Xs, res.is_anomaly):
+                self._on_drift(alarm, events)
+        job = self.scheduler_.maybe_start()
+        if job is not None:
+            events.append(DetectorEvent("refit_started", detail={
+                "n_records": job.n_records, "reason": job.reason}))
+            if not self.background_refit:
+                events.extend(self._poll_refit())
+        self._count(res)
+        return res
 
     # ------------------------------------------------------------------ API
     def process(self, X):
@@ -245,12 +369,19 @@ class Detector:
         self._ensure_scheduler()
         events = self._poll_refit()
         if self.ready:
+            self._unstarve(events)
             return self._run(X, events)
-        if len(X):
-            self._warm.append(X)
-        if self.pending < self.config.warmup_records:
+        need = self.config.warmup_records - self.pending
+        if len(X) < need:
+            if len(X):
+                self._warm.append(X)
             return DetectionResult.empty(events)
-        return self._complete_warmup(events)
+        self._warm.append(X[:need])
+        res = self._complete_warmup(events)
+        if len(X) == need:
+            return res
+        rest = self._run(X[need:], [])
+        return DetectionResult.concat([res, rest], events + rest.events)
 
     def reconfigure(self, config):
         """Adopt another configuration, e.g. the daemon's YAML over a restored checkpoint or a
@@ -309,7 +440,7 @@ class Detector:
     def _complete_warmup(self, events):
         Xw = np.vstack(self._warm)
         self._warm = []
-        trained = fit_window(Xw, self.config, self.dtype)
+        trained = self._fit_fn(Xw)
         self.scheduler_.observe(Xw)
         self._install(trained)
         events.append(DetectorEvent("warmup_done", detail={
@@ -321,7 +452,7 @@ class Detector:
         """Fit scaler, model and threshold on all of X now (no warm-up)."""
         X = self._check(X)
         self._ensure_scheduler()
-        trained = fit_window(X, self.config, self.dtype)
+        trained = self._fit_fn(X)
         self.scheduler_.observe(X)
         self._warm = []
         self._install(trained)

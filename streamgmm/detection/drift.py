@@ -7,23 +7,28 @@ Three detectors watch the stream after each (re)fit, once a reference period of
 - ``anomaly_rate``: the flagged fraction rising above the configured percentile (Bernoulli);
 - ``feature_cusum``: a shift of any scaled feature's mean, up or down (optional).
 
-Records are grouped into blocks of ``block_size``; each block mean is standardised against the
-reference (self-starting: the reference mean keeps absorbing every earlier block since the
-fit, and the standard error counts the reference's own uncertainty, so a 2,000-record
-reference's sampling error cannot masquerade as drift) and fed to a log-likelihood-ratio CUSUM S = max(0, S + llr) designed for a shift of
-two standard errors of the block mean (three times the rate for ``anomaly_rate``): a one-SE
-design would make the reference's own sampling error (about 0.16 SE for 2,000 reference
-records and blocks of 50) a sizeable fraction of the allowance and raise false alarms. Per-record
-values are clipped to the reference's 0.5-99.5% range so isolated gross anomalies move a block
-only a little (they are the threshold's business, not drift). An alarm fires when S > h with
-h = ln(ARL), ARL the run length per CUSUM in blocks: the expected run length spread over all
-CUSUMs (Bonferroni). Wald's bound makes the false-alarm run length at least that long.
+Records are grouped into blocks of ``block_size``. Each block mean is standardised against
+everything seen since the fit (self-starting: the reference keeps absorbing every earlier
+block). Real metrics are autocorrelated, so the variance of a block mean is not sd^2 / m: it is
+estimated from the block means themselves (their variance plus twice their lag-1
+autocovariance: a long-run variance, which covers AR(1) streams up to rho = 0.9 with blocks of
+50), inflated by 1 + 1.5 / sqrt(blocks seen) for its own estimation error, and the reference
+mean's error is counted too. Standardised values are clipped to +-4 (a single odd block cannot
+raise an alarm on its own; a real 1-sigma shift still gives the maximum per block) and fed to a
+log-likelihood-ratio CUSUM S = max(0, S + llr) designed for a shift of two standard errors.
+The anomaly-rate CUSUM is a Bernoulli LLR for three times the rate, divided by the measured
+over-dispersion of the flag counts (flags cluster on autocorrelated streams). Per-record values
+are clipped to the reference's 0.5-99.5% range so isolated gross anomalies move a block only a
+little. An alarm fires when S > h, h = ln(ARL), ARL the run length per CUSUM in blocks: the
+expected run length spread over all CUSUMs (Bonferroni). The CUSUM's last zero before the
+alarm estimates where the change began (``change_start``).
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
 DETECTORS = ("score_cusum", "anomaly_rate", "feature_cusum")
+Z_CLIP = 4.0  # standardised block means are clipped to +-Z_CLIP before the LLR
 
 
 @dataclass
@@ -105,12 +110,31 @@ class DriftMonitor:
     def _fix_reference(self):
         R = self.ref_buf_[:, :-1]
         self.lo_, self.hi_ = np.percentile(R, [0.5, 99.5], axis=0)
-        C = np.clip(R, self.lo_, self.hi_)
-        self.mu_ = C.mean(axis=0)
-        self.sd_ = np.maximum(C.std(axis=0), 1e-9)
-        self.ref_n_ = float(len(C))
+        m = self.block_size
+        nb = len(self.ref_buf_) // m
+        V = self.ref_buf_[: nb * m].reshape(nb, m, -1)
+        vals = np.concatenate([np.clip(V[:, :, :-1], self.lo_, self.hi_).mean(axis=1),
+                               V[:, :, -1:].sum(axis=1)], axis=1)
+        self.off_ = vals.mean(axis=0)
+        dev = vals - self.off_
+        self.nb_ = float(nb)
+        self.sum1_ = dev.sum(axis=0)
+        self.sum2_ = (dev * dev).sum(axis=0)
+        self.lag1_ = (dev[1:] * dev[:-1]).sum(axis=0)
+        self.prev_ = dev[-1].copy()
+        self.mu_ = self.off_[:-1].copy()
+        self.sd_ = np.sqrt(np.maximum(self._lrv(self.nb_, self.sum1_, self.sum2_,
+                                                self.lag1_), 1e-18))[:-1]
         self.ref_ready_ = True
         self.ref_buf_ = np.empty((0, self.n_cols_ + 1))
+
+    @staticmethod
+    def _lrv(n, s1, s2, l1):
+        """Long-run variance of the block means: var + 2 lag-1 autocovariance (>= var)."""
+        mean = s1 / n
+        g0 = np.maximum(s2 / n - mean * mean, 0.0)
+        g1 = l1 / np.maximum(n - 1.0, 1.0) - mean * mean
+        return np.maximum(g0 + 2.0 * g1, g0)
 
     def _feed(self, V):
         m = self.block_size
@@ -120,20 +144,30 @@ class DriftMonitor:
         if n_blocks == 0:
             return []
         B = V[: n_blocks * m].reshape(n_blocks, m, -1)
-        vals = np.clip(B[:, :, :-1], self.lo_, self.hi_).mean(axis=1)
-        # Reference before each block = the initial reference plus all earlier blocks.
-        n_before = self.ref_n_ + m * np.arange(n_blocks)
-        sums = self.mu_ * self.ref_n_ + m * np.vstack([np.zeros_like(vals[:1]),
-                                                      np.cumsum(vals, axis=0)[:-1]])
-        mu_before = sums / n_before[:, None]
-        se = self.sd_ * np.sqrt(1.0 / m + 1.0 / n_before)[:, None]
-        z = (vals - mu_before) / se
-        c = B[:, :, -1].sum(axis=1)
+        vals = np.concatenate([np.clip(B[:, :, :-1], self.lo_, self.hi_).mean(axis=1),
+                               B[:, :, -1:].sum(axis=1)], axis=1)
+        dev = vals - self.off_
+        # Moments before each block = the reference plus all earlier blocks (self-starting).
+        zero = np.zeros_like(dev[:1])
+        n_before = self.nb_ + np.arange(n_blocks, dtype=np.float64)[:, None]
+        s1 = self.sum1_ + np.vstack([zero, np.cumsum(dev, axis=0)[:-1]])
+        s2 = self.sum2_ + np.vstack([zero, np.cumsum(dev * dev, axis=0)[:-1]])
+        prev = np.vstack([self.prev_[None, :], dev[:-1]])
+        lagp = dev * prev
+        l1 = self.lag1_ + np.vstack([zero, np.cumsum(lagp, axis=0)[:-1]])
+        lrv = self._lrv(n_before, s1, s2, l1)
+        infl = (1.0 + 1.5 / np.sqrt(n_before)) ** 2
+        mu_before = self.off_ + s1 / n_before
+        se = np.sqrt(np.maximum(lrv * (1.0 + 1.0 / n_before) * infl, 1e-18))
+        z = np.clip((vals[:, :-1] - mu_before[:, :-1]) / se[:, :-1], -Z_CLIP, Z_CLIP)
+        c = vals[:, -1]
         p0 = self.percentile / 100.0
         p1 = min(0.5, self.rate_ratio * p0)
+        # Over-dispersion of the flag counts against the binomial (>= 1).
+        phi = np.maximum(1.0, lrv[:, -1] * infl[:, 0] / (m * p0 * (1 - p0)))
         d = self.shift
         llr = [d * (-z[:, 0]) - d * d / 2,
-               c * np.log(p1 / p0) + (m - c) * np.log((1 - p1) / (1 - p0))]
+               (c * np.log(p1 / p0) + (m - c) * np.log((1 - p1) / (1 - p0))) / phi]
         if self.feature_tests:
             zf = z[:, 1:]
             llr += list((d * zf - d * d / 2).T) + list((-d * zf - d * d / 2).T)
@@ -142,18 +176,25 @@ class DriftMonitor:
         C = np.cumsum(L, axis=0)
         S = C - np.minimum(-self.S_, np.minimum.accumulate(C, axis=0))
         ends = self.record_ + m * np.arange(1, n_blocks + 1)
-        zero = S <= 0
+        # "Last zero": the last block end where S was low (<= h/4, not only 0, so noise that
+        # lifted S a little before the change does not pull the change start back).
+        zero_s = S <= self.h_ / 4
         alarms = S > self.h_
         first = None
         if alarms.any():
             b, j = np.argwhere(alarms)[0]
             first = (int(b), int(j))
-            S, zero, ends = S[: b + 1], zero[: b + 1], ends[: b + 1]
+            S, zero_s, ends = S[: b + 1], zero_s[: b + 1], ends[: b + 1]
         used = len(S)
-        self.mu_ = (self.mu_ * self.ref_n_ + m * vals[:used].sum(axis=0)) / (self.ref_n_ + m * used)
-        self.ref_n_ += m * used
+        self.sum1_ = self.sum1_ + dev[:used].sum(axis=0)
+        self.sum2_ = self.sum2_ + (dev[:used] ** 2).sum(axis=0)
+        self.lag1_ = self.lag1_ + lagp[:used].sum(axis=0)
+        self.prev_ = dev[used - 1].copy()
+        self.nb_ += used
+        self.mu_ = (self.off_ + self.sum1_ / self.nb_)[:-1]
+        self.sd_ = np.sqrt(self._lrv(self.nb_, self.sum1_, self.sum2_, self.lag1_))[:-1]
         for j in range(S.shape[1]):
-            idx = np.nonzero(zero[:, j])[0]
+            idx = np.nonzero(zero_s[:, j])[0]
             if len(idx):
                 self.last_zero_[j] = ends[idx[-1]]
         self.S_ = S[-1].copy()
@@ -167,10 +208,16 @@ class DriftMonitor:
             f = (j - 2) % self.n_features_
             detail["feature"] = (self.feature_names[f] if self.feature_names else f"x{f}")
             detail["direction"] = "up" if j - 2 < self.n_features_ else "down"
-        alarm = DriftAlarm(label, int(ends[b]), int(self.last_zero_[j]), float(S[b, j]), detail)
+        # Change start: the latest last zero among the CUSUMs that have clearly risen (an
+        # abrupt change moves several; one CUSUM's last zero is often early by noise).
+        risen = S[b] > self.h_ / 2
+        start = int(self.last_zero_[risen].max()) if risen.any() else int(self.last_zero_[j])
+        alarm = DriftAlarm(label, int(ends[b]), start, float(S[b, j]), detail)
         self.S_[:] = 0.0
         self.last_zero_[:] = self.record_
         return [alarm]
+
+    _MOMENTS = ("off", "sum1", "sum2", "lag1", "prev", "lo", "hi")
 
     def get_state(self):
         meta = {k: getattr(self, k) for k in ("percentile", "expected_run_length",
@@ -178,12 +225,12 @@ class DriftMonitor:
                                               "block_size", "shift", "rate_ratio")}
         meta.update(n_features=self.n_features_, record=int(self.record_),
                     ref_ready=bool(self.ref_ready_), h=self.h_,
-                    ref_n=float(getattr(self, "ref_n_", 0.0)),
+                    nb=float(getattr(self, "nb_", 0.0)),
                     feature_names=list(self.feature_names or []))
         arrays = {"ref_buf": self.ref_buf_, "rem": self.rem_, "S": self.S_,
                   "last_zero": self.last_zero_}
         if self.ref_ready_:
-            arrays.update(lo=self.lo_, hi=self.hi_, mu=self.mu_, sd=self.sd_)
+            arrays.update({k: getattr(self, k + "_") for k in self._MOMENTS})
         return meta, arrays
 
     @classmethod
@@ -193,13 +240,17 @@ class DriftMonitor:
                   block_size=meta["block_size"], shift=meta["shift"],
                   rate_ratio=meta["rate_ratio"], feature_names=meta["feature_names"] or None)
         mon.reset(meta["n_features"], meta["record"])
+        if meta["ref_ready"] and not all(k in arrays for k in cls._MOMENTS):
+            return mon  # a state from before the long-run variance: collect a new reference
         mon.ref_ready_ = meta["ref_ready"]
         mon.ref_buf_ = np.array(arrays["ref_buf"]).reshape(-1, mon.n_cols_ + 1)
         mon.rem_ = np.array(arrays["rem"]).reshape(-1, mon.n_cols_ + 1)
         mon.S_ = np.array(arrays["S"], dtype=np.float64)
         mon.last_zero_ = np.array(arrays["last_zero"], dtype=np.int64)
         if mon.ref_ready_:
-            mon.lo_, mon.hi_ = np.array(arrays["lo"]), np.array(arrays["hi"])
-            mon.mu_, mon.sd_ = np.array(arrays["mu"]), np.array(arrays["sd"])
-            mon.ref_n_ = float(meta["ref_n"])
+            for k in cls._MOMENTS:
+                setattr(mon, k + "_", np.array(arrays[k], dtype=np.float64))
+            mon.nb_ = float(meta["nb"])
+            mon.mu_ = (mon.off_ + mon.sum1_ / mon.nb_)[:-1]
+            mon.sd_ = np.sqrt(mon._lrv(mon.nb_, mon.sum1_, mon.sum2_, mon.lag1_))[:-1]
         return mon

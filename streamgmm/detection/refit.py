@@ -2,9 +2,12 @@
 
 On a drift alarm the scheduler waits until ``min_records`` records have arrived since the
 estimated change start (so the new model learns the new regime, not the old one), then fits on
-up to ``window`` of the most recent records in a worker thread. The caller keeps scoring with
-the old model and swaps the result in at its next batch. After a swap no refit starts for
-``cooldown_records`` records, which prevents refit storms.
+up to ``window`` of the most recent records in a worker thread. A later alarm before the fit
+starts moves the change start (a second change: train on the newest regime). The caller keeps
+scoring with the old model and swaps the result in at its next policy step; once
+``max_pending_records`` records were scored while the worker runs, the caller waits for it (a
+fast replay cannot starve it). After a swap no refit starts for ``cooldown_records`` records
+(0 by default: the new drift tests' reference period already spaces refits out).
 """
 import threading
 import time
@@ -56,6 +59,7 @@ class RefitJob:
     started_at: float
     n_records: int
     reason: str
+    started_record: int = 0
     result: object = None
     error: BaseException = None
 
@@ -86,7 +90,7 @@ class RefitScheduler:
 
     def request(self, change_start, reason):
         """Ask for a refit on data from ``change_start`` (a record count) on."""
-        if not self.requested and self.job is None:
+        if self.job is None:
             self.requested, self.reason = True, reason
             self.change_start = max(int(change_start), self.n_seen - self.ring.filled)
 
@@ -104,7 +108,7 @@ class RefitScheduler:
             return None
         X = self.ring.last(min(n_new, self.cfg.window))
         job = RefitJob(thread=None, started_at=time.perf_counter(), n_records=len(X),
-                       reason=self.reason)
+                       reason=self.reason, started_record=self.n_seen)
 
         def work():
             try:

@@ -65,6 +65,8 @@ def detector_state(det):
         arrays["learn.X"] = np.concatenate([p[0] for p in parts])
         arrays["learn.resp"] = np.concatenate([p[1] for p in parts])
         arrays["learn.scores"] = np.concatenate([p[2] for p in parts])
+        meta["learn_fill"] = int(det._fill)
+        meta["since_change"] = det._since_change
     sch = det.scheduler_
     if sch is not None:
         meta["refit"] = {"pos": sch.ring.pos, "filled": sch.ring.filled, "n_seen": sch.n_seen,
@@ -118,6 +120,9 @@ def detector_from_state(cls, meta, arrays):
             raise ValueError("learn buffer arrays have different lengths")
         det._learn = [learn] if len(learn[0]) else []
         det._learn_n = len(learn[0])
+        # records scored since the last online step (older states: the queued rows)
+        det._fill = int(meta.get("learn_fill", det._learn_n))
+        det._since_change = meta.get("since_change")
     return det
 
 

@@ -1,20 +1,35 @@
-"""Percentile threshold on the log-density: flag the lowest p% of scores.
+"""Percentile threshold on the log-density: flag the lowest p% of recent scores.
 
-Set at (re)fit from the fit window's scores, then tracked on the stream as the p-th percentile
-of the last ``window`` scores (a ring buffer: bounded memory). Scores below a far-out fence
-(Tukey: Q1 - 3 IQR of the fit window's scores) are kept in the window only as a count: the
-percentile of the rest is taken at p' = (p - f) / (1 - f), f the gross fraction, so the
-overall flagged fraction stays p on clean data while a burst of gross anomalies (f > p) is
-flagged in full instead of dragging the threshold down to hide itself.
+The threshold is the p-th percentile of the last ``window`` out-of-sample scores (a ring
+buffer: bounded memory). At a (re)fit the ring starts from held-out scores of the fit window
+(cross-validated, see ``calibration.py``), not the in-sample ones: a model scores its own
+training records higher than new ones, so an in-sample percentile flags more than p% of the
+stream and jumps when those scores leave the window. A far-out fence (Tukey: Q1 - 3 IQR) is
+taken on the same window at each re-rank (adaptive: a fence fixed on the fit window flags
+everything on small or wide warm-ups) and the threshold is max(p-th percentile, fence): a burst
+of gross anomalies (more than p% of the window) is flagged in full instead of dragging the
+threshold down to hide itself; on clean data the fence lies below the percentile.
+
+Each score also gets a calibrated **rarity**: the fraction of the window's scores below it
+(empirical within the bulk; in the lower tail an exponential fit to the lowest scores, the
+peaks-over-threshold model, so rarities below 1/window stay finite and ordered) and a
+**severity** = -log10(rarity): a record of severity 4 is about as rare as 1 in 10,000 recent
+records; the threshold sits at severity -log10(p/100) (2 for p = 1%).
 """
 from dataclasses import dataclass, field
 
 import numpy as np
 
+# Lower-tail model: fit to the lowest max(TAIL_FACTOR * p, TAIL_MIN) share of the window.
+TAIL_FACTOR = 5.0
+TAIL_MIN = 0.02
+TAIL_MAX = 0.25
+SORTED_MAX = 4096  # scores in the sorted sample the bulk's rarity is read from
+
 
 @dataclass
 class PercentileThreshold:
-    """Streaming p-th percentile of recent, non-gross scores."""
+    """Streaming p-th percentile of recent scores, with rarity and severity per score."""
 
     percentile: float = 1.0
     window: int = 20000
@@ -27,15 +42,22 @@ class PercentileThreshold:
     since_: int = 0
 
     def fit(self, scores):
-        """Reset from the fit window's (clean) scores."""
+        """Reset from (held-out) scores of the fit window."""
         scores = np.asarray(scores, dtype=np.float64)
-        q1, q3 = np.percentile(scores, [25, 75])
-        self.fence_ = float(q1 - self.fence_iqr * (q3 - q1))
+        scores = scores[np.isfinite(scores)]
         self.ring_ = np.empty(self.window, dtype=np.float64)
         self.n_filled_ = self.pos_ = 0
         self._push(scores)
-        self.value_ = float(np.percentile(scores, self.percentile))
+        self._rerank()
         return self
+
+    def restarted(self, scores):
+        """A threshold on only ``scores`` (those since a detected change), re-ranked now, with
+        a short window (20/p records, at least 1,000): the flagged fraction returns to p on the
+        new data before a refit lands, and follows the old model while it learns the new
+        regime (its scores rise fast then). The refit's threshold replaces it."""
+        short = int(min(self.window, max(1000, 20 / (self.percentile / 100.0))))
+        return PercentileThreshold(self.percentile, short, self.fence_iqr).fit(scores)
 
     def _push(self, s):
         w = self.window
@@ -54,59 +76,116 @@ class PercentileThreshold:
         self.n_filled_ = min(w, self.n_filled_ + len(s))
 
     def update(self, scores):
-        """Add a batch of scores and recompute the percentile over the window."""
+        """Add a batch of scores; re-rank once a tenth of the window's content is new."""
         scores = np.asarray(scores, dtype=np.float64)
-        self._push(np.where(scores >= self.fence_, scores, -np.inf))
-        # Re-rank only once a tenth of the window is new: the percentile of a 20,000-score
-        # window barely moves in fewer records, and each re-rank costs O(window).
+        if not np.isfinite(scores).all():
+            scores = scores[np.isfinite(scores)]
+        self._push(scores)
+        # A re-rank costs O(window); the percentile of n scores barely moves in n/10 more.
         self.since_ += len(scores)
-        if self.since_ < max(1, self.window // 10) and self.n_filled_ == self.window:
+        if self.since_ < max(1, self.n_filled_ // 10):
             return self.value_
         return self._rerank()
 
     def recent(self):
-        """The window's scores, oldest first (gross ones as -inf)."""
+        """The window's scores, oldest first."""
         if self.n_filled_ < self.window:
             return self.ring_[: self.n_filled_].copy()
         return np.concatenate([self.ring_[self.pos_:], self.ring_[: self.pos_]])
 
     def resized(self, percentile, window):
-        """A copy with another percentile and/or window, keeping the fence and the most
-        recent scores, its value re-ranked at once (a config change on a restored model)."""
+        """A copy with another percentile and/or window, keeping the most recent scores, its
+        value re-ranked at once (a config change on a restored model)."""
         t = PercentileThreshold(percentile=percentile, window=window, fence_iqr=self.fence_iqr)
-        t.fence_ = self.fence_
         t.ring_ = np.empty(window, dtype=np.float64)
         kept = self.recent()
         if len(kept):
             t._push(kept)
             t._rerank()
-        if t.value_ is None:  # nothing finite to rank yet
+        if t.value_ is None:  # nothing to rank yet
             t.value_ = self.value_
         return t
 
+    def _refresh(self):
+        """Percentiles, fence and the lower-tail model in one partition, and a sorted sample
+        for rarity: O(window) (the sort is of at most SORTED_MAX strided scores; the bulk's
+        rarity needs no more resolution, the tail's comes from the tail model)."""
+        data = self.ring_[: self.n_filled_]
+        n = len(data)
+        if n == 0:
+            self.sorted_ = data.copy()
+            self.tail_k_, self.tail_frac_, self.tail_s_, self.tail_beta_ = 0, 1.0, -np.inf, 1.0
+            return
+        q = min(TAIL_MAX, max(TAIL_FACTOR * self.percentile / 100.0, TAIL_MIN))
+        k = int(min(n - 1, max(10, q * n)))
+        pos = (n - 1) * np.array([self.percentile / 100.0, 0.25, 0.75])
+        lo = np.floor(pos).astype(int)
+        kth = np.unique(np.concatenate([[k], lo, np.minimum(lo + 1, n - 1)]))
+        part = np.partition(data, kth)
+        at = part[lo] + (pos - lo) * (part[np.minimum(lo + 1, n - 1)] - part[lo])
+        qp, q1, q3 = (float(v) for v in at)  # linear interpolation, as np.percentile
+        low = np.sort(part[: k + 1])
+        self.tail_k_, self.tail_frac_ = k, k / n
+        self.tail_s_ = float(low[k])
+        self.tail_beta_ = float(max(np.mean(low[k] - low[:k]) if k else 1.0, 1e-9))
+        stride = max(1, n // SORTED_MAX)
+        self.sorted_ = np.sort(data[::stride])
+        self.fence_ = float(q1 - self.fence_iqr * (q3 - q1))
+        self._qp = qp
+
     def _rerank(self):
         self.since_ = 0
-        data = self.ring_[: self.n_filled_]
-        kept = data[np.isfinite(data)]
-        if len(kept):
-            f = 1.0 - len(kept) / len(data)
-            p = max(0.0, (self.percentile / 100.0 - f) / (1.0 - f)) * 100.0
-            self.value_ = float(np.percentile(kept, p))
+        self._refresh()
+        if len(self.sorted_):
+            self.value_ = float(max(self._qp, self.fence_))
         return self.value_
+
+    def rarity(self, scores):
+        """Fraction of recent scores below each score (tail extrapolated), in (0, 1]."""
+        if getattr(self, "sorted_", None) is None:
+            self._refresh()
+        s, n = self.sorted_, len(self.sorted_)
+        scores = np.asarray(scores, dtype=np.float64)
+        if n == 0:
+            return np.ones(len(scores))
+        r = (np.searchsorted(s, scores, side="left") + 0.5) / (n + 1.0)
+        low = scores < self.tail_s_
+        if low.any():
+            with np.errstate(over="ignore", under="ignore"):
+                r[low] = self.tail_frac_ * np.exp((scores[low] - self.tail_s_)
+                                                  / self.tail_beta_)
+        return np.clip(r, 1e-300, 1.0)
+
+    @staticmethod
+    def severity(rarity):
+        """-log10(rarity): 2 = one in a hundred, 4 = one in ten thousand recent records."""
+        return -np.log10(rarity)
 
     def get_state(self):
         return ({"percentile": self.percentile, "window": self.window,
-                 "fence_iqr": self.fence_iqr, "value": self.value_, "fence": self.fence_,
-                 "n_filled": self.n_filled_, "pos": self.pos_},
+                 "fence_iqr": self.fence_iqr, "fence": self.fence_, "value": self.value_,
+                 "n_filled": self.n_filled_, "pos": self.pos_, "since": self.since_},
                 {"ring": self.ring_})
 
     @classmethod
     def from_state(cls, meta, arrays):
         t = cls(percentile=meta["percentile"], window=meta["window"],
-                fence_iqr=meta["fence_iqr"])
-        t.value_, t.fence_ = meta["value"], meta["fence"]
+                fence_iqr=meta.get("fence_iqr", 3.0))
+        t.value_, t.fence_ = meta["value"], meta.get("fence", -np.inf)
         t.n_filled_, t.pos_ = meta["n_filled"], meta["pos"]
-        t.ring_ = np.array(arrays["ring"], dtype=np.float64)
-        if t.ring_.shape != (t.window,):
+        t.since_ = int(meta.get("since", 0))
+        ring = np.array(arrays["ring"], dtype=np.float64)
+        if ring.shape != (t.window,):
             raise ValueError("threshold ring buffer has the wrong shape")
+        if not np.isfinite(ring[: t.n_filled_]).all():
+            # a state from before the adaptive threshold: its "gross" scores were stored as
+            # -inf; keep the finite ones, in order
+            t.ring_ = ring
+            kept = t.recent()
+            kept = kept[np.isfinite(kept)]
+            t.ring_ = np.empty(t.window)
+            t.n_filled_ = t.pos_ = 0
+            t._push(kept)
+        else:
+            t.ring_ = ring
         return t

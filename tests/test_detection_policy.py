@@ -1,0 +1,211 @@
+"""Issue 9 points 2-4: p means p, drift that recovers, batch-size invariance."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamgmm import Detector
+from streamgmm.detection.config import DetectorConfig
+from streamgmm.detection.drift import DriftMonitor
+from streamgmm.detection.threshold import PercentileThreshold
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from streams import Mixture, class_switch, first_in_band, roc_auc, windowed_rates  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+def sync(cfg=None):
+    return Detector(cfg or {}, background_refit=False)
+
+
+def feed(det, X, call):
+    out = [det.process(X[i:i + call]) for i in range(0, len(X), call)]
+    return out
+
+
+def cat(results, key):
+    return np.concatenate([getattr(r, key) for r in results])
+
+
+# ----------------------------------------------------------------- 2. p means p
+def test_flag_rate_windows_within_band_through_the_warmup_window_turnover():
+    """Windows of 100/p records stay in [0.8p, 1.25p], also while the warm-up's scores leave
+    the 20,000-score window (records 0-20,000 after warm-up)."""
+    mix = Mixture(d=8, k=4, seed=1)
+    det = sync({"n_components": 4})
+    res = feed(det, mix.draw(2000 + 100_000), 1000)
+    flags = cat(res, "is_anomaly")[2000:]
+    rates = windowed_rates(flags, 10_000)
+    assert 0.008 <= rates.min() and rates.max() <= 0.0125, rates
+    # (windows of 10/p = 1,000 records hold 10 expected flags: binomial noise alone puts
+    # them outside [8, 12.5] often, so the band is checked on 100/p; the bench reports both)
+    assert det.counters["drift_events"] == 0
+
+
+def test_small_wide_warmup_is_not_flagged_wholesale():
+    """80 rows x 19 features: the old fence fixed on the fit window flagged 100% forever."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(19, 19)) * 0.3 + np.eye(19)
+    X = rng.standard_t(5, size=(20_080, 19)) @ A
+    det = sync({"warmup_records": 80})
+    flags = cat(feed(det, X, 250), "is_anomaly")[80:]
+    rates = windowed_rates(flags, 2000)
+    assert rates[0] < 0.2               # calibrated on held-out scores from the start
+    assert rates[-5:].max() <= 0.03     # and p once the window holds stream scores
+
+
+def test_threshold_fence_is_adaptive_not_fixed():
+    th = PercentileThreshold(1.0, 2000).fit(np.random.default_rng(0).normal(size=2000))
+    for _ in range(10):  # the whole stream scores 50 lower: the fence follows
+        th.update(np.random.default_rng(1).normal(size=1000) - 50)
+    assert th.value_ < -50 and th.fence_ < -50
+    assert np.mean(np.random.default_rng(2).normal(size=10000) - 50 < th.value_) < 0.02
+
+
+def test_rarity_is_calibrated_and_severity_orders_extremes():
+    mix = Mixture(d=4, k=2, seed=2)
+    det = sync({"n_components": 2})
+    det.process(mix.draw(2000))
+    feed(det, mix.draw(30_000), 1000)
+    res = det.process(mix.draw(20_000))
+    assert res.rarity.shape == res.severity.shape == (20_000,)
+    # rarity is the fraction of recent scores below: uniform on clean data
+    for q in (0.01, 0.1, 0.5):
+        assert abs(np.mean(res.rarity <= q) - q) < 0.25 * q + 0.003
+    flagged = res.rarity[res.is_anomaly]
+    assert flagged.max() <= 0.0125 and res.rarity[~res.is_anomaly].min() >= 0.008
+    np.testing.assert_allclose(res.severity, -np.log10(res.rarity))
+    far = det.score(mix.means[:1] + np.array([[0, 0, 0, 8.0], [0, 0, 0, 16.0]]))
+    assert far.rarity[1] < far.rarity[0] < 1e-3 and np.all(far.rarity > 0)
+    assert far.severity[1] > far.severity[0] > 3
+
+
+@pytest.mark.skipif(not (DATA / "40_vowels.npz").exists(), reason="tests/data missing")
+def test_real_dataset_flag_rate_never_far_above_p_except_true_anomalies():
+    d = np.load(DATA / "40_vowels.npz")
+    X, y = d["X"], d["y"].astype(bool)
+    rng = np.random.default_rng(0)
+    o = rng.permutation(len(X))
+    X, y = X[o], y[o]
+    det = sync({"warmup_records": 292})  # 20% of the rows, as the issue's protocol
+    res = feed(det, X, 250)
+    flags = cat(res, "is_anomaly")
+    after = slice(292, None)
+    clean_flags = flags[after] & ~y[after]
+    assert windowed_rates(clean_flags, 1000).max() <= 0.03
+    assert roc_auc(y[after], -cat(res, "scores")[after]) > 0.8
+
+
+# -------------------------------------------------------------- 3. drift that recovers
+def _change(det, mix, call, n_after=12_000, **change):
+    det.process(mix.draw(2000))
+    feed(det, mix.draw(20_000), 1000)
+    start = det.counters["records"]
+    res = feed(det, mix.draw(n_after, **change), call)
+    events = [e for r in res for e in r.events]
+    return start, events, cat(res, "is_anomaly")
+
+
+@pytest.mark.parametrize("call", [250, 20_000])
+def test_abrupt_shift_drift_then_back_in_band_at_any_call_size(call):
+    mix = Mixture(d=8, k=4, seed=3)
+    det = Detector({"n_components": 4}, background_refit=True)
+    start, events, flags = _change(det, mix, call, n_after=15_000, shift=np.full(8, 3.0))
+    drift = [e for e in events if e.kind == "drift"]
+    assert drift and drift[0].detail["record"] - start <= 1000
+    assert abs(drift[0].detail["change_start"] - start) <= 500   # where the change began
+    t = first_in_band(flags, 0, 0.01)
+    assert t is not None and t <= 5000, t
+    # not starved: landed within refit.max_pending_records (10,000) of its start
+    assert any(e.kind == "refit_done" for e in events)
+    det.close()
+
+
+def test_refit_trains_on_post_change_data_and_a_second_change_is_handled():
+    mix = Mixture(d=4, k=2, seed=4)
+    det = sync({"n_components": 2})
+    det.process(mix.draw(2000))
+    feed(det, mix.draw(10_000), 1000)
+    for shift in (4.0, -4.0):
+        start = det.counters["records"]
+        res = feed(det, mix.draw(12_000, shift=np.full(4, shift)), 500)
+        kinds = [e.kind for r in res for e in r.events]
+        assert "drift" in kinds and "refit_done" in kinds, kinds
+        done = [e for r in res for e in r.events if e.kind == "refit_done"][0]
+        assert done.detail["n_records"] <= det.counters["records"] - start
+        assert first_in_band(cat(res, "is_anomaly"), 0, 0.01) <= 5000
+        # the refitted model explains the new regime
+        assert det.score(mix.draw(5000, shift=np.full(4, shift))).is_anomaly.mean() < 0.03
+    assert det.counters["refits"] == 2
+
+
+@pytest.mark.parametrize("rho", [0.3, 0.6, 0.9])
+def test_no_false_drift_on_autocorrelated_streams(rho):
+    mix = Mixture(d=8, k=4, seed=5)
+    det = sync({"n_components": 4})
+    det.process(mix.draw(2000, rho=rho))
+    for _ in range(100):
+        det.process(mix.draw(2000, rho=rho))
+    assert det.counters["drift_events"] == 0
+
+
+def test_one_sigma_shift_detected_within_1000_records_on_an_ar_stream():
+    mix = Mixture(d=8, k=4, seed=6)
+    shift = np.zeros(8)
+    shift[0] = mix.feature_sd()
+    det = sync({"n_components": 4})
+    start, events, _ = _change(det, mix, 250, n_after=3000, rho=0.6, shift=shift)
+    drift = [e for e in events if e.kind == "drift"]
+    assert drift and drift[0].detail["record"] - start <= 1000
+
+
+def test_block_variance_is_estimated_from_the_data():
+    """AR(1) blocks of 50 at rho 0.9 vary ~19x more than i.i.d. ones: the monitor learns it."""
+    rng = np.random.default_rng(0)
+    mon = DriftMonitor.from_config(DetectorConfig.from_dict(
+        {"drift": {"expected_run_length": 10**6, "feature_tests": True}})).reset(1, 0)
+    from scipy.signal import lfilter
+    x = lfilter([1.0], [1.0, -0.9], rng.normal(size=200_000) * np.sqrt(1 - 0.81))
+    mon.update(np.zeros(len(x)), x[:, None], np.zeros(len(x), bool))
+    sd_block = x[: 200_000 // 50 * 50].reshape(-1, 50).mean(axis=1).std()
+    assert 0.8 < mon.sd_[1] / sd_block < 1.3
+
+
+# ------------------------------------------------------------ 4. batch-size invariance
+def test_same_model_and_ranking_whatever_the_call_size():
+    mix = Mixture(d=4, k=2, seed=7)
+    rng = np.random.default_rng(7)
+    X = mix.draw(2000 + 20_000)
+    y = np.zeros(len(X), bool)
+    idx = rng.choice(np.arange(2000, len(X)), 200, replace=False)
+    X[idx] += rng.normal(0, 4, (200, 4))
+    y[idx] = True
+    out = {}
+    for call in (1, 25, 250, 1000):
+        det = sync({"n_components": 2})
+        res = feed(det, X, call)
+        s = cat(res, "scores")
+        assert len(s) == len(X)
+        out[call] = (det, roc_auc(y[2000:], -s[2000:]))
+    ref, auc_ref = out[1000]
+    for call, (det, auc) in out.items():
+        assert det.model_.n_steps_ == ref.model_.n_steps_ == 20
+        np.testing.assert_allclose(det.model_.means_, ref.model_.means_, atol=2e-3)
+        np.testing.assert_allclose(det.model_.weights_, ref.model_.weights_, atol=2e-3)
+        assert abs(auc - auc_ref) < 0.01
+
+
+@pytest.mark.parametrize("call", [7, 300, 2500])
+def test_warmup_uses_exactly_warmup_records(call):
+    mix = Mixture(d=4, k=2, seed=8)
+    X = mix.draw(5000)
+    det = sync({"n_components": 2, "warmup_records": 1000})
+    res = feed(det, X, call)
+    assert det.train_info_["n_records"] == 1000
+    assert sum(len(r) for r in res) == 5000 - det.pending
+    done = [r for r in res if any(e.kind == "warmup_done" for e in r.events)][0]
+    assert done.events[0].detail["n_records"] == 1000
+    ref = sync({"n_components": 2, "warmup_records": 1000}).fit(X[:1000])
+    np.testing.assert_allclose(det.scaler_.mean_, ref.scaler_.mean_)
