@@ -101,7 +101,7 @@ def test_detector_dict_is_plain_and_has_exactly_the_schema_keys():
                                  "learn_from_anomalies", "batch_size"}
     assert set(dd["drift"]) == {"enabled", "expected_run_length", "feature_tests",
                                 "reference_records", "block_size"}
-    assert set(dd["refit"]) == {"window", "min_records", "cooldown_records"}
+    assert set(dd["refit"]) == {"window", "min_records", "cooldown_records", "max_pending_records"}
     assert dd["n_components"] == 3 and type(dd["online"]) is dict
 
 
