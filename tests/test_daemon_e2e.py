@@ -3,6 +3,7 @@ metrics scraped over HTTP and checked by promtool."""
 from __future__ import annotations
 
 import json
+import math
 import platform
 
 import numpy as np
@@ -18,7 +19,8 @@ from kafka_helpers import (
 pytestmark = pytest.mark.timeout(120)
 
 EVENT_FIELDS = {"topic", "partition", "offset", "key", "timestamp", "score", "threshold",
-                "anomaly", "component", "top_features", "model_version", "detected_at"}
+                "anomaly", "rarity", "severity", "component", "top_features", "model_version",
+                "detected_at"}
 
 
 def test_anomalies_out_metrics_agree_promtool_clean(bootstrap, make_topics):
@@ -71,11 +73,15 @@ def test_anomalies_out_metrics_agree_promtool_clean(bootstrap, make_topics):
         assert isinstance(doc["timestamp"], int) and doc["model_version"] >= 1
         assert 0 <= doc["component"] < 3 and doc["detected_at"].endswith("Z")
         assert 1 <= len(doc["top_features"]) <= 3
+        # flagged: at most about p% of recent normal scores are lower, so severity >= ~2
+        assert 0 < doc["rarity"] <= 2 * pct / 100
+        assert doc["severity"] == pytest.approx(-math.log10(doc["rarity"]), abs=1e-3)
         assert {t["feature"] for t in doc["top_features"]} <= set(
             ["amount", "latency_ms", "sensor.temp", "sensor.rpm"])
     by_key = {doc["key"]: doc for doc in docs}
     one = by_key["r100000"]
     assert one["score"] < one["threshold"] - 10  # far away: far below the threshold
+    assert one["severity"] > 4  # rarer than 1 in 10,000 recent records
 
     # --- metrics agree with what was sent
     assert metric(m, "streamgmm_records_processed_total") == n_in

@@ -261,13 +261,14 @@ class Daemon:
         version = self.det.model_version
         detected_at = iso_now()
         thr, comp, contrib = res.threshold, res.component, res.contributions
+        rarity, severity = res.rarity, res.severity
         keys = chunk.keys
         for i in idx:
             rec = chunk.recs[i]
             key = keys[i] if keys is not None else key_text(rec.key)
             self.sink.send_event(
                 make_event(rec, key, chunk.ts_ms[i], scores[i], thr[i], flags[i],
-                           comp[i], contrib[i], version, detected_at),
+                           comp[i], contrib[i], version, detected_at, rarity[i], severity[i]),
                 key=rec.key if isinstance(rec.key, (bytes, bytearray)) else None)
 
     # ------------------------------------------------------------------ commits, checkpoints

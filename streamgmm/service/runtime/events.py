@@ -19,8 +19,9 @@ def key_text(key):
 
 
 def make_event(rec, key, ts_ms, score, threshold, anomaly, component, contributions,
-               model_version, detected_at) -> dict:
-    """The JSON object emitted for one scored record."""
+               model_version, detected_at, rarity=float("nan"), severity=float("nan")) -> dict:
+    """The JSON object emitted for one scored record. ``rarity``: the fraction of recent
+    normal scores below this one; ``severity``: -log10(rarity), what alerts are set on."""
     return {
         "topic": rec.topic,
         "partition": rec.partition,
@@ -30,6 +31,8 @@ def make_event(rec, key, ts_ms, score, threshold, anomaly, component, contributi
         "score": float(score),
         "threshold": float(threshold),
         "anomaly": bool(anomaly),
+        "rarity": float(rarity),
+        "severity": round(float(severity), 3),
         "component": int(component),
         "top_features": [{"feature": f, "share": round(float(s), 6)}
                          for f, s in (contributions or [])],
