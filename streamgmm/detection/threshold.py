@@ -95,18 +95,28 @@ class PercentileThreshold:
         return self.value_
 
     def get_state(self):
+        """Only the filled slots, oldest first (never the ring's unused, uninitialised ones)."""
         return ({"percentile": self.percentile, "window": self.window,
                  "fence_iqr": self.fence_iqr, "value": self.value_, "fence": self.fence_,
-                 "n_filled": self.n_filled_, "pos": self.pos_},
-                {"ring": self.ring_})
+                 "n_filled": self.n_filled_, "pos": 0, "ring_layout": "recent",
+                 "since": self.since_},
+                {"ring": self.recent() if self.ring_ is not None else np.empty(0)})
 
     @classmethod
     def from_state(cls, meta, arrays):
         t = cls(percentile=meta["percentile"], window=meta["window"],
                 fence_iqr=meta["fence_iqr"])
         t.value_, t.fence_ = meta["value"], meta["fence"]
-        t.n_filled_, t.pos_ = meta["n_filled"], meta["pos"]
-        t.ring_ = np.array(arrays["ring"], dtype=np.float64)
+        ring = np.array(arrays["ring"], dtype=np.float64)
+        if meta.get("ring_layout") == "recent":  # the filled slots, oldest first
+            if ring.ndim != 1 or len(ring) != meta["n_filled"] or len(ring) > t.window:
+                raise ValueError("threshold ring buffer has the wrong shape")
+            t.ring_ = np.zeros(t.window, dtype=np.float64)
+            t._push(ring)
+            t.since_ = int(meta.get("since", 0))
+            return t
+        t.n_filled_, t.pos_ = meta["n_filled"], meta["pos"]  # older files: the whole ring
+        t.ring_ = ring
         if t.ring_.shape != (t.window,):
             raise ValueError("threshold ring buffer has the wrong shape")
         return t

@@ -498,6 +498,7 @@ class CheckpointConfig:
 
     path: str | None = _opt(_Optional(_Path()), None, path=True)
     interval_seconds: float = _opt(_Num(0, lo_open=True), 60.0)
+    include_recent_records: bool = _opt(_Bool(), False)
 
 
 @dataclass(frozen=True)

@@ -324,7 +324,7 @@ class Daemon:
         self._last_ckpt = time.monotonic()
         try:
             t0 = time.perf_counter()
-            self.det.save(path)
+            self.det.save(path, include_recent_records=self.cfg.checkpoint.include_recent_records)
         except Exception:  # noqa: BLE001 - a failed checkpoint must not stop scoring
             log.exception("checkpoint to %s failed", path)
             return False
