@@ -458,6 +458,7 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
     if install_signals is None:
         install_signals = threading.current_thread() is threading.main_thread()
     previous = {}
+    timers: list[threading.Timer] = []  # the shutdown deadline, cancelled when run() returns
     if install_signals:
         def on_signal(signum, frame):
             if stop.is_set():
@@ -469,6 +470,7 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
             stop.set()
             t = threading.Timer(cfg.shutdown_timeout_seconds, _overrun)
             t.daemon = True
+            timers.append(t)
             t.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
@@ -496,6 +498,8 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
             log.exception("daemon failed")
         code = daemon.shutdown(clean)
     finally:
+        for t in timers:  # a process embedding run() must live on after a clean stop
+            t.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("stopped (exit code %d)", code)
