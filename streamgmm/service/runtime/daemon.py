@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from ..kafka_io import KafkaSink, make_producer
-from ..messages import SinkError
+from ..messages import SinkError, SourceError
 from .decode_worker import DecodeWorker, decode_worker_wanted
 from .endpoints import make_sink, make_source
 from .events import DEAD_LETTER_CLASS, iso_now, key_text, make_event, record_ts_ms
@@ -515,7 +515,7 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
             t.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
-    clean = False
+    clean = failed = False
     try:
         try:
             daemon.start()
@@ -533,11 +533,14 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
         except KeyboardInterrupt:
             log.info("interrupted")
             clean = True
+        except SourceError as exc:  # finish and commit what came before it, then exit 1
+            log.error("%s", exc)
+            clean = failed = True
         except DaemonError as exc:
             log.error("%s", exc)
         except Exception:  # noqa: BLE001 - log it, commit nothing more, exit 1
             log.exception("daemon failed")
-        code = daemon.shutdown(clean)
+        code = daemon.shutdown(clean) or int(failed)
     finally:
         for t in timers:  # a process embedding run() must live on after a clean stop
             t.cancel()
