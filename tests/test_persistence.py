@@ -34,9 +34,10 @@ def trained():
 
 
 def test_round_trip_restores_the_whole_state(tmp_path, trained):
+    """With the recent records (checkpoint.include_recent_records) nothing is lost at all."""
     det, draw = trained
     path = tmp_path / "ckpt.npz"
-    det.save(path)
+    det.save(path, include_recent_records=True)
     back = Detector.load(path)
     assert back.model_version == det.model_version
     assert back.counters == det.counters

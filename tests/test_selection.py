@@ -98,9 +98,10 @@ def test_convergence_is_reported_in_the_table_not_warned_per_fit():
                                    random_state=0, max_iter=1)
     assert not any(r["converged"] for r in table[1:])
     conv = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
-    assert len(conv) <= 1  # one summary warning about the selected model at most
+    # one summary warning about the selected model if it did not converge, else none
+    assert len(conv) == (0 if best.converged_ else 1), [str(w.message) for w in conv]
     if not best.converged_:
-        assert len(conv) == 1 and "did not converge" in str(conv[0].message)
+        assert "did not converge" in str(conv[0].message)
 
 
 @pytest.mark.parametrize("kwargs,message", [

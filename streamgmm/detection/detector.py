@@ -497,10 +497,15 @@ class Detector:
         return out
 
     # ------------------------------------------------------------ persistence
-    def get_state(self):
-        """(meta, arrays): the whole state as JSON-able metadata and plain numpy arrays."""
+    def get_state(self, include_recent_records=False):
+        """(meta, arrays): the whole state as JSON-able metadata and plain numpy arrays.
+
+        Parameters, summary statistics and scores only, unless ``include_recent_records``:
+        then also the recent input rows kept for a refit, online learning and the drift
+        tests (raw data; for a checkpoint that must refit right after a restart).
+        """
         from .state import detector_state
-        return detector_state(self)
+        return detector_state(self, include_recent_records=include_recent_records)
 
     @classmethod
     def from_state(cls, meta, arrays):
@@ -508,9 +513,10 @@ class Detector:
         from .state import detector_from_state
         return detector_from_state(cls, meta, arrays)
 
-    def save(self, path):
-        """Atomically write a checkpoint (NPZ + JSON manifest, no pickle) to ``path``."""
-        save_state(path, *self.get_state())
+    def save(self, path, include_recent_records=False):
+        """Atomically write a checkpoint (NPZ + JSON manifest, no pickle) to ``path``: no
+        input rows unless ``include_recent_records`` (see ``get_state``)."""
+        save_state(path, *self.get_state(include_recent_records=include_recent_records))
 
     @classmethod
     def load(cls, path, trusted=False):

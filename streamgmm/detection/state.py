@@ -3,6 +3,15 @@
 No pickle anywhere: the service layer writes this pair as NPZ + JSON manifest. Not saved: the
 warm-up buffer (those records were not committed, so a restart replays them) and a refit in
 flight (its request is saved and starts again after loading).
+
+Privacy: by default the state holds parameters, summary statistics and scores only, never input
+rows (raw or scaled) and never unused buffer slots. Rows live in three places at run time: the
+refit ring (raw rows for the next refit), the online-learning queue (scaled rows waiting for the
+next EM step) and the drift tests' unfinished reference and partial block (scaled rows). Without
+``include_recent_records`` they are left out: after loading, the refit ring and the learning
+queue start empty (a pending refit waits for enough new records), and the drift tests collect
+their reference, or finish their block, from the next records on. ``include_recent_records=True``
+(the daemon's ``checkpoint.include_recent_records``) keeps them: the file then holds raw data.
 """
 import os
 from dataclasses import replace
@@ -38,8 +47,9 @@ def _group(prefix, arrays):
     return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
 
 
-def detector_state(det):
-    """(meta, arrays) for ``Detector.get_state``."""
+def detector_state(det, include_recent_records=False):
+    """(meta, arrays) for ``Detector.get_state``; input rows only if ``include_recent_records``
+    (see the module docstring). Buffers are saved up to their filled size only."""
     meta = {"state_version": STATE_VERSION, "library_version": __version__,
             "config": det.config.to_dict(), "feature_names": det.feature_names,
             "n_features": det.n_features_, "dtype": det.dtype.name,
@@ -55,13 +65,16 @@ def detector_state(det):
         meta["threshold"] = tmeta
         arrays["threshold.ring"] = tarr["ring"]
         dmeta, darr = det.monitor_.get_state()
+        if not include_recent_records:  # rows of [score, scaled features, flag]
+            dmeta = dict(dmeta, record=int(dmeta["record"]) + len(darr["rem"]))
+            darr = dict(darr, ref_buf=darr["ref_buf"][:0], rem=darr["rem"][:0])
         meta["drift"] = dmeta
         arrays.update({f"drift.{k}": v for k, v in darr.items()})
         m = det.model_
         k, ld = ((m.total_components, (0, m.n_members)) if isinstance(m, MixtureEnsemble)
                  else (det.n_components, (0,)))
-        parts = det._learn or [(np.empty((0, det.n_features_), dtype=det.dtype),
-                                np.empty((0, k)), np.empty(ld))]
+        parts = (det._learn if include_recent_records else []) or [
+            (np.zeros((0, det.n_features_), dtype=det.dtype), np.zeros((0, k)), np.zeros(ld))]
         arrays["learn.X"] = np.concatenate([p[0] for p in parts])
         arrays["learn.resp"] = np.concatenate([p[1] for p in parts])
         arrays["learn.scores"] = np.concatenate([p[2] for p in parts])
@@ -69,11 +82,17 @@ def detector_state(det):
         meta["since_change"] = det._since_change
     sch = det.scheduler_
     if sch is not None:
-        meta["refit"] = {"pos": sch.ring.pos, "filled": sch.ring.filled, "n_seen": sch.n_seen,
+        ring = sch.ring.last(sch.ring.filled) if include_recent_records else \
+            np.zeros((0, sch.ring.buf.shape[1]))
+        change_start = sch.change_start
+        if not include_recent_records:  # no rows before now survive: a refit needs new ones
+            change_start = max(change_start, sch.n_seen)
+        meta["refit"] = {"ring_layout": "recent", "filled": len(ring), "n_seen": sch.n_seen,
                          "requested": sch.requested or sch.job is not None,
-                         "reason": sch.reason or "", "change_start": sch.change_start,
-                         "cooldown_until": sch.cooldown_until}
-        arrays["refit.ring"] = sch.ring.buf
+                         "reason": sch.reason or "", "change_start": change_start,
+                         "cooldown_until": sch.cooldown_until,
+                         "include_recent_records": bool(include_recent_records)}
+        arrays["refit.ring"] = ring
     return meta, arrays
 
 
@@ -94,10 +113,21 @@ def detector_from_state(cls, meta, arrays):
         det._ensure_scheduler()
         sch = det.scheduler_
         ring = np.array(arrays["refit.ring"], dtype=np.float64)
-        if ring.shape != sch.ring.buf.shape:
-            raise ValueError(f"refit ring has shape {ring.shape}, expected {sch.ring.buf.shape}")
-        sch.ring.buf[:] = ring
-        sch.ring.pos, sch.ring.filled, sch.n_seen = r["pos"], r["filled"], r["n_seen"]
+        if r.get("ring_layout") == "recent":  # the filled rows, oldest first
+            cap, d = sch.ring.buf.shape
+            if ring.ndim != 2 or ring.shape[1] != d or len(ring) != r["filled"]:
+                raise ValueError(f"refit ring has shape {ring.shape}, expected "
+                                 f"({r['filled']}, {d})")
+            sch.ring.buf[:] = 0.0
+            if len(ring):
+                sch.ring.push(ring[-cap:])
+        else:  # older files: the whole ring and its write position
+            if ring.shape != sch.ring.buf.shape:
+                raise ValueError(f"refit ring has shape {ring.shape}, "
+                                 f"expected {sch.ring.buf.shape}")
+            sch.ring.buf[:] = ring
+            sch.ring.pos, sch.ring.filled = r["pos"], r["filled"]
+        sch.n_seen = r["n_seen"]
         sch.requested, sch.reason = bool(r["requested"]), r["reason"]
         sch.change_start, sch.cooldown_until = r["change_start"], r["cooldown_until"]
     if meta["ready"]:

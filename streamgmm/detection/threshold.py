@@ -162,30 +162,32 @@ class PercentileThreshold:
         return -np.log10(rarity)
 
     def get_state(self):
+        """Only the filled slots, oldest first (never the ring's unused, uninitialised ones)."""
         return ({"percentile": self.percentile, "window": self.window,
-                 "fence_iqr": self.fence_iqr, "fence": self.fence_, "value": self.value_,
-                 "n_filled": self.n_filled_, "pos": self.pos_, "since": self.since_},
-                {"ring": self.ring_})
+                 "fence_iqr": self.fence_iqr, "value": self.value_, "fence": self.fence_,
+                 "n_filled": self.n_filled_, "pos": 0, "ring_layout": "recent",
+                 "since": self.since_},
+                {"ring": self.recent() if self.ring_ is not None else np.empty(0)})
 
     @classmethod
     def from_state(cls, meta, arrays):
         t = cls(percentile=meta["percentile"], window=meta["window"],
                 fence_iqr=meta.get("fence_iqr", 3.0))
         t.value_, t.fence_ = meta["value"], meta.get("fence", -np.inf)
-        t.n_filled_, t.pos_ = meta["n_filled"], meta["pos"]
-        t.since_ = int(meta.get("since", 0))
         ring = np.array(arrays["ring"], dtype=np.float64)
-        if ring.shape != (t.window,):
-            raise ValueError("threshold ring buffer has the wrong shape")
-        if not np.isfinite(ring[: t.n_filled_]).all():
-            # a state from before the adaptive threshold: its "gross" scores were stored as
-            # -inf; keep the finite ones, in order
-            t.ring_ = ring
+        if meta.get("ring_layout") == "recent":  # the filled slots, oldest first
+            if ring.ndim != 1 or len(ring) != meta["n_filled"] or len(ring) > t.window:
+                raise ValueError("threshold ring buffer has the wrong shape")
+            kept = ring
+        else:  # older files: the whole ring
+            if ring.shape != (t.window,):
+                raise ValueError("threshold ring buffer has the wrong shape")
+            t.ring_, t.n_filled_, t.pos_ = ring, meta["n_filled"], meta["pos"]
             kept = t.recent()
-            kept = kept[np.isfinite(kept)]
-            t.ring_ = np.empty(t.window)
-            t.n_filled_ = t.pos_ = 0
-            t._push(kept)
-        else:
-            t.ring_ = ring
+        # states from before the adaptive threshold stored "gross" scores as -inf: drop them
+        kept = kept[np.isfinite(kept)]
+        t.ring_ = np.zeros(t.window, dtype=np.float64)
+        t.n_filled_ = t.pos_ = 0
+        t._push(kept)
+        t.since_ = int(meta.get("since", 0))
         return t

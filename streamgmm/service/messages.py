@@ -53,6 +53,11 @@ class SinkError(RuntimeError):
     """Output could not be handed on; offsets must not be committed."""
 
 
+class SourceError(RuntimeError):
+    """Input that cannot be read past (a corrupt record batch): the daemon finishes what came
+    before it, commits nothing past it and exits 1."""
+
+
 def _json_default(o):
     """JSON for numpy scalars and other stray types in events."""
     if hasattr(o, "item"):

@@ -200,6 +200,12 @@ class CheckpointConfig:
              "with this file's `detector` settings"))
     interval_seconds: float = setting(Num(0, lo_open=True), 60.0,
         doc='checkpoint period (and one at shutdown)')
+    include_recent_records: bool = setting(Bool(), False,
+        doc=('**holds raw data**: also save the recent input records (up to '
+             '`detector.refit.window` raw rows for a refit, the online-learning queue and the '
+             "drift tests' unfinished reference), so that a refit can start right after a restart."
+             ' Off: checkpoints and model files hold parameters, summary statistics and scores '
+             'only, and after a restart a refit waits for enough new records'))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 
-from ..messages import EMPTY, Batch
+import re
+
+from ..messages import EMPTY, Batch, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,12 @@ class KafkaSource:
 
     def poll(self, timeout_ms: int, max_records: int) -> Batch:
         """Fetch up to `max_records` records (waiting at most `timeout_ms`)."""
-        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        from kafka.errors import CorruptRecordError
+
+        try:
+            polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except CorruptRecordError as exc:  # not skippable: stop before it, say where it is
+            raise SourceError(_corrupt_message(exc)) from None
         if not polled:
             return EMPTY
         records, nxt = [], {}
@@ -198,6 +205,19 @@ def _payload(offsets: dict) -> dict:
     from kafka.structs import OffsetAndMetadata
 
     return {TopicPartition(t, p): OffsetAndMetadata(o, None, -1) for (t, p), o in offsets.items()}
+
+
+def _corrupt_message(exc) -> str:
+    """One line naming the corrupt batch's topic, partition and offset (kafka-python only says
+    so in its message text)."""
+    text = str(exc)
+    m = re.search(r"topic='([^']*)', partition=(\d+)\) at offset (\d+)", text)
+    where = (f"topic {m.group(1)} partition {m.group(2)} offset {m.group(3)}" if m
+             else f"an unknown position ({text})")
+    why = "CRC check failed" if "crc" in text.lower() else text
+    return (f"corrupt record batch in {where} ({why}): stopping; nothing at or after it is "
+            f"committed. Restarting reads it again: repair the topic or move the group's "
+            f"offset past it (kafka-consumer-groups --reset-offsets) to skip it")
 
 
 def _fmt(tps) -> str:

@@ -175,6 +175,21 @@ class StdinSource(_LocalSource):
         pass
 
 
+def _end_torn_line(fh) -> None:
+    """A file whose last write failed half-way (disk full, a crash) ends in a torn line: close
+    it with a newline, so the next record starts a line of its own instead of being glued to
+    the fragment (and lost to every reader)."""
+    try:
+        if fh.tell() > 0:
+            with open(fh.name, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    fh.write(b"\n")
+                    fh.flush()
+    except OSError:  # not seekable (a pipe, a device): nothing to repair
+        pass
+
+
 class JsonLinesSink:
     """JSON lines appended to a file (fsync'd on flush) or written to stdout."""
 
@@ -188,6 +203,7 @@ class JsonLinesSink:
             os.makedirs(parent, exist_ok=True)
             self._fh = open(path, "ab")
             self._owns = True
+            _end_torn_line(self._fh)
         self._buf: list[bytes] = []
 
     def send_event(self, event: dict, key: bytes | None = None) -> None:

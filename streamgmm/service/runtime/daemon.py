@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from ..kafka_io import KafkaSink, make_producer
-from ..messages import SinkError
+from ..messages import SinkError, SourceError
 from .decode_worker import DecodeWorker, decode_worker_wanted
 from .endpoints import make_sink, make_source
 from .events import DEAD_LETTER_CLASS, iso_now, key_text, make_event, record_ts_ms
@@ -34,6 +34,9 @@ log = logging.getLogger("streamgmm.daemon")
 
 LAG_INTERVAL_SECONDS = 1.0
 SHUTDOWN_RESERVE_SECONDS = 1.0
+# The revocation callback runs on kafka-python's event loop (heartbeats wait meanwhile): it
+# waits at most this long for the acks of outputs already sent, never for a decode or a fit.
+REVOKE_FLUSH_SECONDS = 0.5
 
 
 # ------------------------------------------------------------------------------- the daemon
@@ -67,6 +70,8 @@ class Daemon:
         self.worker: DecodeWorker | None = None
         self._inflight = None  # the batch the decode worker is decoding
         self._closing = False
+        self._revoked: set = set()   # partitions revoked or lost in a poll, settled after it
+        self._callback_error: BaseException | None = None  # raised in the main loop
         self.stop_deadline: float | None = None  # set by the signal handler
 
     # ----------------------------------------------------------------------------- start-up
@@ -102,27 +107,60 @@ class Daemon:
         self._update_ready()
 
     def _on_revoked(self, tps) -> dict | None:
-        """Partitions are about to move: finish the batch in the decode worker, flush, and
-        return the offsets to commit for them (the source commits before the group rejoins);
-        then forget them. Returns None when closing (the final commit is already done)."""
+        """Partitions are about to move. This runs on kafka-python's event loop while the
+        main loop waits in `poll()`, so it does only bounded work: wait a moment for the acks
+        of outputs already sent, and return the offsets of records whose outcomes are handed
+        on (the source commits them before the group rejoins). The batch in the decode
+        worker, a warm-up fit and an unbounded flush are left to the main loop
+        (`_settle_revoked`, right after the poll); what is not committed here is re-read by
+        the partitions' next owner (at-least-once). Returns None when closing (the final
+        commit is already done). An error is logged and re-raised in the main loop."""
+        if self._closing:
+            return None
+        t0 = time.perf_counter()
         try:
-            if self._closing:
-                return None
-            self._drain()
-            self._flush()
+            if self._unflushed is not None:
+                try:
+                    self._flush(REVOKE_FLUSH_SECONDS)
+                except SinkError as exc:
+                    log.warning("outputs not acknowledged at the revocation (%s); committing "
+                                "only what was handed on before, the next owner re-reads "
+                                "the rest", exc)
             offsets = self._offsets_to_commit(only=set(tps), force=True)
             self._committed.update(offsets)
             return offsets
-        except SinkError:
-            log.exception("flush before revocation failed; not committing")
+        except Exception as exc:  # noqa: BLE001 - surfaced by the main loop, not swallowed
+            log.exception("handling the revocation of %s failed",
+                          ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
+            self._callback_error = exc
             return None
         finally:
+            self._revoked.update(tps)
             self._forget(tps)
             self._update_ready()
+            log.debug("revocation handled in %.3fs", time.perf_counter() - t0)
 
     def _on_lost(self, tps) -> None:
+        self._revoked.update(tps)
         self._forget(tps)
         self._update_ready()
+
+    def _settle_revoked(self) -> None:
+        """In the main loop after a poll that revoked partitions: finish the batch in the
+        decode worker (scoring, and a warm-up fit if it completes one, happen here, not in the
+        client's callback), flush, then forget the revoked partitions' offsets so nothing is
+        committed for them (a partition assigned again restarts from its committed offset)."""
+        if self._callback_error is not None:
+            exc, self._callback_error = self._callback_error, None
+            raise DaemonError(f"rebalance callback failed: {type(exc).__name__}: {exc}") \
+                from exc
+        if not self._revoked:
+            return
+        self._drain()
+        if self._unflushed is not None:
+            self._flush()
+        self._forget(self._revoked)
+        self._revoked.clear()
 
     def _forget(self, tps) -> None:
         for tp in tps:
@@ -141,6 +179,7 @@ class Daemon:
         cfg = self.cfg
         batch = self.source.poll(cfg.kafka.poll_timeout_ms, cfg.kafka.max_poll_records)
         self.health.beat()
+        self._settle_revoked()
         if self._unflushed is not None:
             self._flush()
             self._commit()
@@ -325,7 +364,7 @@ class Daemon:
         self._last_ckpt = time.monotonic()
         try:
             t0 = time.perf_counter()
-            self.det.save(path)
+            self.det.save(path, include_recent_records=self.cfg.checkpoint.include_recent_records)
         except Exception:  # noqa: BLE001 - a failed checkpoint must not stop scoring
             log.exception("checkpoint to %s failed", path)
             return False
@@ -353,6 +392,8 @@ class Daemon:
             try:
                 self._drain()
                 self._flush(left())
+                self._forget(self._revoked)  # revoked in the last poll: not ours to commit
+                self._revoked.clear()
                 if self.source.group is not None and not self._commit(sync=True,
                                                                       timeout=left()):
                     log.warning("final offset commit failed; those records will be "
@@ -459,6 +500,7 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
     if install_signals is None:
         install_signals = threading.current_thread() is threading.main_thread()
     previous = {}
+    timers: list[threading.Timer] = []  # the shutdown deadline, cancelled when run() returns
     if install_signals:
         def on_signal(signum, frame):
             if stop.is_set():
@@ -470,10 +512,11 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
             stop.set()
             t = threading.Timer(cfg.shutdown_timeout_seconds, _overrun)
             t.daemon = True
+            timers.append(t)
             t.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
-    clean = False
+    clean = failed = False
     try:
         try:
             daemon.start()
@@ -491,12 +534,17 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
         except KeyboardInterrupt:
             log.info("interrupted")
             clean = True
+        except SourceError as exc:  # finish and commit what came before it, then exit 1
+            log.error("%s", exc)
+            clean = failed = True
         except DaemonError as exc:
             log.error("%s", exc)
         except Exception:  # noqa: BLE001 - log it, commit nothing more, exit 1
             log.exception("daemon failed")
-        code = daemon.shutdown(clean)
+        code = daemon.shutdown(clean) or int(failed)
     finally:
+        for t in timers:  # a process embedding run() must live on after a clean stop
+            t.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("stopped (exit code %d)", code)
