@@ -286,11 +286,18 @@ def cmd_inspect(args) -> int:
 
 
 def _load_model(Detector, path: str, trusted: bool):
+    from ...persistence import PICKLE_KINDS, identify
+
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such model file")
-    if str(path).endswith(".joblib") and not trusted:
-        raise UsageError(f"{path} is a pickle-based .joblib model, which runs code when loaded; "
-                         "pass --trusted only if you trust where it came from")
+    kind, what = identify(path)  # by the magic bytes, not the name
+    if kind in PICKLE_KINDS:
+        if not trusted:
+            raise UsageError(f"{path} is {what}, which runs code when loaded; pass --trusted "
+                             "only if you trust where it came from")
+    elif kind != "zip":
+        raise RuntimeError(f"{path} is not a streamgmm model: it is {what} (a model is the "
+                           ".npz file 'streamgmm fit' writes)")
     return Detector.load(path, trusted=trusted)
 
 
