@@ -674,9 +674,11 @@ def resolve_path(value: str, base_dir: str | os.PathLike | None = None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> dict:
+def _apply_env_overrides(raw: dict, environ: Mapping[str, str],
+                         origins: dict | None = None) -> dict:
     """Return a copy of ``raw`` with every ``STREAMGMM__A__B=value`` applied (sorted by name,
-    so the result does not depend on environment order)."""
+    so the result does not depend on environment order); ``origins`` (if given) gets
+    ``{key.path: variable name}`` so that a bad value's error can name the variable."""
     raw = _deep_copy(raw)
     items = sorted((k, v) for k, v in environ.items() if k.upper().startswith(ENV_PREFIX))
     for name, text in items:
@@ -689,7 +691,20 @@ def _apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> dict:
         except yaml.YAMLError:
             value = text
         _set_override(raw, parts, value, name)
+        if origins is not None:
+            origins[".".join(p.lower() for p in parts)] = name
     return raw
+
+
+def _name_env_variable(exc: ConfigError, origins: Mapping[str, str]) -> ConfigError:
+    """The same error, naming the environment variable when the bad value came from one."""
+    key = exc.key_path or ""
+    for path, name in origins.items():
+        if (key == path or key.startswith(path + ".") or key.startswith(path + "[")) \
+                and name not in exc.message:
+            return ConfigError(exc.key_path, f"{exc.message} (set by environment variable "
+                                             f"{name})")
+    return exc
 
 
 def _set_override(raw: dict, parts: list[str], value: Any, env_name: str) -> None:
@@ -851,13 +866,17 @@ def config_from_dict(d: Mapping | None, environ: Mapping[str, str] | None = None
         d = {}
     if not isinstance(d, Mapping):
         raise ConfigError("(top level)", f"expected a mapping, got {_show(d)}")
-    raw = _apply_env_overrides(dict(d), environ)
+    origins: dict = {}
+    raw = _apply_env_overrides(dict(d), environ, origins)
     base = Path(base_dir) if base_dir is not None else Path(os.getcwd())
     builder = _Builder(environ, base)
-    builder.check_keys(Config, raw, "")
-    cfg = builder.build(Config, raw, "")
-    cfg = _cross_checks(cfg, raw)
-    _detector_checks(cfg)
+    try:
+        builder.check_keys(Config, raw, "")
+        cfg = builder.build(Config, raw, "")
+        cfg = _cross_checks(cfg, raw)
+        _detector_checks(cfg)
+    except ConfigError as exc:
+        raise _name_env_variable(exc, origins) from None
     return cfg
 
 
