@@ -207,8 +207,22 @@ def cmd_fit(args) -> int:
         print(f"streamgmm fit: skipped {n_bad} of {n_records} records "
               f"({_reason_counts(counts)}); first: {first}", file=sys.stderr)
     if len(X) == 0:
-        raise RuntimeError(f"{args.input}: no valid records to fit on")
-    det = Detector.from_dict(detector_dict(cfg), feature_names=features)
+        raise RuntimeError(f"{args.input}: no valid records to fit on"
+                           + _format_hint(args.input, args.format, counts))
+    from ...detection.sizing import min_training_records
+
+    dcfg = detector_dict(cfg)
+    need = min_training_records(dcfg, len(features))
+    if len(X) < need:
+        k = cfg.detector.n_components
+        raise RuntimeError(
+            f"{args.input}: {len(X)} valid records are too few to fit: at least {need} are "
+            f"needed for {len(features)} features, "
+            f"{k if isinstance(k, int) else f'up to {cfg.detector.max_components}'} "
+            f"{cfg.detector.covariance_type}-covariance components and a "
+            f"{cfg.detector.threshold.percentile:g}% threshold (twice the mixture's free "
+            f"parameters, and 100/percentile records)")
+    det = Detector.from_dict(dcfg, feature_names=features)
     try:
         t0 = time.perf_counter()
         det.fit(X)
@@ -263,6 +277,11 @@ def cmd_score(args) -> int:
     n_bad = sum(counts.values())
     print(f"streamgmm score: {n_total} records, {n_anom} anomalies, {n_bad} bad"
           + (f" ({_reason_counts(counts)})" if n_bad else ""), file=sys.stderr)
+    if n_total and n_bad == n_total:
+        raise RuntimeError(f"{args.input}: none of the {n_total} records could be scored"
+                           + _format_hint(args.input, args.format, counts))
+    if not n_total:
+        raise RuntimeError(f"{args.input}: no records to score")
     return 0
 
 
@@ -304,6 +323,23 @@ def _load_model(Detector, path: str, trusted: bool):
 def _check_input(path: str) -> None:
     if path != "-" and not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such input file")
+
+
+def _format_hint(path: str, fmt: str, counts: dict) -> str:
+    """A hint when a CSV file was read as JSON lines (every record invalid JSON and the first
+    line looks like a CSV header)."""
+    if _resolve_format(path, fmt) != "jsonl" or path == "-" or \
+            counts.get("invalid_json", 0) != sum(counts.values()):
+        return ""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(65536).decode("utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+    if "," in first and not first.startswith(("{", "[")):
+        return ("; the input was read as JSON lines but looks like CSV: "
+                "pass --format csv (or name the file .csv)")
+    return ""
 
 
 def _reason_counts(counts: dict) -> str:
