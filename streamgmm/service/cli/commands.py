@@ -423,10 +423,13 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
     else:
         f = sys.stdin.buffer if stdin else open(path, "rb")
         try:
+            from ..local_io.files import BoundedLineReader
+
             done = 0
             values, nums = [], []
-            for lineno, line in enumerate(f, 1):
-                done += len(line)
+            lines = BoundedLineReader(f, spec.max_bytes)  # an over-long line: only a prefix
+            for lineno, (line, size) in enumerate(iter(lines.read, None), 1):
+                done += size
                 if not line.strip():
                     continue
                 values.append(line.rstrip(b"\r\n"))
