@@ -875,6 +875,8 @@ def config_from_dict(d: Mapping | None, environ: Mapping[str, str] | None = None
         cfg = builder.build(Config, raw, "")
         cfg = _cross_checks(cfg, raw)
         _detector_checks(cfg)
+        from .local_defaults import apply_local_defaults
+        cfg = apply_local_defaults(cfg, raw)  # file/stdin source: outputs default to stdout
     except ConfigError as exc:
         raise _name_env_variable(exc, origins) from None
     return cfg
