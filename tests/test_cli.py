@@ -87,7 +87,7 @@ def test_cli_works_when_the_generator_module_is_missing(monkeypatch, capsys, tmp
     assert "generator is not available" in capsys.readouterr().err
     f = tmp_path / "c.yaml"
     f.write_text("records: {features: [a]}\n")
-    assert cli_mod.main(["check-config", "-q", str(f)]) == 0
+    assert cli_mod.main(["check-config", "-q", "--offline", str(f)]) == 0
 
 
 def test_missing_model_is_a_one_line_failure(tmp_path):

@@ -486,7 +486,7 @@ def test_run_with_a_bad_config_exits_2_before_starting(tmp_path):
 
 
 def test_check_config_prints_effective_yaml_with_secrets_masked(tmp_path):
-    r = run_cli("check-config", str(REPO / "config" / "streamgmm.yaml"),
+    r = run_cli("check-config", "--offline", str(REPO / "config" / "streamgmm.yaml"),
                 env=_clean_env(KAFKA_SASL_PASSWORD="hunter2",
                                STREAMGMM__DETECTOR__THRESHOLD__PERCENTILE="0.5"))
     assert r.returncode == 0, r.stderr

@@ -9,7 +9,8 @@ Subcommands::
     streamgmm fit --config FILE --input DATA --output MODEL
     streamgmm score --model MODEL --input DATA --output OUT|- [--trusted] [--config FILE]
     streamgmm inspect MODEL [--json] [--trusted]
-    streamgmm check-config FILE                 validate; print the effective YAML, secrets masked
+    streamgmm check-config FILE [--offline]     validate; print the effective YAML, secrets
+                                                masked; check files and the Kafka cluster
     streamgmm generate ...                      synthetic event stream (streamgmm.tools.generator)
 
 DATA is a JSON-lines file (one object per line) or a CSV file with a header row (chosen by
@@ -111,6 +112,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                    "print the effective configuration as YAML, secrets masked.")
     p.add_argument("config", metavar="FILE", help="YAML config file")
     p.add_argument("--quiet", "-q", action="store_true", help="only validate; print nothing")
+    p.add_argument("--offline", action="store_true",
+                   help="validate the file only (for a config meant for another machine): "
+                        "skip the checks of its paths and of the Kafka cluster, which by "
+                        "default must answer within kafka.connect_timeout_seconds")
     p.set_defaults(func=cmd_check_config)
 
     _add_generate(sub, argv)
@@ -185,12 +190,29 @@ def cmd_check_config(args) -> int:
     """Validate; print the effective config (secrets masked) as YAML on stdout."""
     import yaml
 
+    from ..runtime import preflight
+
     cfg = load_config(args.config)
     if not args.quiet:
         sys.stdout.write(f"# effective configuration of {args.config} (secrets masked)\n")
         sys.stdout.write(yaml.safe_dump(cfg.to_dict(mask_secrets=True), sort_keys=False,
                                         default_flow_style=False))
-    print(f"{args.config}: OK", file=sys.stderr)
+        sys.stdout.flush()
+    # the same checks as the daemon's start-up: files, then the Kafka cluster
+    try:
+        warnings = [] if args.offline else preflight.run_preflight(cfg)
+    except preflight.PreflightError as exc:
+        print(f"streamgmm check-config: error: {exc}", file=sys.stderr)
+        return 1
+    for w in warnings:
+        print(f"streamgmm check-config: warning: {w}", file=sys.stderr)
+    needs = preflight.kafka_needed(cfg)
+    if needs and not args.offline:
+        print(f"{args.config}: OK (files; Kafka cluster at {preflight.servers(cfg)} reachable)",
+              file=sys.stderr)
+    else:
+        print(f"{args.config}: OK" + (" (paths and Kafka not checked: --offline)"
+                                      if args.offline else ""), file=sys.stderr)
     return 0
 
 
