@@ -256,7 +256,8 @@ def test_env_overrides_win_over_the_file_and_are_validated():
     cfg = cfg_of({"metrics": {"port": 1234}}, environ={"STREAMGMM__METRICS__PORT": "4321"})
     assert cfg.metrics.port == 4321
     err = err_of(MIN, environ={"STREAMGMM__METRICS__PORT": "lots"})
-    assert str(err) == 'metrics.port: expected an integer in [0, 65535], got "lots"'
+    assert str(err) == ('metrics.port: expected an integer in [0, 65535], got "lots" '
+                        '(set by environment variable STREAMGMM__METRICS__PORT)')
 
 
 def test_env_override_of_unknown_key_is_an_error_naming_it():
