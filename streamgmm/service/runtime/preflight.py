@@ -144,10 +144,38 @@ def servers(cfg) -> str:
     return ",".join(cfg.kafka.bootstrap_servers)
 
 
+class Unreachable(ConnectionError):
+    """No bootstrap address accepts a TCP connection."""
+
+
+def _split_address(addr: str):
+    host, _, port = addr.rpartition(":")
+    if not host:
+        return addr, 9092
+    return host.strip("[]"), int(port)
+
+
+def _tcp_check(cfg, timeout_s: float) -> None:
+    """Unreachable (naming each address and why) unless one bootstrap address accepts a TCP
+    connection: a quick, quiet first test before the Kafka client's own (noisy) bootstrap."""
+    import socket
+
+    reasons = []
+    for addr in cfg.kafka.bootstrap_servers:
+        try:
+            host, port = _split_address(addr)
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return
+        except (OSError, ValueError) as exc:
+            reasons.append(f"{addr}: {getattr(exc, 'strerror', None) or exc}")
+    raise Unreachable("; ".join(reasons))
+
+
 def _probe_once(cfg, timeout_s: float) -> set:
     """One metadata round trip with a fresh admin client: the topic names, or an exception."""
     from kafka import KafkaAdminClient
 
+    _tcp_check(cfg, min(timeout_s, 3.0))
     ms = int(max(1.0, timeout_s) * 1000)
     kwargs = dict(bootstrap_servers=list(cfg.kafka.bootstrap_servers),
                   client_id=f"{cfg.kafka.client_id}-preflight", bootstrap_timeout_ms=ms,
@@ -211,7 +239,9 @@ def check_kafka(cfg, timeout: float | None, stop_event: threading.Event | None =
     """Wait until the cluster answers a metadata request: its topic names. None when
     `stop_event` is set first. PreflightError naming the addresses after `timeout` seconds
     (None: wait for ever). `on_state(text)` is called once when the first attempt fails."""
-    probe = ClusterProbe(cfg).start()
+    attempt = 5.0 if timeout is None else min(5.0, max(1.0, timeout / 3))
+    quiet = _QuietClient()  # the probe's own client lines would only repeat our one line
+    probe = ClusterProbe(cfg, attempt).start()
     deadline = None if timeout is None else time.monotonic() + timeout
     told = False
     try:
@@ -232,6 +262,23 @@ def check_kafka(cfg, timeout: float | None, stop_event: threading.Event | None =
                     f"for {timeout:g}s (kafka.connect_timeout_seconds; last error: {last})")
     finally:
         probe.cancel()
+        quiet.restore()
+
+
+class _QuietClient:
+    """Silences the `kafka` loggers (below CRITICAL) while the start-up probe runs, unless
+    the log level is DEBUG: nothing else talks to Kafka yet, and the probe reports itself."""
+
+    def __init__(self):
+        self.logger = logging.getLogger("kafka")
+        self.level = self.logger.level
+        self.active = logging.getLogger().getEffectiveLevel() > logging.DEBUG
+        if self.active:
+            self.logger.setLevel(logging.CRITICAL)
+
+    def restore(self) -> None:
+        if self.active:
+            self.logger.setLevel(self.level)
 
 
 def check_topics(cfg, topics: set) -> list[str]:
