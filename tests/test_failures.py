@@ -348,6 +348,15 @@ def test_client_log_limiter_passes_the_first_then_a_summary():
     assert 10 <= len(passed) <= 22, len(passed)
     assert "similar Kafka client messages suppressed" in passed[2]
     assert passed[0].startswith("Connection to node 0 failed")
+    # a client line with a traceback is cut to one line
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except OSError:
+        r = logging.LogRecord("kafka.net.transport", logging.ERROR, __file__, 1,
+                              "Error receiving network data", None, sys.exc_info())
+    assert lim.filter(r) and r.exc_info is None
+    assert r.getMessage() == ("Error receiving network data: ConnectionResetError: "
+                              "[Errno 104] Connection reset by peer")
 
 
 # ------------------------------------------------------------------------- fit / score / models

@@ -99,7 +99,10 @@ class ProducerLink:
             err, topic = self._error, self._error_topic
         if err is not None:
             where = f"producing to {topic!r}" if topic else "producing"
-            raise ProducerFailed(f"{where} failed: {type(err).__name__}: {err}")
+            text = str(err).strip()
+            if not text.startswith(type(err).__name__):
+                text = f"{type(err).__name__}: {text}"
+            raise ProducerFailed(f"{where} failed: {text}")
         self._unacked.clear()
 
     def rebuild(self) -> None:

@@ -123,6 +123,11 @@ class ClientLogLimiter(logging.Filter):
         suppressed = state[1] if state is not None else 0
         self._kinds[kind] = [now, 0]
         self._passed += 1
+        if record.exc_info:  # one line: the exception's type and text, not its traceback
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = None
+            record.exc_info, record.exc_text = None, None
         if suppressed:
             record.msg = (f"{record.getMessage()} [{suppressed} similar Kafka client "
                           f"messages suppressed in the last {self.interval:g}s]")
