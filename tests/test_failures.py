@@ -197,6 +197,26 @@ def test_sigterm_while_connecting_exits_0_at_once_and_readyz_is_503(tmp_path):
         d.kill()
 
 
+def test_sigterm_during_warm_up_exits_0_promptly(tmp_path):
+    """A followed file with fewer records than warm-up needs: the daemon waits; SIGTERM."""
+    port = free_port()
+    cfg = local_config(tmp_path, source={"follow": True},
+                       detector={"warmup_records": 1000},
+                       metrics={"enabled": True, "host": "127.0.0.1", "port": port})
+    d = DaemonProcess(cfg, str(tmp_path / "d.log"))
+    try:
+        wait_for(lambda: "daemon started" in d.log_text(), 30, what="the daemon up")
+        time.sleep(1.0)
+        assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 503  # still warming up
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.wait(10) == 0, d.log_text()
+        assert time.monotonic() - t0 < 3
+        assert "100 records still in warm-up" in d.log_text()
+    finally:
+        d.kill()
+
+
 # --------------------------------------------------------- broker outage, restart, fatal producer
 
 def test_broker_restart_outage_lines_readiness_producer_rebuilt_nothing_lost(tmp_path):

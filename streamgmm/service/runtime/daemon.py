@@ -541,8 +541,8 @@ class Daemon:
                             "committed", len(self.pending))
             if clean and not self._maybe_checkpoint(force=True):
                 code = 1
-            try:
-                self.det.close(timeout=left())
+            try:  # a refit in flight is not waited for: the checkpoint keeps its request
+                self.det.close(timeout=min(left(), 0.5))
             except Exception:  # noqa: BLE001
                 log.exception("error stopping the detector")
         if self.source is not None:
