@@ -192,8 +192,8 @@ class Daemon:
             offsets = self._offsets_to_commit(only=set(tps), force=True)
             self._committed.update(offsets)
             return offsets
-        except SinkError:
-            log.exception("flush before revocation failed; not committing")
+        except SinkError as exc:
+            log.warning("flush before revocation failed, not committing: %s", exc)
             return None
         finally:
             self._forget(tps)
