@@ -76,11 +76,13 @@ class Broker:
             self.proc.wait(10)
 
 
-def start_broker(binary: str, log_path: str, timeout: float = 30.0) -> Broker:
-    """Start Tansu on a free loopback port with in-memory storage; wait for metadata to answer."""
-    port = free_port()
+def start_broker(binary: str, log_path: str, timeout: float = 30.0,
+                 port: int | None = None) -> Broker:
+    """Start Tansu on a free loopback port (or `port`: e.g. a restart on the same address)
+    with in-memory storage; wait for metadata to answer."""
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
-    log = open(log_path, "wb")
+    log = open(log_path, "ab")
     proc = subprocess.Popen(
         [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
          "--storage-engine", "memory://tansu/"],

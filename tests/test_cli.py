@@ -87,7 +87,7 @@ def test_cli_works_when_the_generator_module_is_missing(monkeypatch, capsys, tmp
     assert "generator is not available" in capsys.readouterr().err
     f = tmp_path / "c.yaml"
     f.write_text("records: {features: [a]}\n")
-    assert cli_mod.main(["check-config", "-q", str(f)]) == 0
+    assert cli_mod.main(["check-config", "-q", "--offline", str(f)]) == 0
 
 
 def test_missing_model_is_a_one_line_failure(tmp_path):
@@ -98,10 +98,22 @@ def test_missing_model_is_a_one_line_failure(tmp_path):
 
 
 def test_joblib_model_needs_trusted(tmp_path):
+    import joblib
+
+    m = tmp_path / "m.joblib"
+    joblib.dump({"a": 1}, m)
+    r = cli("inspect", m)
+    assert r.returncode == 2 and "--trusted" in r.stderr and "Traceback" not in r.stderr
+    assert "pickle" in r.stderr
+
+
+def test_fake_joblib_is_diagnosed_by_content_not_name(tmp_path):
+    """A file named .joblib that is not a pickle is not sent towards --trusted."""
     m = tmp_path / "m.joblib"
     m.write_bytes(b"not really a pickle")
     r = cli("inspect", m)
-    assert r.returncode == 2 and "--trusted" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "--trusted" not in r.stderr and "Traceback" not in r.stderr
+    assert "text file" in r.stderr
 
 
 # ---------------------------------------------------------------------- fit / inspect / score

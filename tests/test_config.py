@@ -256,7 +256,8 @@ def test_env_overrides_win_over_the_file_and_are_validated():
     cfg = cfg_of({"metrics": {"port": 1234}}, environ={"STREAMGMM__METRICS__PORT": "4321"})
     assert cfg.metrics.port == 4321
     err = err_of(MIN, environ={"STREAMGMM__METRICS__PORT": "lots"})
-    assert str(err) == 'metrics.port: expected an integer in [0, 65535], got "lots"'
+    assert str(err) == ('metrics.port: expected an integer in [0, 65535], got "lots" '
+                        '(set by environment variable STREAMGMM__METRICS__PORT)')
 
 
 def test_env_override_of_unknown_key_is_an_error_naming_it():
@@ -486,7 +487,7 @@ def test_run_with_a_bad_config_exits_2_before_starting(tmp_path):
 
 
 def test_check_config_prints_effective_yaml_with_secrets_masked(tmp_path):
-    r = run_cli("check-config", str(REPO / "config" / "streamgmm.yaml"),
+    r = run_cli("check-config", "--offline", str(REPO / "config" / "streamgmm.yaml"),
                 env=_clean_env(KAFKA_SASL_PASSWORD="hunter2",
                                STREAMGMM__DETECTOR__THRESHOLD__PERCENTILE="0.5"))
     assert r.returncode == 0, r.stderr

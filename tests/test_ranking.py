@@ -93,7 +93,7 @@ def test_ensemble_state_round_trip(dtype):
     det.process(mixture_stream(800))
     det.process(mixture_stream(300, seed=3))  # leaves rows in the learn queue
     assert det._learn_n > 0
-    meta, arrays = det.get_state()
+    meta, arrays = det.get_state(include_recent_records=True)  # the whole state
     det2 = Detector.from_state(meta, arrays)
     assert isinstance(det2.model_, MixtureEnsemble)
     X = mixture_stream(2000, seed=4)

@@ -141,6 +141,83 @@ def is_zip(path):
         return False
 
 
+# What a file is, by its first bytes. joblib writes a plain pickle (protocol 2+ starts with
+# 0x80) or, with compress=..., the pickle inside zlib, gzip, bz2, xz/lzma or lz4 framing.
+_MAGIC = (
+    (b"PK\x03\x04", "zip", "a zip archive (NPZ)"),
+    (b"PK\x05\x06", "zip", "an empty zip archive"),
+    (b"ZF", "joblib", "a joblib file (old zlib format, pickle inside)"),
+    (b"\x78\x01", "joblib", "a zlib-compressed joblib file (pickle inside)"),
+    (b"\x78\x5e", "joblib", "a zlib-compressed joblib file (pickle inside)"),
+    (b"\x78\x9c", "joblib", "a zlib-compressed joblib file (pickle inside)"),
+    (b"\x78\xda", "joblib", "a zlib-compressed joblib file (pickle inside)"),
+    (b"\x1f\x8b", "joblib", "a gzip-compressed file (joblib/pickle inside, or gzipped data)"),
+    (b"BZh", "joblib", "a bz2-compressed file (joblib/pickle inside, or compressed data)"),
+    (b"\xfd7zXZ\x00", "joblib", "an xz-compressed file (joblib/pickle inside, or "
+                                "compressed data)"),
+    (b"\x5d\x00\x00", "joblib", "an lzma-compressed joblib file (pickle inside)"),
+    (b"\x04\x22\x4d\x18", "joblib", "an lz4-compressed joblib file (pickle inside)"),
+    (b"\x93NUMPY", "npy", "a single NumPy array (.npy), not a streamgmm model"),
+    (b"\x89HDF", "hdf5", "an HDF5 file (e.g. a Keras/h5py model), not a streamgmm model"),
+    (b"\x28\xb5\x2f\xfd", "zstd", "a zstd-compressed file, not a streamgmm model"),
+)
+
+#: kinds that are pickles (loading them runs code): only these may be loaded with trusted=True
+PICKLE_KINDS = ("pickle", "joblib")
+
+
+def identify(path):
+    """``(kind, description)`` of a file, by its magic bytes (never by its name).
+
+    kinds: ``zip`` (NPZ: a streamgmm model or checkpoint, maybe truncated), ``pickle`` and
+    ``joblib`` (pickle-based: need trust to load), ``npy``, ``hdf5``, ``zstd``, ``json``,
+    ``yaml``, ``csv``, ``text``, ``empty``, ``directory``, ``missing``, ``unreadable`` or
+    ``binary`` (unknown). The description is a phrase for messages ("a JSON document").
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return "directory", "a directory"
+    if not os.path.exists(path):
+        return "missing", "missing (no such file)"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        return "unreadable", f"unreadable ({exc.strerror or exc})"
+    if not head:
+        return "empty", "an empty file"
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:  # PROTO opcode, protocol 2-5
+        return "pickle", "a pickle-based (joblib) file"
+    for magic, kind, text in _MAGIC:
+        if head.startswith(magic):
+            return kind, text
+    return _identify_text(head)
+
+
+def _identify_text(head):
+    """Text formats: JSON (a document or JSON lines), CSV, YAML, or plain text; else binary."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not merely a multi-byte char cut at the 4 KiB mark
+            return "binary", "a binary file of an unknown format"
+        text = head[:exc.start].decode("utf-8")
+    if "\x00" in text:
+        return "binary", "a binary file of an unknown format"
+    stripped = text.lstrip("\ufeff \t\r\n")
+    first = stripped.splitlines()[0] if stripped else ""
+    if stripped[:1] in ("{", "["):
+        lines = [ln for ln in stripped.splitlines() if ln.strip()]
+        if len(lines) > 1 and all(ln.lstrip()[:1] == "{" for ln in lines[:3]):
+            return "json", "a JSON-lines text file (records, not a model)"
+        return "json", "a JSON document (text), not a model"
+    if first.count(",") >= 1 and not first.startswith("#"):
+        return "csv", "a CSV text file (data, not a model)"
+    if ":" in first and not first.startswith(("http", "#!")):
+        return "yaml", "a YAML/text file (a config?), not a model"
+    return "text", "a text file, not a model"
+
+
 def export_joblib(path, meta, arrays):
     """Write (meta, arrays) as a joblib file of plain dicts and arrays (loading it needs
     trusted=True: joblib files are pickles)."""
@@ -154,9 +231,12 @@ def export_joblib(path, meta, arrays):
 def read_joblib(path, trusted):
     """What a joblib file holds: ("state", (meta, arrays)) for our own export, else
     ("object", obj) (e.g. scikit-learn estimators). Refused unless ``trusted``."""
+    kind, what = identify(path)
+    if kind not in PICKLE_KINDS:
+        raise CheckpointError(f"{path}: not a streamgmm model or checkpoint: it is {what}")
     if not trusted:
         raise CheckpointError(
-            f"{path}: not an NPZ checkpoint; it looks like a pickle-based (joblib) file, and "
+            f"{path}: not an NPZ checkpoint; it is {what}, and "
             f"loading one can execute code. Load it only if you trust its source: pass "
             f"trusted=True (CLI --trusted, config model.trusted: true).")
     import joblib

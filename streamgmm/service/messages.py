@@ -24,6 +24,7 @@ class SourceRecord:
     timestamp: int | None = None
     headers: list = field(default_factory=list)
     row: list | None = None  # CSV cells (the value is then the original CSV line)
+    line_size: int | None = None  # an over-long line's length (value: only its prefix)
 
 
 @dataclass(slots=True)

@@ -9,7 +9,8 @@ Subcommands::
     streamgmm fit --config FILE --input DATA --output MODEL
     streamgmm score --model MODEL --input DATA --output OUT|- [--trusted] [--config FILE]
     streamgmm inspect MODEL [--json] [--trusted]
-    streamgmm check-config FILE                 validate; print the effective YAML, secrets masked
+    streamgmm check-config FILE [--offline]     validate; print the effective YAML, secrets
+                                                masked; check files and the Kafka cluster
     streamgmm generate ...                      synthetic event stream (streamgmm.tools.generator)
 
 DATA is a JSON-lines file (one object per line) or a CSV file with a header row (chosen by
@@ -111,6 +112,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                    "print the effective configuration as YAML, secrets masked.")
     p.add_argument("config", metavar="FILE", help="YAML config file")
     p.add_argument("--quiet", "-q", action="store_true", help="only validate; print nothing")
+    p.add_argument("--offline", action="store_true",
+                   help="validate the file only (for a config meant for another machine): "
+                        "skip the checks of its paths and of the Kafka cluster, which by "
+                        "default must answer within kafka.connect_timeout_seconds")
     p.set_defaults(func=cmd_check_config)
 
     _add_generate(sub, argv)
@@ -185,12 +190,29 @@ def cmd_check_config(args) -> int:
     """Validate; print the effective config (secrets masked) as YAML on stdout."""
     import yaml
 
+    from ..runtime import preflight
+
     cfg = load_config(args.config)
     if not args.quiet:
         sys.stdout.write(f"# effective configuration of {args.config} (secrets masked)\n")
         sys.stdout.write(yaml.safe_dump(cfg.to_dict(mask_secrets=True), sort_keys=False,
                                         default_flow_style=False))
-    print(f"{args.config}: OK", file=sys.stderr)
+        sys.stdout.flush()
+    # the same checks as the daemon's start-up: files, then the Kafka cluster
+    try:
+        warnings = [] if args.offline else preflight.run_preflight(cfg)
+    except preflight.PreflightError as exc:
+        print(f"streamgmm check-config: error: {exc}", file=sys.stderr)
+        return 1
+    for w in warnings:
+        print(f"streamgmm check-config: warning: {w}", file=sys.stderr)
+    needs = preflight.kafka_needed(cfg)
+    if needs and not args.offline:
+        print(f"{args.config}: OK (files; Kafka cluster at {preflight.servers(cfg)} reachable)",
+              file=sys.stderr)
+    else:
+        print(f"{args.config}: OK" + (" (paths and Kafka not checked: --offline)"
+                                      if args.offline else ""), file=sys.stderr)
     return 0
 
 
@@ -207,8 +229,22 @@ def cmd_fit(args) -> int:
         print(f"streamgmm fit: skipped {n_bad} of {n_records} records "
               f"({_reason_counts(counts)}); first: {first}", file=sys.stderr)
     if len(X) == 0:
-        raise RuntimeError(f"{args.input}: no valid records to fit on")
-    det = Detector.from_dict(detector_dict(cfg), feature_names=features)
+        raise RuntimeError(f"{args.input}: no valid records to fit on"
+                           + _format_hint(args.input, args.format, counts))
+    from ...detection.sizing import min_training_records
+
+    dcfg = detector_dict(cfg)
+    need = min_training_records(dcfg, len(features))
+    if len(X) < need:
+        k = cfg.detector.n_components
+        raise RuntimeError(
+            f"{args.input}: {len(X)} valid records are too few to fit: at least {need} are "
+            f"needed for {len(features)} features, "
+            f"{k if isinstance(k, int) else f'up to {cfg.detector.max_components}'} "
+            f"{cfg.detector.covariance_type}-covariance components and a "
+            f"{cfg.detector.threshold.percentile:g}% threshold (twice the mixture's free "
+            f"parameters, and 100/percentile records)")
+    det = Detector.from_dict(dcfg, feature_names=features)
     try:
         t0 = time.perf_counter()
         det.fit(X)
@@ -263,6 +299,11 @@ def cmd_score(args) -> int:
     n_bad = sum(counts.values())
     print(f"streamgmm score: {n_total} records, {n_anom} anomalies, {n_bad} bad"
           + (f" ({_reason_counts(counts)})" if n_bad else ""), file=sys.stderr)
+    if n_total and n_bad == n_total:
+        raise RuntimeError(f"{args.input}: none of the {n_total} records could be scored"
+                           + _format_hint(args.input, args.format, counts))
+    if not n_total:
+        raise RuntimeError(f"{args.input}: no records to score")
     return 0
 
 
@@ -286,17 +327,41 @@ def cmd_inspect(args) -> int:
 
 
 def _load_model(Detector, path: str, trusted: bool):
+    from ...persistence import PICKLE_KINDS, identify
+
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such model file")
-    if str(path).endswith(".joblib") and not trusted:
-        raise UsageError(f"{path} is a pickle-based .joblib model, which runs code when loaded; "
-                         "pass --trusted only if you trust where it came from")
+    kind, what = identify(path)  # by the magic bytes, not the name
+    if kind in PICKLE_KINDS:
+        if not trusted:
+            raise UsageError(f"{path} is {what}, which runs code when loaded; pass --trusted "
+                             "only if you trust where it came from")
+    elif kind != "zip":
+        raise RuntimeError(f"{path} is not a streamgmm model: it is {what} (a model is the "
+                           ".npz file 'streamgmm fit' writes)")
     return Detector.load(path, trusted=trusted)
 
 
 def _check_input(path: str) -> None:
     if path != "-" and not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such input file")
+
+
+def _format_hint(path: str, fmt: str, counts: dict) -> str:
+    """A hint when a CSV file was read as JSON lines (every record invalid JSON and the first
+    line looks like a CSV header)."""
+    if _resolve_format(path, fmt) != "jsonl" or path == "-" or \
+            counts.get("invalid_json", 0) != sum(counts.values()):
+        return ""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(65536).decode("utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+    if "," in first and not first.startswith(("{", "[")):
+        return ("; the input was read as JSON lines but looks like CSV: "
+                "pass --format csv (or name the file .csv)")
+    return ""
 
 
 def _reason_counts(counts: dict) -> str:
@@ -380,10 +445,13 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
     else:
         f = sys.stdin.buffer if stdin else open(path, "rb")
         try:
+            from ..local_io.files import BoundedLineReader
+
             done = 0
             values, nums = [], []
-            for lineno, line in enumerate(f, 1):
-                done += len(line)
+            lines = BoundedLineReader(f, spec.max_bytes)  # an over-long line: only a prefix
+            for lineno, (line, size) in enumerate(iter(lines.read, None), 1):
+                done += size
                 if not line.strip():
                     continue
                 values.append(line.rstrip(b"\r\n"))

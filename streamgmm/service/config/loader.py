@@ -46,6 +46,7 @@ from ...detection.config import (DetectorConfig, DriftConfig, OnlineConfig, Refi
 from ...schema import (REQUIRED, Bool, Builder, Choice, ConfigError, FeaturePath, Int, Map, Num,
                        Optional, PathStr, Regex, Str, StrList, join, section, setting, show,
                        to_plain, unknown_key)
+from .local_defaults import apply_local_defaults
 
 __all__ = [
     "ConfigError",
@@ -123,6 +124,11 @@ class KafkaConfig:
         doc='group session timeout')
     heartbeat_interval_ms: int = setting(Int(1), 3000,
         doc='heartbeat interval (below the session timeout)')
+    connect_timeout_seconds: float | None = setting(Optional(Num(0, lo_open=True)), 60.0,
+        doc=('at start-up, how long to wait for the cluster to answer (retried with backoff, '
+             '`/readyz` not ready meanwhile) before exiting 1 with one line naming '
+             '`bootstrap_servers`; `null` waits for ever. Also the wait of `check-config`. Once '
+             'running, an outage is waited out whatever this says (docs/operations.md)'))
     security: dict = setting(Map(), {}, free=True, file_keys=True,
         doc=("passed to kafka-python's consumer and producers: `security_protocol`, "
              '`sasl_mechanism`, `sasl_plain_username`, `sasl_plain_password`, `ssl_cafile`, '
@@ -340,9 +346,11 @@ def resolve_path(value: str, base_dir: str | os.PathLike | None = None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> dict:
+def _apply_env_overrides(raw: dict, environ: Mapping[str, str],
+                         origins: dict | None = None) -> dict:
     """Return a copy of ``raw`` with every ``STREAMGMM__A__B=value`` applied (sorted by name,
-    so the result does not depend on environment order)."""
+    so the result does not depend on environment order); ``origins`` (if given) gets
+    ``{key.path: variable name}`` so that a bad value's error can name the variable."""
     raw = _deep_copy(raw)
     items = sorted((k, v) for k, v in environ.items() if k.upper().startswith(ENV_PREFIX))
     for name, text in items:
@@ -355,7 +363,20 @@ def _apply_env_overrides(raw: dict, environ: Mapping[str, str]) -> dict:
         except yaml.YAMLError:
             value = text
         _set_override(raw, parts, value, name)
+        if origins is not None:
+            origins[".".join(p.lower() for p in parts)] = name
     return raw
+
+
+def _name_env_variable(exc: ConfigError, origins: Mapping[str, str]) -> ConfigError:
+    """The same error, naming the environment variable when the bad value came from one."""
+    key = exc.key_path or ""
+    for path, name in origins.items():
+        if (key == path or key.startswith(path + ".") or key.startswith(path + "[")) \
+                and name not in exc.message:
+            return ConfigError(exc.key_path, f"{exc.message} (set by environment variable "
+                                             f"{name})")
+    return exc
 
 
 def _set_override(raw: dict, parts: list[str], value: Any, env_name: str) -> None:
@@ -504,12 +525,17 @@ def config_from_dict(d: Mapping | None, environ: Mapping[str, str] | None = None
         d = {}
     if not isinstance(d, Mapping):
         raise ConfigError("(top level)", f"expected a mapping, got {show(d)}")
-    raw = _apply_env_overrides(dict(d), environ)
+    origins: dict = {}
+    raw = _apply_env_overrides(dict(d), environ, origins)
     base = Path(base_dir) if base_dir is not None else Path(os.getcwd())
     builder = _Builder(environ, base)
-    builder.check_keys(Config, raw, "")
-    cfg = builder.build(Config, raw, "")
-    cfg = _cross_checks(cfg, raw)
+    try:
+        builder.check_keys(Config, raw, "")
+        cfg = builder.build(Config, raw, "")
+        cfg = _cross_checks(cfg, raw)
+        cfg = apply_local_defaults(cfg, raw)  # file/stdin source: outputs default to stdout
+    except ConfigError as exc:
+        raise _name_env_variable(exc, origins) from None
     return cfg
 
 

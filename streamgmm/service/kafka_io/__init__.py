@@ -1,5 +1,7 @@
 """The daemon's Kafka I/O: the consumer-group source and the producer-backed sinks."""
 from .consumer import KafkaSource
-from .producer import KafkaSink, make_producer
+from .producer import (KafkaSink, OutputsPending, ProducerFailed, ProducerLink, RetriableSinkError,
+                       make_producer)
 
-__all__ = ["KafkaSource", "KafkaSink", "make_producer"]
+__all__ = ["KafkaSource", "KafkaSink", "OutputsPending", "ProducerFailed", "ProducerLink",
+           "RetriableSinkError", "make_producer"]

@@ -119,6 +119,15 @@ class KafkaSource:
         """True when this consumer owns at least one partition."""
         return bool(self._assigned)
 
+    def connected(self) -> bool | None:
+        """Whether the client holds a live connection to any broker (None: cannot tell).
+        A consumer in a group always has one (coordinator, fetches) while the cluster is up."""
+        try:
+            conns = list(self.consumer._manager._conns.values())  # kafka-python 3 internals
+            return any(getattr(c, "connected", False) for c in conns)
+        except Exception:  # noqa: BLE001 - another client version: no outage detection
+            return None
+
     def assignment(self) -> set:
         """The (topic, partition) pairs currently owned."""
         return set(self._assigned)

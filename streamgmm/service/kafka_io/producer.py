@@ -1,4 +1,13 @@
-"""The Kafka sinks: JSON events or raw dead letters to a topic through an acks=all producer."""
+"""The Kafka sinks: JSON events or raw dead letters to a topic through one acks=all producer.
+
+Both sinks share a `ProducerLink`: the kafka-python producer plus every output sent since the
+last flush that was fully acknowledged. When a send fails (the client gave up on it, or declared
+the producer fatal, e.g. `OutOfOrderSequenceNumberError` / `UnknownProducerIdError` after a
+broker lost its producer state), `flush` raises `ProducerFailed`; the daemon then calls
+`rebuild()`: the old producer is dropped, a new one is made, and every unacknowledged output is
+sent again (duplicates are possible, losses are not: the daemon commits input offsets only after
+a flush that succeeded). A flush that merely runs out of time raises `OutputsPending`.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,55 +17,160 @@ from ..messages import SinkError, dead_letter_headers, dumps
 
 log = logging.getLogger(__name__)
 
+#: kafka-python's default max_block_ms (60 s) would block the loop that long on a send whose
+#: topic metadata is unknown (topic missing, broker down); the loop retries instead.
+DEFAULT_MAX_BLOCK_MS = 5000
 
-class KafkaSink:
-    """JSON events (or raw dead letters) to one topic via an acks=all producer."""
 
-    def __init__(self, kcfg, topic: str, producer=None):
-        self.topic = topic
-        self._owns = producer is None
-        self.producer = producer if producer is not None else make_producer(kcfg)
-        self._error: Exception | None = None
+class RetriableSinkError(SinkError):
+    """Outputs not (yet) acknowledged by Kafka: retry (no input offset is committed past them)."""
+
+
+class OutputsPending(RetriableSinkError):
+    """The flush ran out of time: the outputs are still in flight (broker slow or down)."""
+
+
+class ProducerFailed(RetriableSinkError):
+    """A send failed for good on this producer: rebuild it and send the outputs again."""
+
+
+class ProducerLink:
+    """One kafka-python producer shared by the event and dead-letter sinks, with the outputs
+    not yet acknowledged, so that a producer the client declares fatal can be replaced."""
+
+    def __init__(self, kcfg, factory=None):
+        self.kcfg = kcfg
+        self._factory = factory or (lambda **kw: make_producer(kcfg, **kw))
+        self.producer = self._factory()
         self._lock = threading.Lock()
+        self._unacked: list = []  # (topic, value, key, headers) since the last good flush
+        self._error: BaseException | None = None
+        self._error_topic: str | None = None
+        self.rebuilds = 0
+        self._generation = 0  # errbacks of a replaced producer are ignored
 
-    def _on_error(self, exc):
+    @property
+    def unacked(self) -> int:
+        return len(self._unacked)
+
+    def _on_error(self, topic, exc, generation=None) -> None:  # on the client's IO thread
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return
             if self._error is None:
-                self._error = exc
+                self._error, self._error_topic = exc, topic
 
-    def _send(self, value: bytes, key=None, headers=None) -> None:
-        if self._error is not None:
-            raise SinkError(f"producing to {self.topic!r} failed: {self._error!r}")
-        fut = self.producer.send(self.topic, value=value, key=key, headers=headers or None)
-        fut.add_errback(self._on_error)
+    def send(self, topic: str, value: bytes, key=None, headers=None) -> None:
+        """Queue one output (kept until a flush acknowledges it)."""
+        item = (topic, value, key, headers or None)
+        self._unacked.append(item)
+        if self._error is None:
+            self._send(item)
 
-    def send_event(self, event: dict, key: bytes | None = None) -> None:
-        """Queue one scored-record event (JSON)."""
-        self._send(dumps(event), key=key)
-
-    def send_dead_letter(self, rec, reason, message, exc_class, group) -> None:
-        """Queue the original value with `__streamgmm.errors.*` headers."""
-        self._send(rec.value if rec.value is not None else b"", key=rec.key,
-                   headers=dead_letter_headers(rec, reason, message, exc_class, group))
+    def _send(self, item) -> None:
+        topic, value, key, headers = item
+        if self.producer is None:
+            self._on_error(topic, RuntimeError("no producer"))
+            return
+        try:
+            fut = self.producer.send(topic, value=value, key=key, headers=headers)
+        except Exception as exc:  # noqa: BLE001 - fatal state, metadata timeout, ...
+            self._on_error(topic, exc)
+            return
+        gen = self._generation
+        fut.add_errback(lambda exc: self._on_error(topic, exc, gen))
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait for all acks; SinkError if any send failed or the flush timed out."""
-        try:
-            self.producer.flush(timeout=timeout)
-        except Exception as exc:  # noqa: BLE001 - KafkaTimeoutError etc.
-            raise SinkError(f"flushing the producer for {self.topic!r} failed: {exc!r}") from exc
-        if self._error is not None:
-            raise SinkError(f"producing to {self.topic!r} failed: {self._error!r}")
+        """Wait for the acks of everything sent: OutputsPending when `timeout` runs out,
+        ProducerFailed when a send failed (then `rebuild()`)."""
+        if self.producer is None:
+            raise ProducerFailed("no producer (rebuilding it failed)")
+        if self._error is None:
+            try:
+                self.producer.flush(timeout=timeout)
+            except Exception as exc:  # noqa: BLE001 - KafkaTimeoutError, or a fatal error
+                from kafka.errors import KafkaTimeoutError
+
+                if isinstance(exc, KafkaTimeoutError) and self._error is None:
+                    raise OutputsPending(f"{len(self._unacked)} outputs not acknowledged "
+                                         f"within {timeout}s") from None
+                self._on_error(None, exc)
+        with self._lock:
+            err, topic = self._error, self._error_topic
+        if err is not None:
+            where = f"producing to {topic!r}" if topic else "producing"
+            text = str(err).strip()
+            if not text.startswith(type(err).__name__):
+                text = f"{type(err).__name__}: {text}"
+            raise ProducerFailed(f"{where} failed: {text}")
+        self._unacked.clear()
+
+    def rebuild(self) -> None:
+        """Replace the producer and send every unacknowledged output again. The new producer
+        reuses the broker version the old one found, so building it does not wait for the
+        cluster (it connects on the first send); an exception leaves the state retriable."""
+        old = self.producer
+        with self._lock:
+            self._generation += 1  # the old producer's errbacks no longer count
+        if old is not None:
+            version = getattr(old, "config", {}).get("api_version")
+            if version:
+                self._version = version
+            self.producer = None
+            try:
+                old.close(timeout=0)
+            except Exception:  # noqa: BLE001 - a fatal producer may complain on close
+                log.debug("closing the failed producer", exc_info=True)
+        version = getattr(self, "_version", None)
+        self.producer = self._factory(**({"api_version": version} if version else {}))
+        with self._lock:
+            self._error, self._error_topic = None, None
+        self.rebuilds += 1
+        for item in self._unacked:
+            if self._error is not None:
+                break
+            self._send(item)
 
     def close(self, timeout: float | None = None) -> None:
-        if self._owns:
+        if self.producer is not None:
             try:
                 self.producer.close(timeout=timeout)
             except Exception:  # noqa: BLE001
                 log.exception("error closing the producer")
 
 
-def make_producer(kcfg):
+class KafkaSink:
+    """JSON events (or raw dead letters) to one topic via a shared `ProducerLink`."""
+
+    def __init__(self, kcfg, topic: str, producer=None):
+        self.topic = topic
+        self._owns = producer is None
+        if producer is None:
+            producer = ProducerLink(kcfg)
+        elif not isinstance(producer, ProducerLink):  # a bare KafkaProducer
+            bare = producer
+            producer = ProducerLink(kcfg, factory=lambda **kw: bare)
+        self.link = producer
+
+    def send_event(self, event: dict, key: bytes | None = None) -> None:
+        """Queue one scored-record event (JSON)."""
+        self.link.send(self.topic, dumps(event), key=key)
+
+    def send_dead_letter(self, rec, reason, message, exc_class, group) -> None:
+        """Queue the original value with `__streamgmm.errors.*` headers."""
+        self.link.send(self.topic, rec.value if rec.value is not None else b"", key=rec.key,
+                       headers=dead_letter_headers(rec, reason, message, exc_class, group))
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for all acks (see ProducerLink.flush)."""
+        self.link.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        if self._owns:
+            self.link.close(timeout)
+
+
+def make_producer(kcfg, **overrides):
     """A kafka-python producer with acks=all (user producer/security settings on top).
 
     batch_size is 256 KiB, not kafka-python's 16 KiB: with `emit: all` a full batch makes
@@ -65,9 +179,11 @@ def make_producer(kcfg):
     from kafka import KafkaProducer
 
     kwargs = dict(bootstrap_servers=list(kcfg.bootstrap_servers),
-                  client_id=kcfg.client_id, acks="all", linger_ms=5, batch_size=256 * 1024)
+                  client_id=kcfg.client_id, acks="all", linger_ms=5, batch_size=256 * 1024,
+                  max_block_ms=DEFAULT_MAX_BLOCK_MS)
     kwargs.update(dict(kcfg.security or {}))
     kwargs.update(dict(kcfg.producer or {}))
+    kwargs.update(overrides)
     if kwargs.get("acks") not in ("all", -1, "-1"):
         log.warning("kafka.producer.acks=%r weakens at-least-once delivery", kwargs.get("acks"))
     return KafkaProducer(**kwargs)

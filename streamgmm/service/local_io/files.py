@@ -23,6 +23,71 @@ def detect_format(path: str | None, fmt: str) -> str:
     return "csv" if name.endswith(".csv") or name.endswith(".csv.gz") else "jsonl"
 
 
+DEFAULT_MAX_BYTES = 1048576
+SKIP_CHUNK = 1 << 16
+
+
+class BoundedLineReader:
+    """Lines of a binary stream, never holding more than ``max_bytes + 1`` bytes of one line.
+
+    ``read()`` returns ``(line, size)``: the whole line (newline included) and its length, or,
+    for a line longer than ``max_bytes`` (not counting the newline), its first ``max_bytes + 1``
+    bytes and the length of the whole line (the rest is read in 64 KiB chunks and dropped, so
+    memory stays flat whatever the line's size); ``None`` at the end of the stream (or, with
+    ``follow``, when the last line is still incomplete: the next call continues it).
+    """
+
+    def __init__(self, fh, max_bytes: int = DEFAULT_MAX_BYTES, follow: bool = False):
+        self.fh = fh
+        self.limit = int(max_bytes) + 1
+        self.follow = follow
+        self._partial = b""      # follow: the start of a line still being written
+        self._skipped = 0        # length of the over-long line being dropped (0: not skipping)
+        self._prefix = b""
+
+    def read(self):
+        fh = self.fh
+        while True:
+            if self._skipped:  # dropping the rest of an over-long line
+                chunk = fh.readline(SKIP_CHUNK)
+                if isinstance(chunk, str):
+                    chunk = chunk.encode()
+                if not chunk:
+                    if self.follow:
+                        return None  # the writer has not finished the line yet
+                    return self._finish_long()
+                self._skipped += len(chunk)
+                if chunk.endswith(b"\n"):
+                    return self._finish_long()
+                continue
+            room = self.limit - len(self._partial)
+            line = fh.readline(room + 1)  # one more byte: the newline of a line of max_bytes
+            if isinstance(line, str):
+                line = line.encode()
+            if not line:
+                if self._partial and not self.follow:
+                    line, self._partial = self._partial, b""
+                    return line, len(line)
+                return None
+            if self._partial:
+                line, self._partial = self._partial + line, b""
+            if line.endswith(b"\n"):
+                return line, len(line)
+            if len(line) > self.limit:  # over-long: keep a prefix, drop the rest as it comes
+                self._prefix = line[:self.limit]
+                self._skipped = len(line)
+                continue
+            if self.follow:
+                self._partial = line  # an incomplete line being written; wait for the rest
+                return None
+            return line, len(line)  # the last line, without a newline
+
+    def _finish_long(self):
+        prefix, size = self._prefix, self._skipped
+        self._prefix, self._skipped = b"", 0
+        return prefix, size
+
+
 class _LineParser:
     """Turns raw lines into records: JSON lines as-is; CSV rows keep their cells in `row`
     (decoded later against the header by records.decode_csv_rows)."""
@@ -31,8 +96,15 @@ class _LineParser:
         self.fmt = fmt
         self.header: list | None = None
 
-    def record(self, line: bytes, topic, offset) -> SourceRecord | None:
-        """The record for one line, or None for blank lines and the CSV header."""
+    def record(self, line: bytes, topic, offset, size: int | None = None) -> SourceRecord | None:
+        """The record for one line, or None for blank lines and the CSV header. ``size`` is the
+        whole line's length when ``line`` is only the prefix of an over-long line (it is then
+        kept as the record's value, to be dead-lettered as too_large)."""
+        if size is not None and size > len(line):
+            # kept as is (max_bytes + 1 bytes): the decoder sees it is too large, never parses
+            # it; a CSV row gets one cell of one character per byte, for the same reason
+            row = [line.decode("latin-1")] if self.fmt == "csv" else None
+            return SourceRecord(line, topic, None, offset, row=row, line_size=size)
         value = line.rstrip(b"\r\n")
         if not value.strip():
             return None
@@ -74,7 +146,8 @@ class _LocalSource:
 class FileSource(_LocalSource):
     """CSV or JSON-lines file. Exhausted at end of file unless `follow` (tail -f)."""
 
-    def __init__(self, path: str, fmt: str = "auto", follow: bool = False, name: str | None = None):
+    def __init__(self, path: str, fmt: str = "auto", follow: bool = False, name: str | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
         self.path = path
         self.follow = follow
         self.topic = name if name is not None else os.path.basename(path)
@@ -84,29 +157,19 @@ class FileSource(_LocalSource):
             self._fh = gzip.open(path, "rb")
         else:
             self._fh = open(path, "rb")
-        self._partial = b""
+        self._lines = BoundedLineReader(self._fh, max_bytes, follow)
         self._next_offset = 0
         self.exhausted = False
-
-    def _readline(self) -> bytes | None:
-        line = self._fh.readline()
-        if not line:
-            return None
-        if not line.endswith(b"\n") and self.follow:
-            self._partial += line  # an incomplete line being written; wait for the rest
-            return None
-        if self._partial:
-            line, self._partial = self._partial + line, b""
-        return line
 
     def poll(self, timeout_ms: int, max_records: int) -> Batch:
         """Up to `max_records` records; at EOF waits `timeout_ms` (follow) or is exhausted."""
         out = []
         while len(out) < max_records:
-            line = self._readline()
-            if line is None:
+            got = self._lines.read()
+            if got is None:
                 break
-            rec = self._parser.record(line, self.topic, self._next_offset)
+            line, size = got
+            rec = self._parser.record(line, self.topic, self._next_offset, size)
             if rec is not None:
                 out.append(rec)
                 self._next_offset += 1
@@ -125,8 +188,10 @@ class StdinSource(_LocalSource):
     """Records from standard input (JSON lines or CSV), read by a helper thread so that
     polling never blocks the loop; exhausted at end of input."""
 
-    def __init__(self, fmt: str = "auto", stream=None, maxsize: int = 100_000):
+    def __init__(self, fmt: str = "auto", stream=None, maxsize: int = 100_000,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
         self._stream = stream if stream is not None else sys.stdin.buffer
+        self._max_bytes = max_bytes
         self._parser = _LineParser("jsonl" if fmt in (None, "auto") else fmt)
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
         self._eof = object()
@@ -137,8 +202,12 @@ class StdinSource(_LocalSource):
 
     def _reader(self) -> None:
         try:
-            for line in self._stream:
-                self._q.put(line)
+            lines = BoundedLineReader(self._stream, self._max_bytes)
+            while True:
+                got = lines.read()
+                if got is None:
+                    break
+                self._q.put(got)
         except (OSError, ValueError):
             log.exception("error reading stdin")
         finally:
@@ -161,9 +230,8 @@ class StdinSource(_LocalSource):
             if line is self._eof:
                 self._done = True
                 break
-            if isinstance(line, str):
-                line = line.encode()
-            rec = self._parser.record(line, "stdin", self._next_offset)
+            line, size = line
+            rec = self._parser.record(line, "stdin", self._next_offset, size)
             if rec is not None:
                 out.append(rec)
                 self._next_offset += 1

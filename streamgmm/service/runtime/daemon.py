@@ -21,8 +21,10 @@ import time
 
 import numpy as np
 
-from ..kafka_io import KafkaSink, make_producer
+from ..kafka_io import (KafkaSink, OutputsPending, ProducerFailed, ProducerLink,
+                        RetriableSinkError)
 from ..messages import SinkError, SourceError
+from . import preflight
 from .decode_worker import DecodeWorker, decode_worker_wanted
 from .endpoints import make_sink, make_source
 from .events import DEAD_LETTER_CLASS, iso_now, key_text, make_event, record_ts_ms
@@ -37,6 +39,15 @@ SHUTDOWN_RESERVE_SECONDS = 1.0
 # The revocation callback runs on kafka-python's event loop (heartbeats wait meanwhile): it
 # waits at most this long for the acks of outputs already sent, never for a decode or a fit.
 REVOKE_FLUSH_SECONDS = 0.5
+CLUSTER_CHECK_SECONDS = 1.0     # how often the consumer's connections are looked at
+OUTAGE_AFTER_SECONDS = 3.0      # no connection to any broker for this long: cluster down
+FLUSH_SLICE_SECONDS = 1.0       # a flush waits in slices, so a stop request is seen
+OUTPUTS_LATE_SECONDS = 10.0     # outputs unacknowledged this long: say so (once)
+REBUILD_BACKOFF_MAX_SECONDS = 30.0
+
+
+class StopRequested(Exception):
+    """A stop was requested while the loop waited for Kafka (outputs or the cluster)."""
 
 
 # ------------------------------------------------------------------------------- the daemon
@@ -73,14 +84,34 @@ class Daemon:
         self._revoked: set = set()   # partitions revoked or lost in a poll, settled after it
         self._callback_error: BaseException | None = None  # raised in the main loop
         self.stop_deadline: float | None = None  # set by the signal handler
+        self.phase = "starting"      # starting | connecting | running | stopping
+        self.link: ProducerLink | None = None
+        self._cluster_down = False   # the consumer has lost every broker connection
+        self._disconnected_since: float | None = None
+        self._last_cluster_check = 0.0
+        self._outputs_blocked = False  # Kafka outputs not acknowledged (being retried)
 
     # ----------------------------------------------------------------------------- start-up
-    def start(self) -> None:
-        """Metrics server first (probes answer during warm-up), then model, sinks, source."""
+    def start(self) -> bool:
+        """Metrics server first (probes answer during warm-up), then the start-up checks
+        (files, then the Kafka cluster: retried until it answers or
+        kafka.connect_timeout_seconds pass), model, sinks, source. False when a stop was
+        requested while connecting. A problem raises DaemonError (one line)."""
         cfg = self.cfg
         if cfg.metrics.enabled:
-            self.server = HealthServer(cfg.metrics.host, cfg.metrics.port, self.health,
-                                       self.metrics).start()
+            try:
+                self.server = HealthServer(cfg.metrics.host, cfg.metrics.port, self.health,
+                                           self.metrics).start()
+            except OSError as exc:
+                raise DaemonError(f"metrics.port: cannot serve metrics on "
+                                  f"{cfg.metrics.host}:{cfg.metrics.port}: "
+                                  f"{exc.strerror or exc}") from None
+        try:
+            preflight.check_files(cfg)
+        except preflight.PreflightError as exc:
+            raise DaemonError(str(exc)) from None
+        if preflight.kafka_needed(cfg) and not self._connect():
+            return False
         self.det = load_detector(cfg)
         self.metrics.observe_model(self.det)  # a restored model: unsaved learning from now
         if decode_worker_wanted():
@@ -88,18 +119,66 @@ class Daemon:
                 self.worker = DecodeWorker(cfg.records)
             except Exception as exc:  # noqa: BLE001 - e.g. an unguarded __main__ under spawn
                 log.warning("no decode worker process (%s); decoding in this process", exc)
+        where = preflight.servers(cfg)
         if "kafka" in (cfg.sink.type, cfg.dead_letter.type):
-            self.producer = make_producer(cfg.kafka)
-        self.sink = make_sink(cfg.sink, cfg.kafka, producer=self.producer)
-        self.dlq = make_sink(cfg.dead_letter, cfg.kafka, producer=self.producer)
-        if cfg.source.type == "kafka":
-            self.source = make_source(cfg, on_revoked=self._on_revoked,
-                                      on_assigned=self._on_assigned, on_lost=self._on_lost,
-                                      on_commit_error=lambda exc:
-                                      self.metrics.commit_failures.inc())
-        else:
-            self.source = make_source(cfg)
+            try:
+                self.link = ProducerLink(cfg.kafka)
+            except Exception as exc:  # noqa: BLE001 - cluster gone since the check, auth...
+                raise DaemonError(f"cannot create the Kafka producer for {where}: "
+                                  f"{type(exc).__name__}: {exc}") from None
+            self.producer = self.link
+        for key, section in (("sink", cfg.sink), ("dead_letter", cfg.dead_letter)):
+            try:
+                sink = make_sink(section, cfg.kafka, producer=self.link)
+            except OSError as exc:
+                raise DaemonError(f"{key}.path: cannot open {section.path}: "
+                                  f"{exc.strerror or exc}") from None
+            setattr(self, "sink" if key == "sink" else "dlq", sink)
+        try:
+            if cfg.source.type == "kafka":
+                self.source = make_source(cfg, on_revoked=self._on_revoked,
+                                          on_assigned=self._on_assigned, on_lost=self._on_lost,
+                                          on_commit_error=lambda exc:
+                                          self.metrics.commit_failures.inc())
+            else:
+                self.source = make_source(cfg)
+        except OSError as exc:
+            raise DaemonError(f"source.path: cannot read {cfg.source.path}: "
+                              f"{exc.strerror or exc}") from None
+        except Exception as exc:  # noqa: BLE001 - KafkaTimeoutError, auth errors, ...
+            if cfg.source.type != "kafka":
+                raise
+            raise DaemonError(f"cannot create the Kafka consumer for {where}: "
+                              f"{type(exc).__name__}: {exc}") from None
+        self.phase = "running"
         self._update_ready()
+        return True
+
+    def _connect(self) -> bool:
+        """Wait for the Kafka cluster (not ready meanwhile); False when stopped first."""
+        cfg = self.cfg
+        where = preflight.servers(cfg)
+        timeout = cfg.kafka.connect_timeout_seconds
+        self.phase = "connecting"
+        self._update_ready()
+        log.info("connecting to the Kafka cluster at %s", where)
+
+        def on_state(err):
+            log.warning("Kafka cluster at %s not reachable (%s); retrying with backoff %s; "
+                        "/readyz reports not ready", where, err,
+                        "until it answers" if timeout is None else
+                        f"for up to {timeout:g}s (kafka.connect_timeout_seconds)")
+        try:
+            topics = preflight.check_kafka(cfg, timeout, self.stop_event, on_state)
+        except preflight.PreflightError as exc:
+            raise DaemonError(str(exc)) from None
+        if topics is None:
+            log.info("stop requested while connecting to Kafka")
+            return False
+        for warning in preflight.check_topics(cfg, topics):
+            log.warning("%s", warning)
+        log.info("Kafka cluster at %s reachable", where)
+        return True
 
     # -------------------------------------------------------------------- rebalance callbacks
     def _on_assigned(self, tps) -> None:
@@ -129,9 +208,12 @@ class Daemon:
             offsets = self._offsets_to_commit(only=set(tps), force=True)
             self._committed.update(offsets)
             return offsets
+        except SinkError as exc:
+            log.warning("flush before revocation failed, not committing: %s", exc)
         except Exception as exc:  # noqa: BLE001 - surfaced by the main loop, not swallowed
-            log.exception("handling the revocation of %s failed",
-                          ", ".join(f"{t}[{p}]" for t, p in sorted(tps)))
+            log.error("handling the revocation of %s failed: %s",
+                      ", ".join(f"{t}[{p}]" for t, p in sorted(tps)), _one_line(exc))
+            log.debug("revocation failure", exc_info=True)
             self._callback_error = exc
             return None
         finally:
@@ -158,7 +240,7 @@ class Daemon:
             return
         self._drain()
         if self._unflushed is not None:
-            self._flush()
+            self._flush_outputs()
         self._forget(self._revoked)
         self._revoked.clear()
 
@@ -180,8 +262,9 @@ class Daemon:
         batch = self.source.poll(cfg.kafka.poll_timeout_ms, cfg.kafka.max_poll_records)
         self.health.beat()
         self._settle_revoked()
+        self._check_cluster()
         if self._unflushed is not None:
-            self._flush()
+            self._flush_outputs()
             self._commit()
         prev, prev_dec = self._inflight, None
         if prev is not None:
@@ -225,6 +308,76 @@ class Daemon:
             t0 = time.perf_counter()
             return self._decode(batch.records), time.perf_counter() - t0
 
+    def _flush_outputs(self) -> None:
+        """Flush, waiting for Kafka as long as it takes: outputs not acknowledged are waited
+        for in slices, a producer whose sends failed is rebuilt and the outputs sent again,
+        with backoff; nothing is committed meanwhile, /readyz is not ready, /healthz stays
+        alive, and a stop request ends the wait (StopRequested). One log line when the
+        outputs fall behind and one when they are acknowledged again."""
+        t0 = time.monotonic()
+        backoff = 0.5
+        while True:
+            try:
+                self._flush(FLUSH_SLICE_SECONDS if self.link is not None else None)
+                break
+            except OutputsPending as exc:
+                if not self._outputs_blocked and time.monotonic() - t0 >= OUTPUTS_LATE_SECONDS:
+                    self._set_outputs_blocked(f"{exc} (broker slow or down?); waiting, "
+                                              "nothing is committed past them")
+            except ProducerFailed as exc:
+                if not self._outputs_blocked:
+                    self._set_outputs_blocked(
+                        f"{exc}; rebuilding the producer and sending the "
+                        f"{self.link.unacked} unacknowledged outputs again, with backoff")
+                if self.stop_event.wait(backoff):
+                    raise StopRequested() from None
+                backoff = min(backoff * 2, REBUILD_BACKOFF_MAX_SECONDS)
+                try:
+                    self.link.rebuild()
+                except Exception as rexc:  # noqa: BLE001 - retried after the next backoff
+                    log.debug("rebuilding the producer failed: %s", rexc)
+            self.health.beat()
+            if self.stop_event.is_set():
+                raise StopRequested()
+        if self._outputs_blocked:
+            self._outputs_blocked = False
+            log.info("outputs acknowledged again after %.1fs (producer rebuilt %d times so "
+                     "far)", time.monotonic() - t0, self.link.rebuilds if self.link else 0)
+            self._update_ready()
+
+    def _set_outputs_blocked(self, text: str) -> None:
+        self._outputs_blocked = True
+        log.warning("Kafka outputs not acknowledged: %s", text)
+        self._update_ready()
+
+    def _check_cluster(self) -> None:
+        """One line when the consumer loses every broker connection for a while (the client
+        keeps retrying with backoff; not ready meanwhile), one when it has one again."""
+        now = time.monotonic()
+        if now - self._last_cluster_check < CLUSTER_CHECK_SECONDS:
+            return
+        self._last_cluster_check = now
+        connected = getattr(self.source, "connected", None)
+        state = connected() if callable(connected) else None
+        if state is None:
+            return
+        where = preflight.servers(self.cfg)
+        if state:
+            if self._cluster_down:
+                log.info("Kafka cluster at %s reachable again after %.0fs", where,
+                         now - (self._disconnected_since or now))
+                self._cluster_down = False
+                self._update_ready()
+            self._disconnected_since = None
+            return
+        if self._disconnected_since is None:
+            self._disconnected_since = now
+        elif not self._cluster_down and now - self._disconnected_since >= OUTAGE_AFTER_SECONDS:
+            self._cluster_down = True
+            log.warning("Kafka cluster at %s unreachable: the client keeps reconnecting with "
+                        "backoff; /readyz reports not ready until it is back", where)
+            self._update_ready()
+
     def _flush(self, timeout: float | None = None) -> None:
         """Make every output sent so far durable; then its input offsets may be committed."""
         self.sink.flush(timeout)
@@ -254,6 +407,11 @@ class Daemon:
     def _handle(self, recs, dec) -> None:
         for err in dec.errors:
             i, reason, message = err[0], err[1], err[2]
+            size = getattr(recs[i], "line_size", None)
+            if size is not None and reason == "too_large":  # a local line cut at max_bytes
+                message = (f"record is {size} bytes, over records.max_bytes = "
+                           f"{self.cfg.records.max_bytes} (only its first "
+                           f"{len(recs[i].value)} bytes are kept)")
             exc_class = getattr(err, "exception_class", None) or DEAD_LETTER_CLASS.get(
                 reason, "streamgmm.records.DecodeError")
             self.dlq.send_dead_letter(recs[i], reason, message, exc_class, self.group)
@@ -364,9 +522,11 @@ class Daemon:
         self._last_ckpt = time.monotonic()
         try:
             t0 = time.perf_counter()
-            self.det.save(path, include_recent_records=self.cfg.checkpoint.include_recent_records)
-        except Exception:  # noqa: BLE001 - a failed checkpoint must not stop scoring
-            log.exception("checkpoint to %s failed", path)
+            self.det.save(path,
+                          include_recent_records=self.cfg.checkpoint.include_recent_records)
+        except Exception as exc:  # noqa: BLE001 - a failed checkpoint must not stop scoring
+            log.error("checkpoint to %s failed: %s", path, _one_line(exc))
+            log.debug("checkpoint failure", exc_info=True)
             return False
         self.metrics.observe_checkpoint()
         log.info("checkpoint written to %s (model version %s, %.3fs)", path,
@@ -376,9 +536,16 @@ class Daemon:
     def _update_ready(self) -> None:
         det_ready = bool(self.det is not None and self.det.ready)
         src_ready = bool(self.source is not None and self.source.ready)
-        ok = det_ready and src_ready
+        kafka_ok = not (self._cluster_down or self._outputs_blocked or
+                        self.phase == "connecting")
+        ok = det_ready and src_ready and kafka_ok
         self.metrics.ready.set(1 if ok else 0)
-        self.health.set_ready(ok, model_ready=det_ready, partitions_assigned=src_ready)
+        detail = {"model_ready": det_ready, "partitions_assigned": src_ready}
+        if not kafka_ok:
+            detail["kafka"] = ("connecting" if self.phase == "connecting" else
+                               "unreachable" if self._cluster_down else
+                               "outputs not acknowledged")
+        self.health.set_ready(ok, **detail)
 
     # ------------------------------------------------------------------------------ shutdown
     def shutdown(self, clean: bool) -> int:
@@ -388,18 +555,31 @@ class Daemon:
         deadline -= SHUTDOWN_RESERVE_SECONDS  # keep time for the last closes
         left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
         code = 0 if clean else 1
+        self.phase = "stopping"
+        kafka_down = self._cluster_down or self._outputs_blocked
+        short = lambda: min(left(), 2.0) if kafka_down else left()  # noqa: E731
         if clean and self.source is not None:
             try:
                 self._drain()
-                self._flush(left())
+                self._flush(short())
                 self._forget(self._revoked)  # revoked in the last poll: not ours to commit
                 self._revoked.clear()
-                if self.source.group is not None and not self._commit(sync=True,
-                                                                      timeout=left()):
-                    log.warning("final offset commit failed; those records will be "
-                                "re-read after a restart (at-least-once)")
-            except Exception:  # noqa: BLE001 - SinkError, a dead decode worker, ...
-                log.exception("finishing the last batch failed; not committing")
+                if self.source.group is not None:
+                    if self._cluster_down:
+                        log.warning("Kafka cluster unreachable: final offset commit skipped; "
+                                    "records since the last commit are re-read after a "
+                                    "restart (at-least-once)")
+                    elif not self._commit(sync=True, timeout=left()):
+                        log.warning("final offset commit failed; those records will be "
+                                    "re-read after a restart (at-least-once)")
+            except RetriableSinkError as exc:  # Kafka down: a stop is still a clean stop
+                log.warning("outputs of the last batches not acknowledged (%s): their "
+                            "offsets are not committed; they are re-read after a restart "
+                            "(at-least-once)", exc)
+            except Exception as exc:  # noqa: BLE001 - SinkError, a dead decode worker, ...
+                log.error("finishing the last batch failed, not committing: %s",
+                          _one_line(exc))
+                log.debug("finishing the last batch failed", exc_info=True)
                 code = 1
         if self.det is not None:
             if len(self.pending):
@@ -407,19 +587,19 @@ class Daemon:
                             "committed", len(self.pending))
             if clean and not self._maybe_checkpoint(force=True):
                 code = 1
-            try:
-                self.det.close(timeout=left())
+            try:  # a refit in flight is not waited for: the checkpoint keeps its request
+                self.det.close(timeout=min(left(), 0.5))
             except Exception:  # noqa: BLE001
                 log.exception("error stopping the detector")
         if self.source is not None:
             self._closing = True  # the final commit is done: close() revokes, nothing to add
-            self.source.close(timeout_ms=int(left() * 1000))
+            self.source.close(timeout_ms=int(short() * 1000))
         for s in (self.sink, self.dlq):
             if s is not None and not isinstance(s, KafkaSink):
                 s.close()
         if self.producer is not None:
             try:
-                self.producer.close(timeout=left())
+                self.producer.close(timeout=short())
             except Exception:  # noqa: BLE001
                 log.exception("error closing the producer")
         if self.worker is not None:
@@ -485,6 +665,14 @@ class DaemonError(RuntimeError):
     """A start-up problem to report in one line (exit code 1)."""
 
 
+def _one_line(exc: BaseException) -> str:
+    """`Type: message` on one line (an OSError as `path: reason`)."""
+    if isinstance(exc, OSError) and getattr(exc, "filename", None) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    text = " | ".join(p.strip() for p in str(exc).splitlines() if p.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 # ----------------------------------------------------------------------------------- run()
 
 def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | None = None,
@@ -506,8 +694,13 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
             if stop.is_set():
                 log.error("second signal: exiting now")
                 os._exit(1)
-            log.info("%s received: finishing the batch in hand, then stopping",
-                     signal.Signals(signum).name)
+            if daemon.phase in ("starting", "connecting"):
+                log.info("%s received while %s: stopping", signal.Signals(signum).name,
+                         "connecting to Kafka" if daemon.phase == "connecting"
+                         else "starting")
+            else:
+                log.info("%s received: finishing the batch in hand, then stopping",
+                         signal.Signals(signum).name)
             daemon.stop_deadline = time.monotonic() + cfg.shutdown_timeout_seconds
             stop.set()
             t = threading.Timer(cfg.shutdown_timeout_seconds, _overrun)
@@ -519,17 +712,17 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
     clean = failed = False
     try:
         try:
-            daemon.start()
-            if ready_callback is not None:
-                ready_callback(daemon)
-            log.info("daemon started (source %s, sink %s, dead letters %s)", cfg.source.type,
-                     cfg.sink.type, cfg.dead_letter.type)
-            while not stop.is_set():
-                daemon.step()
-                if daemon.exhausted:
-                    log.info("end of input")
-                    daemon.finish_input()
-                    break
+            if daemon.start():
+                if ready_callback is not None:
+                    ready_callback(daemon)
+                log.info("daemon started (source %s, sink %s, dead letters %s)",
+                         cfg.source.type, cfg.sink.type, cfg.dead_letter.type)
+                while not stop.is_set():
+                    daemon.step()
+                    if daemon.exhausted:
+                        log.info("end of input")
+                        daemon.finish_input()
+                        break
             clean = True
         except KeyboardInterrupt:
             log.info("interrupted")
@@ -537,10 +730,13 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
         except SourceError as exc:  # finish and commit what came before it, then exit 1
             log.error("%s", exc)
             clean = failed = True
+        except StopRequested:
+            clean = True
         except DaemonError as exc:
             log.error("%s", exc)
-        except Exception:  # noqa: BLE001 - log it, commit nothing more, exit 1
-            log.exception("daemon failed")
+        except Exception as exc:  # noqa: BLE001 - one line, commit nothing more, exit 1
+            log.error("daemon failed: %s", _one_line(exc))
+            log.debug("daemon failure", exc_info=True)
         code = daemon.shutdown(clean) or int(failed)
     finally:
         for t in timers:  # a process embedding run() must live on after a clean stop

@@ -11,9 +11,10 @@ def make_source(cfg, **callbacks):
     if kind == "kafka":
         return KafkaSource(cfg.kafka, **callbacks)
     if kind == "file":
-        return FileSource(cfg.source.path, cfg.source.format, cfg.source.follow)
+        return FileSource(cfg.source.path, cfg.source.format, cfg.source.follow,
+                          max_bytes=cfg.records.max_bytes)
     if kind == "stdin":
-        return StdinSource(cfg.source.format)
+        return StdinSource(cfg.source.format, max_bytes=cfg.records.max_bytes)
     raise ValueError(f"source.type: unknown source {kind!r}")
 
 

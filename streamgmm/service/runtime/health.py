@@ -2,7 +2,8 @@
 
 `/healthz` is 200 while the loop has made progress recently (it calls `Health.beat()` every
 iteration, empty polls included) and 503 when it is stuck; `/readyz` is 200 when the model is
-ready and, for Kafka, partitions are assigned. Served from a background thread so that a busy
+ready and, for Kafka, partitions are assigned and the cluster is reachable (503 with `"kafka":
+"connecting" | "unreachable" | "outputs not acknowledged"` otherwise). Served from a background thread so that a busy
 loop still answers probes.
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import IO, Any
 
-__all__ = ["setup_logging", "JsonFormatter", "PlainFormatter"]
+__all__ = ["setup_logging", "ClientLogLimiter", "JsonFormatter", "PlainFormatter"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
@@ -74,12 +74,74 @@ def _plain_value(v: Any) -> str:
     return json.dumps(s) if (not s or any(c in s for c in ' "=\n')) else s
 
 
+class ClientLogLimiter(logging.Filter):
+    """Rate-limits the Kafka client's own log lines (loggers ``kafka.*``).
+
+    While a broker is down kafka-python logs every reconnect attempt from several loggers
+    (hundreds of lines a minute). This filter passes the first line of each kind (same logger,
+    level and message with the numbers blanked), then drops repeats of that kind for
+    ``interval`` seconds; the next one after that passes with a count of what was dropped.
+    At most ``budget`` client lines pass per interval in all. The daemon's own state lines
+    (``streamgmm.*``) are never limited.
+    """
+
+    def __init__(self, interval: float = 60.0, budget: int = 10, prefix: str = "kafka",
+                 clock=time.monotonic):
+        super().__init__()
+        self.interval = float(interval)
+        self.budget = int(budget)
+        self.prefix = prefix
+        self._clock = clock
+        self._kinds: dict = {}   # kind -> [window start, suppressed count]
+        self._window = clock()
+        self._passed = 0
+        self._dropped = 0        # dropped by the budget in the current window
+
+    def _kind(self, record: logging.LogRecord):
+        import re
+
+        text = record.msg if isinstance(record.msg, str) else str(record.msg)
+        return record.name, record.levelno, re.sub(r"0x[0-9a-fA-F]+|\d+", "#", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        if not (name == self.prefix or name.startswith(self.prefix + ".")):
+            return True
+        now = self._clock()
+        if now - self._window >= self.interval:
+            self._window, self._passed, self._dropped = now, 0, 0
+        kind = self._kind(record)
+        state = self._kinds.get(kind)
+        if state is not None and now - state[0] < self.interval:
+            state[1] += 1
+            return False
+        if self._passed >= self.budget:
+            self._dropped += 1
+            if state is not None:
+                state[1] += 1
+            return False
+        suppressed = state[1] if state is not None else 0
+        self._kinds[kind] = [now, 0]
+        self._passed += 1
+        if record.exc_info:  # one line: the exception's type and text, not its traceback
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = None
+            record.exc_info, record.exc_text = None, None
+        if suppressed:
+            record.msg = (f"{record.getMessage()} [{suppressed} similar Kafka client "
+                          f"messages suppressed in the last {self.interval:g}s]")
+            record.args = None
+        return True
+
+
 def setup_logging(level: str | int = "INFO", fmt: str = "plain",
                   stream: IO[str] | None = None) -> logging.Handler:
     """Log to ``stream`` (default stderr) at ``level`` in ``plain`` or ``json`` format.
 
     Replaces a handler installed by an earlier call; quietens kafka-python's chatty INFO logs
-    unless the level is DEBUG. Returns the handler.
+    and rate-limits its warnings (ClientLogLimiter) unless the level is DEBUG. Returns the
+    handler.
     """
     if isinstance(level, str):
         numeric = logging.getLevelName(level.upper())
@@ -95,6 +157,8 @@ def setup_logging(level: str | int = "INFO", fmt: str = "plain",
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     setattr(handler, _HANDLER_MARK, True)
     handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
+    if level > logging.DEBUG:  # DEBUG shows the client's every line
+        handler.addFilter(ClientLogLimiter())
     root.addHandler(handler)
     root.setLevel(level)
     for name in _NOISY_LOGGERS:

@@ -1,0 +1,308 @@
+"""Start-up checks, before any record is read: the files the config names can be read or
+written, and the Kafka cluster a Kafka source or sink needs answers.
+
+One place, called by `streamgmm check-config` and by the daemon's start-up. Each problem is a
+`PreflightError` whose message is one line naming the thing (key, path, addresses): the daemon
+logs it and exits 1, `check-config` prints it and exits 1.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+
+log = logging.getLogger("streamgmm.preflight")
+
+
+class PreflightError(RuntimeError):
+    """A start-up problem outside the config's syntax (exit code 1), in one line."""
+
+
+# ------------------------------------------------------------------------------------ files
+
+def _nearest_existing(path: str) -> str:
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return p
+
+
+def check_readable_file(key: str, path: str, what: str = "file") -> None:
+    """`path` exists, is a regular file (or a FIFO) and can be opened for reading."""
+    if not os.path.exists(path):
+        raise PreflightError(f"{key}: {what} {path} does not exist")
+    if os.path.isdir(path):
+        raise PreflightError(f"{key}: {what} {path} is a directory, not a file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise PreflightError(f"{key}: cannot read {what} {path}: "
+                             f"{exc.strerror or exc}") from None
+
+
+def check_writable_dir(key: str, directory: str, what: str, probe: bool = True) -> None:
+    """New files can be created in `directory` (or in the directory that will be created
+    there: its nearest existing ancestor must be a writable directory). With `probe`, an
+    existing directory is tested by creating and removing a temporary file (permission bits
+    do not tell the truth for root or read-only mounts)."""
+    base = _nearest_existing(directory)
+    if not os.path.isdir(base):
+        raise PreflightError(f"{key}: cannot create {what} in {directory}: {base} is a file, "
+                             "not a directory")
+    if base != os.path.abspath(directory) or not probe:
+        if not os.access(base, os.W_OK | os.X_OK):
+            raise PreflightError(f"{key}: cannot create {what} in {directory}: {base} is not "
+                                 "writable")
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".streamgmm-preflight-", dir=base)
+    except OSError as exc:
+        raise PreflightError(f"{key}: cannot write {what} in {directory}: "
+                             f"{exc.strerror or exc}") from None
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def check_writable_file(key: str, path: str, what: str = "file") -> None:
+    """`path` can be appended to (an existing file, opened without truncating it) or
+    created (see check_writable_dir)."""
+    if os.path.isdir(path):
+        raise PreflightError(f"{key}: {what} {path} is a directory, not a file")
+    if os.path.exists(path):
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            raise PreflightError(f"{key}: cannot write {what} {path}: "
+                                 f"{exc.strerror or exc}") from None
+        return
+    check_writable_dir(key, os.path.dirname(os.path.abspath(path)), f"{what} {path}")
+
+
+def check_files(cfg) -> None:
+    """Every path of the config, in the order the daemon uses them."""
+    if cfg.source.type == "file":
+        check_readable_file("source.path", cfg.source.path, "input file")
+    for key, section in (("sink", cfg.sink), ("dead_letter", cfg.dead_letter)):
+        if section.type == "file":
+            check_writable_file(f"{key}.path", section.path,
+                                "output file" if key == "sink" else "dead-letter file")
+    ck = cfg.checkpoint.path
+    if ck:
+        if os.path.exists(ck):
+            check_readable_file("checkpoint.path", ck, "checkpoint")
+        check_writable_dir("checkpoint.path", os.path.dirname(os.path.abspath(ck)),
+                           "checkpoints")
+    if cfg.model.path and not (ck and os.path.exists(ck)):
+        check_model_file(cfg.model.path, cfg.model.trusted)
+    for name, value in sorted((cfg.kafka.security or {}).items()):
+        if name.endswith("file") and isinstance(value, str) and value:
+            check_readable_file(f"kafka.security.{name}", value)
+
+
+def check_model_file(path: str, trusted: bool) -> None:
+    """model.path is readable and, by its magic bytes, a streamgmm model (or, trusted, a
+    pickle-based joblib file)."""
+    from ...persistence import PICKLE_KINDS, identify
+
+    check_readable_file("model.path", path, "model file")
+    kind, what = identify(path)
+    if kind == "zip":
+        return
+    if kind in PICKLE_KINDS:
+        if not trusted:
+            raise PreflightError(f"model.path: {path} is {what}, which runs code when loaded; "
+                                 "set model.trusted: true only if you trust the file")
+        return
+    raise PreflightError(f"model.path: {path} is not a streamgmm model: it is {what}")
+
+
+# ------------------------------------------------------------------------------------ Kafka
+
+def kafka_needed(cfg) -> list[str]:
+    """The config keys that need a Kafka cluster (empty: none)."""
+    keys = []
+    if cfg.source.type == "kafka":
+        keys.append("source")
+    if cfg.sink.type == "kafka":
+        keys.append("sink")
+    if cfg.dead_letter.type == "kafka":
+        keys.append("dead_letter")
+    return keys
+
+
+def servers(cfg) -> str:
+    return ",".join(cfg.kafka.bootstrap_servers)
+
+
+class Unreachable(ConnectionError):
+    """No bootstrap address accepts a TCP connection."""
+
+
+def _split_address(addr: str):
+    host, _, port = addr.rpartition(":")
+    if not host:
+        return addr, 9092
+    return host.strip("[]"), int(port)
+
+
+def _tcp_check(cfg, timeout_s: float) -> None:
+    """Unreachable (naming each address and why) unless one bootstrap address accepts a TCP
+    connection: a quick, quiet first test before the Kafka client's own (noisy) bootstrap."""
+    import socket
+
+    reasons = []
+    for addr in cfg.kafka.bootstrap_servers:
+        try:
+            host, port = _split_address(addr)
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return
+        except (OSError, ValueError) as exc:
+            reasons.append(f"{addr}: {getattr(exc, 'strerror', None) or exc}")
+    raise Unreachable("; ".join(reasons))
+
+
+def _probe_once(cfg, timeout_s: float) -> set:
+    """One metadata round trip with a fresh admin client: the topic names, or an exception."""
+    from kafka import KafkaAdminClient
+
+    _tcp_check(cfg, min(timeout_s, 3.0))
+    ms = int(max(1.0, timeout_s) * 1000)
+    kwargs = dict(bootstrap_servers=list(cfg.kafka.bootstrap_servers),
+                  client_id=f"{cfg.kafka.client_id}-preflight", bootstrap_timeout_ms=ms,
+                  request_timeout_ms=ms)
+    kwargs.update(dict(cfg.kafka.security or {}))
+    admin = KafkaAdminClient(**kwargs)
+    try:
+        return set(admin.list_topics())
+    finally:
+        try:
+            admin.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class ClusterProbe:
+    """Retries a metadata request with backoff in a background thread until it answers, so
+    that the caller can wait for it while still reacting to a stop request at once."""
+
+    def __init__(self, cfg, attempt_timeout: float = 5.0):
+        self.cfg = cfg
+        self.attempt_timeout = attempt_timeout
+        self.topics: set | None = None
+        self.error: BaseException | None = None
+        self.attempts = 0
+        self.done = threading.Event()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="kafka-preflight", daemon=True)
+
+    def start(self) -> "ClusterProbe":
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def _main(self) -> None:
+        backoff = 0.5
+        while not self._cancel.is_set():
+            self.attempts += 1
+            try:
+                self.topics = _probe_once(self.cfg, self.attempt_timeout)
+                self.done.set()
+                return
+            except Exception as exc:  # noqa: BLE001 - NoBrokersAvailable, timeouts, auth...
+                self.error = exc
+            self._cancel.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, without the type twice (kafka-python's str() often starts with it)."""
+    name, text = type(exc).__name__, str(exc).strip()
+    if text.startswith(name):
+        return text
+    return f"{name}: {text}" if text else name
+
+
+def check_kafka(cfg, timeout: float | None, stop_event: threading.Event | None = None,
+                on_state=None) -> set | None:
+    """Wait until the cluster answers a metadata request: its topic names. None when
+    `stop_event` is set first. PreflightError naming the addresses after `timeout` seconds
+    (None: wait for ever). `on_state(text)` is called once when the first attempt fails."""
+    attempt = 5.0 if timeout is None else min(5.0, max(1.0, timeout / 3))
+    quiet = _QuietClient()  # the probe's own client lines would only repeat our one line
+    probe = ClusterProbe(cfg, attempt).start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    told = False
+    try:
+        while True:
+            if probe.done.wait(0.1):
+                return probe.topics
+            if stop_event is not None and stop_event.is_set():
+                return None
+            if not told and probe.error is not None:
+                told = True
+                if on_state is not None:
+                    on_state(describe(probe.error))
+            if deadline is not None and time.monotonic() >= deadline:
+                err = probe.error
+                last = describe(err) if err is not None else "no answer"
+                raise PreflightError(
+                    f"kafka.bootstrap_servers: Kafka cluster at {servers(cfg)} unreachable "
+                    f"for {timeout:g}s (kafka.connect_timeout_seconds; last error: {last})")
+    finally:
+        probe.cancel()
+        quiet.restore()
+
+
+class _QuietClient:
+    """Silences the `kafka` loggers (below CRITICAL) while the start-up probe runs, unless
+    the log level is DEBUG: nothing else talks to Kafka yet, and the probe reports itself."""
+
+    def __init__(self):
+        self.logger = logging.getLogger("kafka")
+        self.level = self.logger.level
+        self.active = logging.getLogger().getEffectiveLevel() > logging.DEBUG
+        if self.active:
+            self.logger.setLevel(logging.CRITICAL)
+
+    def restore(self) -> None:
+        if self.active:
+            self.logger.setLevel(self.level)
+
+
+def check_topics(cfg, topics: set) -> list[str]:
+    """Warnings for output topics the cluster does not have (it may auto-create them)."""
+    out = []
+    for key, section in (("sink.topic", cfg.sink), ("dead_letter.topic", cfg.dead_letter)):
+        if section.type == "kafka" and section.topic not in topics:
+            out.append(f"{key}: topic {section.topic!r} does not exist on {servers(cfg)}; "
+                       "sends fail unless the cluster creates topics automatically")
+    if cfg.source.type == "kafka" and cfg.kafka.topics:
+        missing = [t for t in cfg.kafka.topics if t not in topics]
+        if missing:
+            out.append(f"kafka.topics: {', '.join(repr(t) for t in missing)} do(es) not exist "
+                       f"on {servers(cfg)} (yet): nothing to read from it until it does")
+    return out
+
+
+def run_preflight(cfg, network: bool = True, stop_event=None, on_state=None) -> list[str]:
+    """All checks: PreflightError for the first problem; returns warnings (one line each).
+    Returns None-equivalent early (empty list) when `stop_event` is set while waiting."""
+    check_files(cfg)
+    if not network or not kafka_needed(cfg):
+        return []
+    topics = check_kafka(cfg, cfg.kafka.connect_timeout_seconds, stop_event, on_state)
+    if topics is None:
+        return []
+    return check_topics(cfg, topics)
