@@ -20,6 +20,8 @@ import numbers
 import numpy as np
 
 from .. import math as gm
+from ..math import stacked
+from ..math import sufficient_stats as ss
 from ..math.sufficient_stats import posteriors
 from .online import OnlineGaussianMixture
 
@@ -66,22 +68,83 @@ class MixtureEnsemble:
             self.scale_[i] = max(q3 - q1, 1e-12 * max(1.0, abs(q2)))
         return self
 
+    def _group_layout(self):
+        """Members grouped by (covariance type, reg_covar): each group is scored and updated
+        as one stack of components; a 'tied' member stands alone. Fixed for the members."""
+        layout = self.__dict__.get("_layout")
+        if layout is not None:
+            return layout
+        by = {}
+        for i, m in enumerate(self.members):
+            k = ((m.covariance_type, float(m.reg_covar)) if m.covariance_type != "tied"
+                 else ("tied", i))
+            by.setdefault(k, []).append(i)
+        layout = []
+        for (ct, _), idx in by.items():
+            sizes = [int(self.members[i].n_components) for i in idx]
+            local = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
+            cols = np.concatenate([np.arange(self._offsets[i], self._offsets[i + 1])
+                                   for i in idx])
+            contiguous = bool(np.all(np.diff(cols) == 1))
+            layout.append({
+                "ct": ct, "idx": idx, "local": local, "sizes": np.asarray(sizes),
+                "slices": [slice(int(local[j]), int(local[j + 1])) for j in range(len(idx))],
+                "cols": slice(int(cols[0]), int(cols[-1]) + 1) if contiguous else cols,
+                "rows": (slice(idx[0], idx[-1] + 1)
+                         if idx == list(range(idx[0], idx[-1] + 1)) else idx)})
+        self._layout = layout
+        return layout
+
+    def _scorers(self):
+        """Per group of ``_group_layout``: (stacked scorer, log-weights), or None for a tied
+        member. Rebuilt when a member's parameters change (each update commits new arrays)."""
+        key = [m.precisions_cholesky_ for m in self.members]
+        cache = self.__dict__.get("_scorer_cache")
+        if cache is not None and all(a is b for a, b in zip(cache[0], key)):
+            return cache[1]
+        out = []
+        for g in self._group_layout():
+            if g["ct"] == "tied":
+                out.append(None)
+                continue
+            ms = [self.members[i] for i in g["idx"]]
+            scorer = stacked.stacked_scorer(np.concatenate([m.means_ for m in ms]),
+                                            np.concatenate([m.precisions_cholesky_
+                                                            for m in ms]), g["ct"])
+            with np.errstate(divide="ignore"):
+                logw = np.log(np.concatenate([m.weights_ for m in ms]))
+            out.append((scorer, logw))
+        self._scorer_cache = (key, out)
+        return out
+
     def decide(self, X):
         """(combined scores, primary member's component, stacked posteriors (n, K),
-        member log-densities (n, M)) of the rows, one E-step per member."""
+        member log-densities (n, M)) of the rows: one E-step per group of members of one
+        covariance type (their components stacked), a log-sum-exp per member."""
+        X = np.asarray(X)
         n = X.shape[0]
-        resp = np.empty((n, self.total_components))
-        logd = np.empty((n, self.n_members))
-        comp = None
-        for i, m in enumerate(self.members):
-            wlp = gm.weighted_log_prob(X, m.weights_, m.means_, m.precisions_cholesky_,
-                                       m.covariance_type)
-            if i == 0:
-                comp = np.argmax(wlp, axis=1)
-            r, s = posteriors(wlp)
-            resp[:, self._offsets[i]:self._offsets[i + 1]] = r
-            logd[:, i] = s
-        return self.combine(logd), comp, resp, logd
+        resp_t = np.empty((self.total_components, n))
+        logd_t = np.empty((self.n_members, n))
+        for g, sc in zip(self._group_layout(), self._scorers()):
+            if sc is None:
+                i = g["idx"][0]
+                m = self.members[i]
+                wlp = gm.weighted_log_prob(X, m.weights_, m.means_, m.precisions_cholesky_,
+                                           m.covariance_type)
+                r, s = posteriors(wlp)
+                resp_t[g["cols"]] = r.T
+                logd_t[i] = s
+                continue
+            wlp_t = stacked.stacked_log_prob_t(sc[0], sc[1], X)
+            rows = g["rows"]
+            ld = logd_t[rows] if isinstance(rows, slice) else np.empty((len(rows), n))
+            stacked.grouped_posteriors_t(wlp_t, g["local"], ld)
+            if not isinstance(rows, slice):
+                logd_t[rows] = ld
+            resp_t[g["cols"]] = wlp_t
+        comp = np.argmax(resp_t[self._offsets[0]:self._offsets[1]], axis=0)
+        logd = logd_t.T
+        return self.combine(logd), comp, resp_t.T, logd
 
     def combine(self, logd):
         """Mean robust z-score of the member log-densities ``logd`` (n, M)."""
@@ -95,10 +158,52 @@ class MixtureEnsemble:
 
     def partial_fit_posteriors(self, X, resp, log_density):
         """One online step of every member from ``decide``'s stacked posteriors and member
-        log-densities for the rows of X (computed with the current parameters)."""
-        for i, m in enumerate(self.members):
-            m.partial_fit_posteriors(X, resp[:, self._offsets[i]:self._offsets[i + 1]],
-                                     log_density[:, i])
+        log-densities for the rows of X (computed with the current parameters).
+
+        Members of one covariance type are updated together: one statistics pass over their
+        stacked posteriors, one blend, one batched Cholesky (same result as member by member).
+        """
+        log_density = np.asarray(log_density)
+        X = np.asarray(X)
+        if X.shape[0] == 0:
+            return self
+        if not np.isfinite(log_density).all():  # rare: each member drops its own bad rows
+            for i, m in enumerate(self.members):
+                m.partial_fit_posteriors(X, resp[:, self._offsets[i]:self._offsets[i + 1]],
+                                         log_density[:, i])
+            return self
+        resp = np.asarray(resp, dtype=np.float64)
+        n = X.shape[0]
+        for g in self._group_layout():
+            ms = [self.members[i] for i in g["idx"]]
+            if g["ct"] == "tied":
+                i = g["idx"][0]
+                ms[0].partial_fit_posteriors(X, resp[:, g["cols"]], log_density[:, i])
+                continue
+            ct, local = g["ct"], g["local"]
+            hat = ss.batch_statistics(X, resp[:, g["cols"]], ct)
+            steps = [m._next_step(n) for m in ms]
+            eta = np.repeat([e for _, e in steps], g["sizes"])
+            old = ss.SufficientStats(*(np.concatenate(p) for p in zip(*[m._stats for m in ms])))
+            blended = stacked.grouped_blend(old, hat, eta, ct)
+            parts, reseeded = [], []
+            for j, (m, i) in enumerate(zip(ms, g["idx"])):
+                sl = g["slices"][j]
+                st, r = m._reseed_dead(ss.SufficientStats(*(a[sl] for a in blended)), X,
+                                       log_density[:, i])
+                parts.append(st)
+                reseeded.append(r)
+            if any(reseeded):
+                blended = ss.SufficientStats(*(np.concatenate(p) for p in zip(*parts)))
+            w, mu, cov, pc, rep = stacked.grouped_parameters(blended, ct, ms[0].reg_covar,
+                                                             local)
+            for j, m in enumerate(ms):
+                sl = g["slices"][j]
+                t, e = steps[j]
+                m._commit(ss.SufficientStats(*(a[sl] for a in blended)),
+                          (w[sl], mu[sl], cov[sl], pc[sl]), n_steps=t, n_seen=m.n_seen_ + n,
+                          n_reseeds=m.n_reseeds_ + reseeded[j],
+                          n_repairs=m.n_repairs_ + int(rep[sl].sum()), eta=e)
         return self
 
     def partial_fit(self, X, y=None):
