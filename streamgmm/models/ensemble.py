@@ -6,11 +6,16 @@ data where diagonal mixtures (axis-aligned, like trees) hold. Averaging members 
 size and covariance type ranks more robustly than any one of them (measured in BENCHMARKS.md).
 
 Each member is an ``OnlineGaussianMixture`` with its own sufficient statistics, updated online
-from the same batches. The combined score of a row is the mean over members of
-``(log p_m(x) - loc_m) / scale_m``, with ``loc_m``/``scale_m`` the median and interquartile
-range of member m's log-densities on its (clean) fit window: a robust z-score, so that no
-member dominates by the scale of its densities. It is not a log-density; lower is more
-anomalous, as with one. ``loc``/``scale`` are fixed at fit time (a refit sets them again).
+from the same batches. Each member's log-density is put on a common scale by a robust
+z-score, ``z_m = (log p_m(x) - loc_m) / scale_m``, with ``loc_m``/``scale_m`` the median and
+interquartile range of member m's log-densities on its (clean) fit window, so that no member
+dominates by the scale of its densities. The combined score is the mean z mapped back onto
+the primary member's log-density scale by a fixed affine map,
+``score = loc_0 + scale_0 * mean_m z_m``: it reads as a log-density in nats (a record scored
+like the primary member's median on the fit window gets ``loc_0``, one IQR lower is one of
+the primary's IQRs lower), and ranking and thresholding are those of the mean z-score. Lower
+is more anomalous. ``loc``/``scale`` are fixed at fit time (a refit sets them again).
+(States written before this mapping, format version 1, keep scoring in z units.)
 
 The first member is the *primary*: its parameters are the ensemble's ``weights_``,
 ``means_``, ... (for explanations, ``component`` and ``describe``).
@@ -26,7 +31,7 @@ from ..math.sufficient_stats import posteriors
 from .online import OnlineGaussianMixture
 
 STATE_FORMAT = "streamgmm.MixtureEnsemble"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 _DELEGATED = ("n_components", "covariance_type", "weights_", "means_", "covariances_",
               "precisions_cholesky_", "n_features_in_", "n_steps_", "n_seen_", "n_reseeds_",
@@ -37,8 +42,9 @@ _DELEGATED = ("n_components", "covariance_type", "weights_", "means_", "covarian
 class MixtureEnsemble:
     """Online mixtures scored together (see the module docstring)."""
 
-    def __init__(self, members, loc=None, scale=None):
+    def __init__(self, members, loc=None, scale=None, log_density_units=True):
         self.members = list(members)
+        self.log_density_units = bool(log_density_units)
         m = len(self.members)
         self.loc_ = np.zeros(m) if loc is None else np.asarray(loc, dtype=np.float64)
         self.scale_ = np.ones(m) if scale is None else np.asarray(scale, dtype=np.float64)
@@ -147,12 +153,23 @@ class MixtureEnsemble:
         return self.combine(logd), comp, resp_t.T, logd
 
     def combine(self, logd):
-        """Mean robust z-score of the member log-densities ``logd`` (n, M)."""
-        z = (logd - self.loc_) / self.scale_
-        return z.mean(axis=1) if self.n_members > 1 else z[:, 0]
+        """Combined score of member log-densities ``logd`` (n, M): the mean robust z-score,
+        mapped onto the primary member's log-density scale (see the module docstring)."""
+        logd = np.asarray(logd)
+        if self.n_members == 1:
+            return (logd[:, 0].copy() if self.log_density_units
+                    else (logd[:, 0] - self.loc_[0]) / self.scale_[0])
+        # mean_m (l_m - loc_m) / scale_m, times scale_0 plus loc_0, as one matrix-vector product
+        w = 1.0 / (self.n_members * self.scale_)
+        b = -float(np.dot(w, self.loc_))
+        if self.log_density_units:
+            w, b = w * self.scale_[0], b * self.scale_[0] + self.loc_[0]
+        out = logd @ w
+        out += b
+        return out
 
     def score_samples(self, X):
-        """Combined score of each row (lower = more anomalous; not a log-density)."""
+        """Combined score of each row (lower = more anomalous; nats, see ``combine``)."""
         X = np.asarray(X)
         return self.combine(np.column_stack([m.score_samples(X) for m in self.members]))
 
@@ -225,6 +242,7 @@ class MixtureEnsemble:
         """Flat dict of arrays and JSON-able scalars; member keys are prefixed 'm<i>.'."""
         state = {"format": STATE_FORMAT, "format_version": STATE_VERSION,
                  "n_members": self.n_members, "loc": self.loc_.copy(),
+                 "log_density_units": self.log_density_units,
                  "scale": self.scale_.copy()}
         for i, m in enumerate(self.members):
             state.update({f"m{i}.{k}": v for k, v in m.get_state().items()})
@@ -233,6 +251,12 @@ class MixtureEnsemble:
     @classmethod
     def from_state(cls, state):
         """Rebuild from ``get_state``'s dict; a malformed state raises ValueError."""
+        version = state.get("format_version", 1)
+        if isinstance(version, np.ndarray) and version.ndim == 0:
+            version = version.item()
+        if not isinstance(version, numbers.Integral) or not 1 <= version <= STATE_VERSION:
+            raise ValueError(f"unsupported ensemble state version {version!r} (this library "
+                             f"reads versions 1..{STATE_VERSION})")
         n = state.get("n_members")
         if isinstance(n, np.ndarray) and n.ndim == 0:
             n = n.item()
@@ -250,7 +274,10 @@ class MixtureEnsemble:
             raise ValueError("ensemble state's loc/scale are malformed")
         if len({m.n_features_in_ for m in members}) != 1:
             raise ValueError("ensemble members have different feature counts")
-        return cls(members, loc, scale)
+        units = state.get("log_density_units", False) if version >= 2 else False
+        if isinstance(units, np.ndarray) and units.ndim == 0:
+            units = units.item()
+        return cls(members, loc, scale, log_density_units=bool(units))
 
 
 def is_ensemble_state(state):
