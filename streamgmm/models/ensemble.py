@@ -30,6 +30,7 @@ from ..math import sufficient_stats as ss
 from ..math.sufficient_stats import posteriors
 from .online import OnlineGaussianMixture
 
+SCALE_PERCENTILES = (25, 50, 75)
 STATE_FORMAT = "streamgmm.MixtureEnsemble"
 STATE_VERSION = 2
 
@@ -69,9 +70,9 @@ class MixtureEnsemble:
         """Set each member's loc/scale from its log-densities on X (the clean fit window)."""
         for i, m in enumerate(self.members):
             s = m.score_samples(X)
-            q1, q2, q3 = np.percentile(s, [25, 50, 75])
+            lo, q2, hi = np.percentile(s, SCALE_PERCENTILES)
             self.loc_[i] = q2
-            self.scale_[i] = max(q3 - q1, 1e-12 * max(1.0, abs(q2)))
+            self.scale_[i] = max(hi - lo, 1e-12 * max(1.0, abs(q2)))
         return self
 
     def _group_layout(self):
