@@ -104,7 +104,7 @@ def main():
     a = ap.parse_args()
     throughput(50 if a.quick else 300)
     throughput(50 if a.quick else 300, config={},
-               label="d=8 defaults (auto: ensemble of 5 mixtures)")
+               label="d=8 defaults (auto: ensemble of 6 mixtures)")
     delays(range(3 if a.quick else 5))
     false_alarms(100_000 if a.quick else 1_000_000, [0] if a.quick else [0, 1, 2])
 

@@ -70,10 +70,50 @@ def test_ensemble_members_learn_online_and_scores_are_what_the_threshold_sees():
     res = det.process(X)
     assert all(m.n_steps_ > s for m, s in zip(ens.members, steps))
     np.testing.assert_array_equal(res.is_anomaly, res.scores < res.threshold)
-    # the ensemble's score is the mean robust z-score of its members' log-densities
+    # the ensemble's score is the mean robust z-score of its members' log-densities, mapped
+    # onto the primary member's log-density scale (nats) by its fit-window median and IQR
     Xs = det.scaler_.transform(X[:50])
     z = [(m.score_samples(Xs) - lo) / sc for m, lo, sc in zip(ens.members, ens.loc_, ens.scale_)]
-    np.testing.assert_allclose(det.model_.score_samples(Xs), np.mean(z, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(det.model_.score_samples(Xs),
+                               ens.loc_[0] + ens.scale_[0] * np.mean(z, axis=0), rtol=1e-10)
+    np.testing.assert_allclose(det.score(X[:50]).scores, det.model_.score_samples(Xs),
+                               rtol=1e-10)
+
+
+def test_ensemble_scores_read_as_log_densities():
+    """In nats on the primary member's scale: the median clean-window score is the primary
+    member's median log-density there, and the threshold sits in the same units."""
+    det = Detector({"warmup_records": 2000}, background_refit=False)
+    X = mixture_stream(2000)
+    det.process(X)
+    ens = det.model_
+    Xs = det.scaler_.transform(X)
+    primary = ens.members[0].score_samples(Xs)
+    combined = ens.score_samples(Xs)
+    assert abs(np.median(combined) - np.median(primary)) < 0.5 * ens.scale_[0]
+    # same order of magnitude as the primary member's log-density (not z units around 0)
+    assert np.percentile(primary, 1) - 5 * ens.scale_[0] < det.threshold_ < np.median(primary)
+    # ranking is that of the mean z-score
+    z = np.mean([(m.score_samples(Xs) - lo) / sc
+                 for m, lo, sc in zip(ens.members, ens.loc_, ens.scale_)], axis=0)
+    np.testing.assert_array_equal(np.argsort(combined, kind="stable"),
+                                  np.argsort(z, kind="stable"))
+
+
+def test_version_1_ensemble_state_keeps_z_units():
+    det = Detector({"warmup_records": 1000}, background_refit=False)
+    det.process(mixture_stream(1000))
+    ens = det.model_
+    state = ens.get_state()
+    state["format_version"] = 1
+    del state["log_density_units"]
+    old = MixtureEnsemble.from_state(state)
+    Xs = det.scaler_.transform(mixture_stream(100, seed=3))
+    z = np.mean([(m.score_samples(Xs) - lo) / sc
+                 for m, lo, sc in zip(ens.members, ens.loc_, ens.scale_)], axis=0)
+    np.testing.assert_allclose(old.score_samples(Xs), z, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(MixtureEnsemble.from_state(ens.get_state()).score_samples(Xs),
+                               ens.score_samples(Xs), rtol=1e-12)
 
 
 def test_planted_anomalies_rank_first():

@@ -338,6 +338,13 @@ def regularized_precision_cholesky(covariances, covariance_type):
     raised. The returned covariances include any such repair, so covariances, precisions and
     their factors always agree. Non-finite input raises ValueError.
     """
+    cov, pc, repaired = regularized_precision_cholesky_mask(covariances, covariance_type)
+    return cov, pc, int(np.count_nonzero(repaired))
+
+
+def regularized_precision_cholesky_mask(covariances, covariance_type):
+    """``regularized_precision_cholesky`` with, instead of the count, a per-component bool
+    array of the repaired ones (shape (1,) for 'tied')."""
     cov = np.array(covariances, dtype=np.float64)
     if not np.all(np.isfinite(cov)):
         raise ValueError("covariances contain NaN or infinity")
@@ -345,10 +352,10 @@ def regularized_precision_cholesky(covariances, covariance_type):
         # Variances must be positive and large enough that 1/sqrt does not overflow later.
         floor = max(10.0 * _EPS * float(np.max(cov, initial=0.0)), _MIN_VARIANCE)
         bad = ~(cov >= _MIN_VARIANCE)
-        n_repaired = int(np.count_nonzero(bad.any(axis=-1) if cov.ndim == 2 else bad))
-        if n_repaired:
+        repaired = bad.any(axis=-1) if cov.ndim == 2 else bad
+        if repaired.any():
             cov = np.where(bad, np.maximum(cov, floor), cov)
-        return cov, 1.0 / np.sqrt(cov), n_repaired
+        return cov, 1.0 / np.sqrt(cov), repaired
     stack = cov if covariance_type == "full" else cov[None]
     try:
         L = np.linalg.cholesky(stack)
@@ -366,19 +373,19 @@ def regularized_precision_cholesky(covariances, covariance_type):
             except np.linalg.LinAlgError:
                 bad[i] = True
         bad |= _ill_conditioned(L, stack)
-    n_repaired = 0
+    repaired = np.zeros(stack.shape[0], dtype=bool)
     if bad is not None:
         for i in np.flatnonzero(bad):
             L[i], stack[i] = _robust_cholesky(stack[i])
-            n_repaired += 1
+            repaired[i] = True
     # U = inv(L)^T: upper triangular with U U^T = inv(L L^T). A batched inverse of the k small
     # triangular factors is far cheaper than k separate triangular solves from Python.
     U = np.linalg.inv(L).transpose(0, 2, 1)
     U *= _upper_mask(U.shape[-1])  # clear round-off below the diagonal
     U = np.ascontiguousarray(U)
     if covariance_type == "tied":
-        return stack[0], U[0], n_repaired
-    return stack, U, n_repaired
+        return stack[0], U[0], repaired
+    return stack, U, repaired
 
 
 def _ill_conditioned(L, cov):

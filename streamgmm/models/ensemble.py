@@ -6,11 +6,16 @@ data where diagonal mixtures (axis-aligned, like trees) hold. Averaging members 
 size and covariance type ranks more robustly than any one of them (measured in BENCHMARKS.md).
 
 Each member is an ``OnlineGaussianMixture`` with its own sufficient statistics, updated online
-from the same batches. The combined score of a row is the mean over members of
-``(log p_m(x) - loc_m) / scale_m``, with ``loc_m``/``scale_m`` the median and interquartile
-range of member m's log-densities on its (clean) fit window: a robust z-score, so that no
-member dominates by the scale of its densities. It is not a log-density; lower is more
-anomalous, as with one. ``loc``/``scale`` are fixed at fit time (a refit sets them again).
+from the same batches. Each member's log-density is put on a common scale by a robust
+z-score, ``z_m = (log p_m(x) - loc_m) / scale_m``, with ``loc_m``/``scale_m`` the median and
+interquartile range of member m's log-densities on its (clean) fit window, so that no member
+dominates by the scale of its densities. The combined score is the mean z mapped back onto
+the primary member's log-density scale by a fixed affine map,
+``score = loc_0 + scale_0 * mean_m z_m``: it reads as a log-density in nats (a record scored
+like the primary member's median on the fit window gets ``loc_0``, one IQR lower is one of
+the primary's IQRs lower), and ranking and thresholding are those of the mean z-score. Lower
+is more anomalous. ``loc``/``scale`` are fixed at fit time (a refit sets them again).
+(States written before this mapping, format version 1, keep scoring in z units.)
 
 The first member is the *primary*: its parameters are the ensemble's ``weights_``,
 ``means_``, ... (for explanations, ``component`` and ``describe``).
@@ -20,11 +25,14 @@ import numbers
 import numpy as np
 
 from .. import math as gm
+from ..math import stacked
+from ..math import sufficient_stats as ss
 from ..math.sufficient_stats import posteriors
 from .online import OnlineGaussianMixture
 
+SCALE_PERCENTILES = (25, 50, 75)
 STATE_FORMAT = "streamgmm.MixtureEnsemble"
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 _DELEGATED = ("n_components", "covariance_type", "weights_", "means_", "covariances_",
               "precisions_cholesky_", "n_features_in_", "n_steps_", "n_seen_", "n_reseeds_",
@@ -35,8 +43,9 @@ _DELEGATED = ("n_components", "covariance_type", "weights_", "means_", "covarian
 class MixtureEnsemble:
     """Online mixtures scored together (see the module docstring)."""
 
-    def __init__(self, members, loc=None, scale=None):
+    def __init__(self, members, loc=None, scale=None, log_density_units=True):
         self.members = list(members)
+        self.log_density_units = bool(log_density_units)
         m = len(self.members)
         self.loc_ = np.zeros(m) if loc is None else np.asarray(loc, dtype=np.float64)
         self.scale_ = np.ones(m) if scale is None else np.asarray(scale, dtype=np.float64)
@@ -61,44 +70,158 @@ class MixtureEnsemble:
         """Set each member's loc/scale from its log-densities on X (the clean fit window)."""
         for i, m in enumerate(self.members):
             s = m.score_samples(X)
-            q1, q2, q3 = np.percentile(s, [25, 50, 75])
+            lo, q2, hi = np.percentile(s, SCALE_PERCENTILES)
             self.loc_[i] = q2
-            self.scale_[i] = max(q3 - q1, 1e-12 * max(1.0, abs(q2)))
+            self.scale_[i] = max(hi - lo, 1e-12 * max(1.0, abs(q2)))
         return self
+
+    def _group_layout(self):
+        """Members grouped by (covariance type, reg_covar): each group is scored and updated
+        as one stack of components; a 'tied' member stands alone. Fixed for the members."""
+        layout = self.__dict__.get("_layout")
+        if layout is not None:
+            return layout
+        by = {}
+        for i, m in enumerate(self.members):
+            k = ((m.covariance_type, float(m.reg_covar)) if m.covariance_type != "tied"
+                 else ("tied", i))
+            by.setdefault(k, []).append(i)
+        layout = []
+        for (ct, _), idx in by.items():
+            sizes = [int(self.members[i].n_components) for i in idx]
+            local = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
+            cols = np.concatenate([np.arange(self._offsets[i], self._offsets[i + 1])
+                                   for i in idx])
+            contiguous = bool(np.all(np.diff(cols) == 1))
+            layout.append({
+                "ct": ct, "idx": idx, "local": local, "sizes": np.asarray(sizes),
+                "slices": [slice(int(local[j]), int(local[j + 1])) for j in range(len(idx))],
+                "cols": slice(int(cols[0]), int(cols[-1]) + 1) if contiguous else cols,
+                "rows": (slice(idx[0], idx[-1] + 1)
+                         if idx == list(range(idx[0], idx[-1] + 1)) else idx)})
+        self._layout = layout
+        return layout
+
+    def _scorers(self):
+        """Per group of ``_group_layout``: (stacked scorer, log-weights), or None for a tied
+        member. Rebuilt when a member's parameters change (each update commits new arrays)."""
+        key = [m.precisions_cholesky_ for m in self.members]
+        cache = self.__dict__.get("_scorer_cache")
+        if cache is not None and all(a is b for a, b in zip(cache[0], key)):
+            return cache[1]
+        out = []
+        for g in self._group_layout():
+            if g["ct"] == "tied":
+                out.append(None)
+                continue
+            ms = [self.members[i] for i in g["idx"]]
+            scorer = stacked.stacked_scorer(np.concatenate([m.means_ for m in ms]),
+                                            np.concatenate([m.precisions_cholesky_
+                                                            for m in ms]), g["ct"])
+            with np.errstate(divide="ignore"):
+                logw = np.log(np.concatenate([m.weights_ for m in ms]))
+            out.append((scorer, logw))
+        self._scorer_cache = (key, out)
+        return out
 
     def decide(self, X):
         """(combined scores, primary member's component, stacked posteriors (n, K),
-        member log-densities (n, M)) of the rows, one E-step per member."""
+        member log-densities (n, M)) of the rows: one E-step per group of members of one
+        covariance type (their components stacked), a log-sum-exp per member."""
+        X = np.asarray(X)
         n = X.shape[0]
-        resp = np.empty((n, self.total_components))
-        logd = np.empty((n, self.n_members))
-        comp = None
-        for i, m in enumerate(self.members):
-            wlp = gm.weighted_log_prob(X, m.weights_, m.means_, m.precisions_cholesky_,
-                                       m.covariance_type)
-            if i == 0:
-                comp = np.argmax(wlp, axis=1)
-            r, s = posteriors(wlp)
-            resp[:, self._offsets[i]:self._offsets[i + 1]] = r
-            logd[:, i] = s
-        return self.combine(logd), comp, resp, logd
+        resp_t = np.empty((self.total_components, n))
+        logd_t = np.empty((self.n_members, n))
+        for g, sc in zip(self._group_layout(), self._scorers()):
+            if sc is None:
+                i = g["idx"][0]
+                m = self.members[i]
+                wlp = gm.weighted_log_prob(X, m.weights_, m.means_, m.precisions_cholesky_,
+                                           m.covariance_type)
+                r, s = posteriors(wlp)
+                resp_t[g["cols"]] = r.T
+                logd_t[i] = s
+                continue
+            wlp_t = stacked.stacked_log_prob_t(sc[0], sc[1], X)
+            rows = g["rows"]
+            ld = logd_t[rows] if isinstance(rows, slice) else np.empty((len(rows), n))
+            stacked.grouped_posteriors_t(wlp_t, g["local"], ld)
+            if not isinstance(rows, slice):
+                logd_t[rows] = ld
+            resp_t[g["cols"]] = wlp_t
+        comp = np.argmax(resp_t[self._offsets[0]:self._offsets[1]], axis=0)
+        logd = logd_t.T
+        return self.combine(logd), comp, resp_t.T, logd
 
     def combine(self, logd):
-        """Mean robust z-score of the member log-densities ``logd`` (n, M)."""
-        z = (logd - self.loc_) / self.scale_
-        return z.mean(axis=1) if self.n_members > 1 else z[:, 0]
+        """Combined score of member log-densities ``logd`` (n, M): the mean robust z-score,
+        mapped onto the primary member's log-density scale (see the module docstring)."""
+        logd = np.asarray(logd)
+        if self.n_members == 1:
+            return (logd[:, 0].copy() if self.log_density_units
+                    else (logd[:, 0] - self.loc_[0]) / self.scale_[0])
+        # mean_m (l_m - loc_m) / scale_m, times scale_0 plus loc_0, as one matrix-vector product
+        w = 1.0 / (self.n_members * self.scale_)
+        b = -float(np.dot(w, self.loc_))
+        if self.log_density_units:
+            w, b = w * self.scale_[0], b * self.scale_[0] + self.loc_[0]
+        out = logd @ w
+        out += b
+        return out
 
     def score_samples(self, X):
-        """Combined score of each row (lower = more anomalous; not a log-density)."""
+        """Combined score of each row (lower = more anomalous; nats, see ``combine``)."""
         X = np.asarray(X)
         return self.combine(np.column_stack([m.score_samples(X) for m in self.members]))
 
     def partial_fit_posteriors(self, X, resp, log_density):
         """One online step of every member from ``decide``'s stacked posteriors and member
-        log-densities for the rows of X (computed with the current parameters)."""
-        for i, m in enumerate(self.members):
-            m.partial_fit_posteriors(X, resp[:, self._offsets[i]:self._offsets[i + 1]],
-                                     log_density[:, i])
+        log-densities for the rows of X (computed with the current parameters).
+
+        Members of one covariance type are updated together: one statistics pass over their
+        stacked posteriors, one blend, one batched Cholesky (same result as member by member).
+        """
+        log_density = np.asarray(log_density)
+        X = np.asarray(X)
+        if X.shape[0] == 0:
+            return self
+        if not np.isfinite(log_density).all():  # rare: each member drops its own bad rows
+            for i, m in enumerate(self.members):
+                m.partial_fit_posteriors(X, resp[:, self._offsets[i]:self._offsets[i + 1]],
+                                         log_density[:, i])
+            return self
+        resp = np.asarray(resp, dtype=np.float64)
+        n = X.shape[0]
+        for g in self._group_layout():
+            ms = [self.members[i] for i in g["idx"]]
+            if g["ct"] == "tied":
+                i = g["idx"][0]
+                ms[0].partial_fit_posteriors(X, resp[:, g["cols"]], log_density[:, i])
+                continue
+            ct, local = g["ct"], g["local"]
+            hat = ss.batch_statistics(X, resp[:, g["cols"]], ct)
+            steps = [m._next_step(n) for m in ms]
+            eta = np.repeat([e for _, e in steps], g["sizes"])
+            old = ss.SufficientStats(*(np.concatenate(p) for p in zip(*[m._stats for m in ms])))
+            blended = stacked.grouped_blend(old, hat, eta, ct)
+            parts, reseeded = [], []
+            for j, (m, i) in enumerate(zip(ms, g["idx"])):
+                sl = g["slices"][j]
+                st, r = m._reseed_dead(ss.SufficientStats(*(a[sl] for a in blended)), X,
+                                       log_density[:, i])
+                parts.append(st)
+                reseeded.append(r)
+            if any(reseeded):
+                blended = ss.SufficientStats(*(np.concatenate(p) for p in zip(*parts)))
+            w, mu, cov, pc, rep = stacked.grouped_parameters(blended, ct, ms[0].reg_covar,
+                                                             local)
+            for j, m in enumerate(ms):
+                sl = g["slices"][j]
+                t, e = steps[j]
+                m._commit(ss.SufficientStats(*(a[sl] for a in blended)),
+                          (w[sl], mu[sl], cov[sl], pc[sl]), n_steps=t, n_seen=m.n_seen_ + n,
+                          n_reseeds=m.n_reseeds_ + reseeded[j],
+                          n_repairs=m.n_repairs_ + int(rep[sl].sum()), eta=e)
         return self
 
     def partial_fit(self, X, y=None):
@@ -120,6 +243,7 @@ class MixtureEnsemble:
         """Flat dict of arrays and JSON-able scalars; member keys are prefixed 'm<i>.'."""
         state = {"format": STATE_FORMAT, "format_version": STATE_VERSION,
                  "n_members": self.n_members, "loc": self.loc_.copy(),
+                 "log_density_units": self.log_density_units,
                  "scale": self.scale_.copy()}
         for i, m in enumerate(self.members):
             state.update({f"m{i}.{k}": v for k, v in m.get_state().items()})
@@ -128,6 +252,12 @@ class MixtureEnsemble:
     @classmethod
     def from_state(cls, state):
         """Rebuild from ``get_state``'s dict; a malformed state raises ValueError."""
+        version = state.get("format_version", 1)
+        if isinstance(version, np.ndarray) and version.ndim == 0:
+            version = version.item()
+        if not isinstance(version, numbers.Integral) or not 1 <= version <= STATE_VERSION:
+            raise ValueError(f"unsupported ensemble state version {version!r} (this library "
+                             f"reads versions 1..{STATE_VERSION})")
         n = state.get("n_members")
         if isinstance(n, np.ndarray) and n.ndim == 0:
             n = n.item()
@@ -145,7 +275,10 @@ class MixtureEnsemble:
             raise ValueError("ensemble state's loc/scale are malformed")
         if len({m.n_features_in_ for m in members}) != 1:
             raise ValueError("ensemble members have different feature counts")
-        return cls(members, loc, scale)
+        units = state.get("log_density_units", False) if version >= 2 else False
+        if isinstance(units, np.ndarray) and units.ndim == 0:
+            units = units.item()
+        return cls(members, loc, scale, log_density_units=bool(units))
 
 
 def is_ensemble_state(state):

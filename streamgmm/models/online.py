@@ -236,11 +236,7 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
         """Blend a batch's statistics in with the next step size; re-derive the parameters."""
         if n_valid == 0:
             return self  # nothing usable (every row overflowed); the model is unchanged
-        t = self.n_steps_ + 1
-        if self.step == "stepwise":
-            eta = ss.stepwise_step_size(t, self.alpha, self.t0)
-        else:
-            eta = ss.exponential_step_size(n_valid, self.half_life)
+        t, eta = self._next_step(n_valid)
         stats = ss.blend_statistics(self._stats, stats_hat, eta, self.covariance_type)
         stats, reseeded = self._reseed_dead(stats, X, log_density)
         params = ss.parameters_from_statistics(stats, self.covariance_type, self.reg_covar)
@@ -248,6 +244,13 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
                      n_reseeds=self.n_reseeds_ + reseeded, n_repairs=self.n_repairs_ + params[4],
                      eta=eta)
         return self
+
+    def _next_step(self, n_valid):
+        """(step number, step size) of the next update from ``n_valid`` records."""
+        t = self.n_steps_ + 1
+        if self.step == "stepwise":
+            return t, ss.stepwise_step_size(t, self.alpha, self.t0)
+        return t, ss.exponential_step_size(n_valid, self.half_life)
 
     def _reseed_dead(self, stats, X, log_density):
         """Re-seed components below the weight floor (or with non-finite statistics)."""
