@@ -82,6 +82,34 @@ def test_rarity_is_calibrated_and_severity_orders_extremes():
     assert far.severity[1] > far.severity[0] > 3
 
 
+def test_rarity_agrees_with_the_threshold_with_gross_anomalies_in_the_window():
+    """Flagged iff rarity < p/100: right after warm-up and later, with gross anomalies in the
+    threshold window (the daemon e2e's stream: p = 2%, 1 far anomaly per 150 records). The
+    tail's scale was a mean excess over the lowest 10% of the window, which the far scores
+    inflated: flagged normals got rarities of 0.08-0.09 (4x p). Rarity and threshold come
+    from the same window snapshot, so only the bulk's +0.5 rank offset and the fence
+    separate them: bounds of 1.5x either way leave room for those alone."""
+    rng = np.random.default_rng(11)
+    means = np.array([[0, 0, 0, 0], [6, 6, 0, 0], [0, 6, 6, 6.0]])
+    n, p = 30_000, 2.0
+    X = means[rng.integers(0, 3, n)] + rng.normal(size=(n, 4))
+    y = np.zeros(n, bool)
+    y[np.arange(1000, n, 150)] = True
+    d = rng.normal(size=(y.sum(), 4))
+    X[y] = 3 + 30 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    det = sync({"n_components": 3, "max_components": 3, "warmup_records": 500,
+                "threshold": {"percentile": p}})
+    res = feed(det, X, 500)
+    f, r = cat(res, "is_anomaly"), cat(res, "rarity")
+    for part in (slice(500, 3000), slice(3000, n)):
+        fp, rp = f[part], r[part]
+        assert rp[fp].max() <= 1.5 * p / 100, rp[fp].max()
+        assert rp[~fp].min() >= p / 100 / 1.5, rp[~fp].min()
+    assert f[y].all() and r[y].max() < p / 100 / 2
+    first = np.flatnonzero(y)[0]    # the first far record, none before it in the window
+    assert r[first] < 1e-4
+
+
 @pytest.mark.skipif(not (DATA / "40_vowels.npz").exists(), reason="tests/data missing")
 def test_real_dataset_flag_rate_never_far_above_p_except_true_anomalies():
     d = np.load(DATA / "40_vowels.npz")

@@ -11,8 +11,11 @@ of gross anomalies (more than p% of the window) is flagged in full instead of dr
 threshold down to hide itself; on clean data the fence lies below the percentile.
 
 Each score also gets a calibrated **rarity**: the fraction of the window's scores below it
-(empirical within the bulk; in the lower tail an exponential fit to the lowest scores, the
-peaks-over-threshold model, so rarities below 1/window stay finite and ordered) and a
+(empirical: the bulk from a sorted sample, the lower tail, where the threshold sits, from the
+window's exact lowest scores with np.percentile's convention, so a record is flagged iff its
+rarity < p/100 while the percentile, not the fence, sets the threshold; beyond the lowest
+EXTRAP_RANK scores an exponential tail through two order statistics, robust to a few gross
+anomalies in the window, so rarities below 1/window stay finite and ordered) and a
 **severity** = -log10(rarity): a record of severity 4 is about as rare as 1 in 10,000 recent
 records; the threshold sits at severity -log10(p/100) (2 for p = 1%).
 """
@@ -25,6 +28,8 @@ TAIL_FACTOR = 5.0
 TAIL_MIN = 0.02
 TAIL_MAX = 0.25
 SORTED_MAX = 4096  # scores in the sorted sample the bulk's rarity is read from
+# Rarity below the EXTRAP_RANK-th lowest score of the window is extrapolated (exponential tail).
+EXTRAP_RANK = 5
 
 
 @dataclass
@@ -107,13 +112,15 @@ class PercentileThreshold:
         return t
 
     def _refresh(self):
-        """Percentiles, fence and the lower-tail model in one partition, and a sorted sample
-        for rarity: O(window) (the sort is of at most SORTED_MAX strided scores; the bulk's
-        rarity needs no more resolution, the tail's comes from the tail model)."""
+        """Percentiles, fence and the lower tail's exact order statistics in one partition,
+        and a sorted sample for the bulk's rarity: O(window) (the sort is of at most
+        SORTED_MAX strided scores; the bulk needs no more resolution, and the tail, where the
+        threshold sits, is read from the exact lowest scores)."""
         data = self.ring_[: self.n_filled_]
         n = len(data)
         if n == 0:
             self.sorted_ = data.copy()
+            self.low_ = data.copy()
             self.tail_k_, self.tail_frac_, self.tail_s_, self.tail_beta_ = 0, 1.0, -np.inf, 1.0
             return
         q = min(TAIL_MAX, max(TAIL_FACTOR * self.percentile / 100.0, TAIL_MIN))
@@ -124,10 +131,23 @@ class PercentileThreshold:
         part = np.partition(data, kth)
         at = part[lo] + (pos - lo) * (part[np.minimum(lo + 1, n - 1)] - part[lo])
         qp, q1, q3 = (float(v) for v in at)  # linear interpolation, as np.percentile
-        low = np.sort(part[: k + 1])
-        self.tail_k_, self.tail_frac_ = k, k / n
-        self.tail_s_ = float(low[k])
-        self.tail_beta_ = float(max(np.mean(low[k] - low[:k]) if k else 1.0, 1e-9))
+        # The k+1 lowest scores, exactly: score low_[i] has rarity i / (n - 1), the convention
+        # of np.percentile, so a score at the p-th percentile has rarity p/100 exactly.
+        self.low_ = np.sort(part[: k + 1])
+        self.n_rank_ = max(n - 1, 1)
+        self.tail_k_, self.tail_frac_ = k, k / self.n_rank_
+        self.tail_s_ = float(self.low_[k])
+        # Beyond the lowest EXTRAP_RANK scores: an exponential tail through two order
+        # statistics (the EXTRAP_RANK-th and the k-th lowest). Quantile-based, so a few gross
+        # anomalies in the window do not inflate it (a mean excess did: flagged normals got
+        # rarities of 4-9 p).
+        m = int(min(EXTRAP_RANK, max(k // 2, 0)))
+        self.anchor_i_ = m
+        self.anchor_s_ = float(self.low_[m])
+        self.anchor_r_ = max(m, 0.5) / self.n_rank_
+        spread = self.tail_s_ - self.anchor_s_
+        self.tail_beta_ = float(max(spread / np.log(self.tail_frac_ / self.anchor_r_), 1e-9)
+                                if spread > 0 else 1e-9)
         stride = max(1, n // SORTED_MAX)
         self.sorted_ = np.sort(data[::stride])
         self.fence_ = float(q1 - self.fence_iqr * (q3 - q1))
@@ -141,8 +161,11 @@ class PercentileThreshold:
         return self.value_
 
     def rarity(self, scores):
-        """Fraction of recent scores below each score (tail extrapolated), in (0, 1]."""
-        if getattr(self, "sorted_", None) is None:
+        """Fraction of recent scores below each score, in (0, 1]: the bulk from a sorted
+        sample, the lower tail from the exact lowest scores (linear between order statistics,
+        consistent with the threshold's percentile), beyond the lowest few an exponential
+        tail, so it stays finite and ordered."""
+        if getattr(self, "low_", None) is None:
             self._refresh()
         s, n = self.sorted_, len(self.sorted_)
         scores = np.asarray(scores, dtype=np.float64)
@@ -151,9 +174,18 @@ class PercentileThreshold:
         r = (np.searchsorted(s, scores, side="left") + 0.5) / (n + 1.0)
         low = scores < self.tail_s_
         if low.any():
-            with np.errstate(over="ignore", under="ignore"):
-                r[low] = self.tail_frac_ * np.exp((scores[low] - self.tail_s_)
-                                                  / self.tail_beta_)
+            sl = scores[low]
+            k = self.tail_k_
+            rl = np.interp(sl, self.low_, np.arange(k + 1) / self.n_rank_)
+            far = sl < self.anchor_s_
+            if far.any():
+                with np.errstate(over="ignore", under="ignore"):
+                    rl[far] = self.anchor_r_ * np.exp((sl[far] - self.anchor_s_)
+                                                      / self.tail_beta_)
+            r[low] = rl
+        # the bulk's sample never ranks a score above the tail's end below the tail's share
+        if self.tail_k_:
+            r[~low] = np.maximum(r[~low], self.tail_frac_)
         return np.clip(r, 1e-300, 1.0)
 
     @staticmethod
