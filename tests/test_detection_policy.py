@@ -105,9 +105,9 @@ def test_rarity_agrees_with_the_threshold_with_gross_anomalies_in_the_window():
         fp, rp = f[part], r[part]
         assert rp[fp].max() <= 1.5 * p / 100, rp[fp].max()
         assert rp[~fp].min() >= p / 100 / 1.5, rp[~fp].min()
-    assert f[y].all() and r[y].max() < p / 100 / 2
-    first = np.flatnonzero(y)[0]    # the first far record, none before it in the window
-    assert r[first] < 1e-4
+    # far records are ranked against the normal tail, not against the other far ones
+    # in the window (empirically they would get ~0.3%, severity 2.5)
+    assert f[y].all() and r[y].max() < 1e-4
 
 
 @pytest.mark.skipif(not (DATA / "40_vowels.npz").exists(), reason="tests/data missing")

@@ -14,8 +14,9 @@ Each score also gets a calibrated **rarity**: the fraction of the window's score
 (empirical: the bulk from a sorted sample, the lower tail, where the threshold sits, from the
 window's exact lowest scores with np.percentile's convention, so a record is flagged iff its
 rarity < p/100 while the percentile, not the fence, sets the threshold; beyond the lowest
-EXTRAP_RANK scores an exponential tail through two order statistics, robust to a few gross
-anomalies in the window, so rarities below 1/window stay finite and ordered) and a
+EXTRAP_RANK scores and the scores under the fence an exponential tail through two order
+statistics, so a gross anomaly is ranked against the normal tail, not against the other gross
+ones in the window, and rarities below 1/window stay finite and ordered) and a
 **severity** = -log10(rarity): a record of severity 4 is about as rare as 1 in 10,000 recent
 records; the threshold sits at severity -log10(p/100) (2 for p = 1%).
 """
@@ -38,7 +39,7 @@ class PercentileThreshold:
 
     percentile: float = 1.0
     window: int = 20000
-    fence_iqr: float = 3.0
+    fence_iqr: float = 3.0     # None: no fence (the short threshold after a drift alarm)
     value_: float = None
     fence_: float = -np.inf
     ring_: np.ndarray = field(default=None, repr=False)
@@ -58,11 +59,14 @@ class PercentileThreshold:
 
     def restarted(self, scores):
         """A threshold on only ``scores`` (those since a detected change), re-ranked now, with
-        a short window (20/p records, at least 1,000): the flagged fraction returns to p on the
-        new data before a refit lands, and follows the old model while it learns the new
-        regime (its scores rise fast then). The refit's threshold replaces it."""
+        a short window (20/p records, at least 1,000) and no fence: the flagged fraction
+        returns to p on the new data before a refit lands, and follows the old model while it
+        learns the new regime (its scores rise fast then). The refit's threshold replaces it.
+        (The fence is for bursts of gross anomalies in a known regime; after a drift alarm a
+        new component of 20% of the stream lies below the old fence, which kept the flagged
+        fraction at 20% until the refit landed.)"""
         short = int(min(self.window, max(1000, 20 / (self.percentile / 100.0))))
-        return PercentileThreshold(self.percentile, short, self.fence_iqr).fit(scores)
+        return PercentileThreshold(self.percentile, short, None).fit(scores)
 
     def _push(self, s):
         w = self.window
@@ -137,12 +141,13 @@ class PercentileThreshold:
         self.n_rank_ = max(n - 1, 1)
         self.tail_k_, self.tail_frac_ = k, k / self.n_rank_
         self.tail_s_ = float(self.low_[k])
-        # Beyond the lowest EXTRAP_RANK scores: an exponential tail through two order
-        # statistics (the EXTRAP_RANK-th and the k-th lowest). Quantile-based, so a few gross
-        # anomalies in the window do not inflate it (a mean excess did: flagged normals got
-        # rarities of 4-9 p).
-        m = int(min(EXTRAP_RANK, max(k // 2, 0)))
-        self.anchor_i_ = m
+        # Beyond the lowest EXTRAP_RANK scores, and beyond every score under the far-out
+        # fence (gross anomalies: a new one is ranked against the normal tail, not against
+        # the other gross ones in the window), an exponential tail through two order
+        # statistics (the anchor and the k-th lowest). Quantile-based, so gross anomalies
+        # do not inflate it (a mean excess did: flagged normals got rarities of 4-9 p).
+        fence = float(q1 - (3.0 if self.fence_iqr is None else self.fence_iqr) * (q3 - q1))
+        m = int(min(max(EXTRAP_RANK, np.searchsorted(self.low_, fence)), max(k // 2, 0)))
         self.anchor_s_ = float(self.low_[m])
         self.anchor_r_ = max(m, 0.5) / self.n_rank_
         spread = self.tail_s_ - self.anchor_s_
@@ -150,7 +155,7 @@ class PercentileThreshold:
                                 if spread > 0 else 1e-9)
         stride = max(1, n // SORTED_MAX)
         self.sorted_ = np.sort(data[::stride])
-        self.fence_ = float(q1 - self.fence_iqr * (q3 - q1))
+        self.fence_ = -np.inf if self.fence_iqr is None else fence
         self._qp = qp
 
     def _rerank(self):
