@@ -146,7 +146,7 @@ def test_abrupt_shift_drift_then_back_in_band_at_any_call_size(call):
     assert abs(drift[0].detail["change_start"] - start) <= 500   # where the change began
     t = first_in_band(flags, 0, 0.01)
     assert t is not None and t <= 5000, t
-    # not starved: landed within refit.max_pending_records (10,000) of its start
+    # not starved: landed within refit.max_pending_records (2,000) of its start
     assert any(e.kind == "refit_done" for e in events)
     det.close()
 
