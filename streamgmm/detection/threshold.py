@@ -49,6 +49,7 @@ class PercentileThreshold:
     pos_: int = 0
     since_: int = 0
     n_prior_: int = 0   # calibration scores at the start of the ring (from fit)
+    burst_: bool = True  # the fence may set the threshold (see _rerank)
     live_: int = 0      # scores added by update() since fit
 
 
@@ -60,6 +61,8 @@ class PercentileThreshold:
         self.n_filled_ = self.pos_ = 0
         self._push(scores)
         self.n_prior_, self.live_ = min(len(scores), self.window), 0
+        # the fit window may hold gross anomalies: flag them in full while it is in the window
+        self.burst_, self.fit_burst_ = True, True
         self._rerank()
         return self
 
@@ -113,6 +116,8 @@ class PercentileThreshold:
             self.ring_ = np.empty(self.window, dtype=np.float64)
             self.n_filled_ = self.pos_ = self.n_prior_ = 0
             self._push(live)
+            if getattr(self, "fit_burst_", False):  # the fit window's reason is gone
+                self.burst_ = self.fit_burst_ = False
             return self._rerank()
         # A re-rank costs O(window); the percentile of n scores barely moves in n/10 more.
         self.since_ += len(scores)
@@ -132,10 +137,10 @@ class PercentileThreshold:
         t = PercentileThreshold(percentile=percentile, window=window, fence_iqr=self.fence_iqr)
         t.ring_ = np.empty(window, dtype=np.float64)
         kept = self.recent()
+        t.live_, t.burst_ = self.live_, self.burst_
         if len(kept):
             t._push(kept)
             t._rerank()
-        t.live_ = self.live_
         t.n_prior_ = max(0, min(self.n_prior_, t.n_filled_ - self.live_))
         if t.value_ is None:  # nothing to rank yet
             t.value_ = self.value_
@@ -200,9 +205,16 @@ class PercentileThreshold:
     def _rerank(self):
         self._refresh()
         if len(self.sorted_):
-            # The fence sets the threshold only during a burst: on a steady heavy tail
-            # (optdigits, d=64: 5% of normal scores below Q1 - 3 IQR) it flagged 4-5 p.
-            self.value_ = float(max(self._qp, self.fence_) if self._burst() else self._qp)
+            # The fence sets the threshold only in a burst: from its onset (the newest scores
+            # fall below the fence far more often than the rest) while more than p% of the
+            # window lies below it; and on the fit's calibration window. On a steady heavy
+            # tail (optdigits, d=64: 5% of normal scores below Q1 - 3 IQR) a fence that
+            # always bound flagged 4-5 p.
+            if self._qp >= self.fence_:
+                self.burst_ = False
+            elif self._burst():
+                self.burst_, self.fit_burst_ = True, False
+            self.value_ = float(max(self._qp, self.fence_) if self.burst_ else self._qp)
         self.since_ = 0
         return self.value_
 
@@ -243,7 +255,8 @@ class PercentileThreshold:
         return ({"percentile": self.percentile, "window": self.window,
                  "fence_iqr": self.fence_iqr, "fence": self.fence_, "value": self.value_,
                  "n_filled": self.n_filled_, "pos": self.pos_, "since": self.since_,
-                 "n_prior": self.n_prior_, "live": self.live_},
+                 "n_prior": self.n_prior_, "live": self.live_, "burst": self.burst_,
+                 "fit_burst": bool(getattr(self, "fit_burst_", False))},
                 {"ring": self.ring_})
 
     @classmethod
@@ -254,6 +267,8 @@ class PercentileThreshold:
         t.n_filled_, t.pos_ = meta["n_filled"], meta["pos"]
         t.since_ = int(meta.get("since", 0))
         t.n_prior_, t.live_ = int(meta.get("n_prior", 0)), int(meta.get("live", 0))
+        t.burst_ = bool(meta.get("burst", True))
+        t.fit_burst_ = bool(meta.get("fit_burst", False))
         ring = np.array(arrays["ring"], dtype=np.float64)
         if ring.shape != (t.window,):
             raise ValueError("threshold ring buffer has the wrong shape")
