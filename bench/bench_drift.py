@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from streams import Mixture, class_switch, first_in_band, roc_auc, windowed_rates  # noqa: E402
+from streams import (Mixture, class_switch, first_in_band, normal_split_switch,  # noqa: E402
+                     roc_auc, windowed_rates)
 
 from streamgmm import Detector  # noqa: E402
 
@@ -192,6 +193,25 @@ def real(data_dir, n_after, quick):
               f"{dd[0].detail['record'] - cp if dd else None}, back in band {band}, "
               f"post-change AUC {auc:.3f} (HalfSpaceTrees {hst_auc:.3f}), "
               f"false drifts before {sum(e.kind == 'drift' and e.detail['record'] <= cp for e in ev)}")
+        print("    " + switch_line(normal_split_switch(X, y, 10_000, n_after, seed=1), n_after,
+                                   quick, "normal-split switch"))
+
+
+def switch_line(stream, n_after, quick, name):
+    """One switch stream: drift delay, back in band, post-change ROC-AUC beside HST."""
+    Xs, ys, cp = stream
+    det = Detector({}, background_refit=True)
+    s, f, ev = run(det, Xs, 250)
+    det.close()
+    dd = [e for e in ev if e.kind == "drift" and e.detail["record"] > cp]
+    post = slice(cp + n_after // 4, None)
+    auc = roc_auc(ys[post], -s[post])
+    hst = None if quick else hst_scores(Xs, 0)
+    hst_auc = roc_auc(ys[post], hst[post]) if hst is not None else float("nan")
+    return (f"{name} at {cp}: drift delay {dd[0].detail['record'] - cp if dd else None}, "
+            f"back in band {first_in_band(f & (ys == 0), cp, P)}, post-change AUC {auc:.3f} "
+            f"(HalfSpaceTrees {hst_auc:.3f}), false drifts before "
+            f"{sum(e.kind == 'drift' and e.detail['record'] <= cp for e in ev)}")
 
 
 def main():

@@ -99,3 +99,31 @@ def class_switch(X, y, n_before, n_after, seed=0, contamination=0.01):
     Xs = np.vstack([a, b])
     Xs = Xs + rng.normal(0, 1e-3, Xs.shape) * (Xs.std(axis=0) + 1e-12)
     return Xs, np.r_[la, lb], n_before
+
+
+def normal_split_switch(X, y, n_before, n_after, seed=0, contamination=0.01):
+    """A fairer switch: the normal class split in two halves along its first principal axis;
+    half A is normal before the change, half B after, the anomaly class is the anomaly
+    throughout (``contamination`` of each part). Every normal row is distinct, unlike the
+    class switch, whose new normal is a small anomaly class resampled many times.
+    Returns (X, labels, change index)."""
+    rng = np.random.default_rng(seed)
+    X0, X1 = X[y == 0], X[y == 1]
+    Z = (X0 - X0.mean(axis=0)) / (X0.std(axis=0) + 1e-12)
+    v = np.linalg.svd(Z, full_matrices=False)[2][0]
+    proj = Z @ v
+    A, B = X0[proj <= np.median(proj)], X0[proj > np.median(proj)]
+
+    def part(normal, n):
+        na = rng.binomial(n, contamination)
+        rows = np.vstack([normal[rng.integers(0, len(normal), n - na)],
+                          X1[rng.integers(0, len(X1), na)]])
+        lab = np.r_[np.zeros(n - na), np.ones(na)]
+        o = rng.permutation(n)
+        return rows[o], lab[o]
+
+    a, la = part(A, n_before)
+    b, lb = part(B, n_after)
+    Xs = np.vstack([a, b])
+    Xs = Xs + rng.normal(0, 1e-3, Xs.shape) * (Xs.std(axis=0) + 1e-12)
+    return Xs, np.r_[la, lb], n_before

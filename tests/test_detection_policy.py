@@ -82,6 +82,49 @@ def test_rarity_is_calibrated_and_severity_orders_extremes():
     assert far.severity[1] > far.severity[0] > 3
 
 
+def test_rarity_agrees_with_the_threshold_with_gross_anomalies_in_the_window():
+    """Flagged iff rarity < p/100: right after warm-up and later, with gross anomalies in the
+    threshold window (the daemon e2e's stream: p = 2%, 1 far anomaly per 150 records). The
+    tail's scale was a mean excess over the lowest 10% of the window, which the far scores
+    inflated: flagged normals got rarities of 0.08-0.09 (4x p). Rarity and threshold come
+    from the same window snapshot, so only the bulk's +0.5 rank offset and the fence
+    separate them: bounds of 1.5x either way leave room for those alone."""
+    rng = np.random.default_rng(11)
+    means = np.array([[0, 0, 0, 0], [6, 6, 0, 0], [0, 6, 6, 6.0]])
+    n, p = 30_000, 2.0
+    X = means[rng.integers(0, 3, n)] + rng.normal(size=(n, 4))
+    y = np.zeros(n, bool)
+    y[np.arange(1000, n, 150)] = True
+    d = rng.normal(size=(y.sum(), 4))
+    X[y] = 3 + 30 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    det = sync({"n_components": 3, "max_components": 3, "warmup_records": 500,
+                "threshold": {"percentile": p}})
+    res = feed(det, X, 500)
+    f, r = cat(res, "is_anomaly"), cat(res, "rarity")
+    for part in (slice(500, 3000), slice(3000, n)):
+        fp, rp = f[part], r[part]
+        assert rp[fp].max() <= 1.5 * p / 100, rp[fp].max()
+        assert rp[~fp].min() >= p / 100 / 1.5, rp[~fp].min()
+    # far records are ranked against the normal tail, not against the other far ones
+    # in the window (empirically they would get ~0.3%, severity 2.5)
+    assert f[y].all() and r[y].max() < 1e-4
+
+
+def test_fence_does_not_bind_on_a_steady_heavy_tail():
+    """Scores with a heavy lower tail (-|Cauchy|: 7.5% below Q1 - 3 IQR), steady: the
+    threshold flags p, not everything below the fence (optdigits, d=64, flagged 4.1p of its
+    normal records that way); a burst's onset still makes it bind (see test_detector)."""
+    rng = np.random.default_rng(0)
+    th = PercentileThreshold(1.0, 5000).fit(-np.abs(rng.standard_cauchy(5000)))
+    rates = []
+    for _ in range(20):
+        s = -np.abs(rng.standard_cauchy(1000))
+        rates.append(np.mean(s < th.value_))
+        th.update(s)
+    assert np.mean(rates[-10:]) < 0.0125, rates
+    assert np.mean(-np.abs(rng.standard_cauchy(20_000)) < th.fence_) > 0.05
+
+
 @pytest.mark.skipif(not (DATA / "40_vowels.npz").exists(), reason="tests/data missing")
 def test_real_dataset_flag_rate_never_far_above_p_except_true_anomalies():
     d = np.load(DATA / "40_vowels.npz")
@@ -118,9 +161,46 @@ def test_abrupt_shift_drift_then_back_in_band_at_any_call_size(call):
     assert abs(drift[0].detail["change_start"] - start) <= 500   # where the change began
     t = first_in_band(flags, 0, 0.01)
     assert t is not None and t <= 5000, t
-    # not starved: landed within refit.max_pending_records (10,000) of its start
+    # not starved: landed within refit.max_pending_records (2,000) of its start
     assert any(e.kind == "refit_done" for e in events)
     det.close()
+
+
+@pytest.mark.parametrize("call", [250, 20_000])
+def test_new_component_back_in_band_within_5000_records_at_any_call_size(call):
+    """A new component (20% of the stream) lay below the old threshold's far-out fence: 20%
+    flagged until the refit landed, ~13,000 records later at replay speed. The threshold
+    restarted after the alarm has no fence, and a background refit waits at most
+    refit.max_pending_records (2,000) records."""
+    mix = Mixture(d=8, k=4, seed=0)
+    det = Detector({"n_components": 4}, background_refit=True)
+    start, events, flags = _change(det, mix, call, n_after=10_000,
+                                   new=mix.means.mean(axis=0) + 5.0)
+    drift = [e for e in events if e.kind == "drift"]
+    assert drift and drift[0].detail["record"] - start <= 1000
+    t = first_in_band(flags, 0, 0.01)
+    assert t is not None and t <= 5000, t
+    done = [e for e in events if e.kind == "refit_done"]
+    assert done and done[0].detail["n_records"] <= 5000
+    det.close()
+
+
+@pytest.mark.skipif(not (DATA / "40_vowels.npz").exists(), reason="tests/data missing")
+def test_class_switch_refit_lands_and_ranks_the_new_normal_in_a_fast_replay():
+    """Real data, the normal class switches; background refit at replay speed. With
+    refit.max_pending_records 10,000 the refit had not landed 10,000 records after the
+    switch: post-change ROC-AUC 0.2-0.6 from the old model."""
+    d = np.load(DATA / "40_vowels.npz")
+    X, y = d["X"].astype(float), d["y"].astype(bool)
+    Xs, ys, cp = class_switch(X, y, 6000, 6000, seed=1)
+    det = Detector({}, background_refit=True)
+    res = feed(det, Xs, 250)
+    det.close()
+    ev = [e for r in res for e in r.events]
+    assert any(e.kind == "refit_done" for e in ev)
+    s = cat(res, "scores")
+    post = slice(cp + 2500, None)
+    assert roc_auc(ys[post], -s[post]) > 0.7   # 0.61 unlanded, 0.75 landed
 
 
 def test_refit_trains_on_post_change_data_and_a_second_change_is_handled():

@@ -68,9 +68,10 @@ class RefitConfig:
                                "starts (capped at the window)")
     cooldown_records: int = setting(Int(0), 0, "records after a model swap before another "
                                     "refit may start")
-    max_pending_records: int = setting(Int(0), 10000, "records scored while a background "
+    max_pending_records: int = setting(Int(0), 2000, "records scored while a background "
                                        "refit runs before the caller waits for it (a fast "
-                                       "replay cannot starve a refit)")
+                                       "replay cannot starve a refit: it lands within "
+                                       "min_records + this after a change)")
 
 
 @dataclass(frozen=True)
