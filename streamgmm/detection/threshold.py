@@ -191,15 +191,19 @@ class PercentileThreshold:
 
     def _burst(self):
         """True when the scores since the last re-rank fall below the fence much more often
-        than the rest of the window (a burst of gross anomalies), not a steady heavy tail."""
-        n, m = self.n_filled_, min(self.since_, self.n_filled_)
-        if not np.isfinite(self.fence_) or m == 0 or m >= n:
+        than the stream's earlier scores (a burst of gross anomalies), not a steady heavy tail.
+        Only the stream's own scores count: the fit's calibration scores are a thinner-tailed
+        proxy, so comparing with them would take any heavy-tailed stream for a burst."""
+        n = self.n_filled_
+        n_live = min(self.live_, n)
+        m = min(self.since_, n_live)
+        if not np.isfinite(self.fence_) or m == 0 or \
+                n_live - m < 10.0 / (self.percentile / 100.0):
             return False
-        idx = (self.pos_ - m + np.arange(m)) % self.window if n == self.window else \
-            np.arange(n - m, n)
-        new = np.count_nonzero(self.ring_[idx] < self.fence_)
-        total = np.count_nonzero(self.ring_[:n] < self.fence_)
-        share_new, share_old = new / m, (total - new) / (n - m)
+        live = self.recent()[n - n_live:]
+        below = live < self.fence_
+        new = np.count_nonzero(below[-m:])
+        share_new, share_old = new / m, (np.count_nonzero(below) - new) / (n_live - m)
         return share_new > self.percentile / 100.0 and share_new > BURST_RATIO * share_old
 
     def _rerank(self):
