@@ -278,3 +278,38 @@ def test_available_cpus_respects_cgroup_quotas(tmp_path, monkeypatch):
     assert daemon.decode_worker_wanted() is True
     monkeypatch.setenv("STREAMGMM_DECODE_WORKER", "0")
     assert daemon.decode_worker_wanted() is False
+
+
+@pytest.mark.parametrize("poll", [7, 400])
+def test_daemon_and_api_agree_whatever_the_poll_size(tmp_path, poll):
+    """Issue 9 point 4: the daemon's warm-up uses exactly warmup_records records (a poll is
+    split at the boundary) and learning does not depend on poll sizes, so the daemon's scores
+    are the Python API's on the same stream fed in batches of another size."""
+    import numpy as np
+
+    from streamgmm import Detector
+    from streamgmm.service.config import config_from_dict, detector_dict
+
+    n, warm = 3000, 1000
+    X = mixture_rows(n, seed=21)
+    data = tmp_path / "events.jsonl"
+    with open(data, "w") as f:
+        for i, x in enumerate(X):
+            f.write(json.dumps(to_record(i, x)) + "\n")
+    out = tmp_path / "out.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data)}, {"type": "file", "path": str(out)},
+               {"type": "stdout"}, warmup=warm)
+    cfg["kafka"]["max_poll_records"] = poll
+    cfg["detector"]["online"] = {"batch_size": 250}
+    d = DaemonThread(cfg).start()
+    wait_for(lambda: not d.alive, 60, what="end of file")
+    assert d.stop() == 0
+    got = sorted(_lines(out), key=lambda e: e["offset"])
+    assert [e["offset"] for e in got] == list(range(n))
+    det = Detector.from_dict(detector_dict(config_from_dict(cfg, environ={})),
+                             feature_names=list(FEATURES), background_refit=False)
+    res = [det.process(X[i:i + 1000]) for i in range(0, n, 1000)]
+    api = np.concatenate([r.scores for r in res])
+    assert len(api) == n
+    daemon = np.array([e["score"] for e in got])
+    assert np.allclose(daemon, api, rtol=1e-6, atol=1e-6), np.abs(daemon - api).max()

@@ -244,7 +244,7 @@ def test_refit_runs_in_background_while_scoring_continues():
     det.process(mix.draw(2000))
     det.process(mix.draw(10000))
     det.scheduler_.request(det.counters["records"] - 10000, "test")
-    res = det.process(mix.draw(500))
+    res = det.process(mix.draw(1000))  # up to the next policy boundary (every 1,000 records)
     assert any(e.kind == "refit_started" for e in res.events)
     # The old model keeps scoring while the worker fits; the swap happens at the start of a
     # later process() call (reported there as refit_done), never in the middle of a batch.

@@ -110,9 +110,9 @@ def test_restored_without_rows_still_works_and_refits_on_new_records(tmp_path):
     det.save(tmp_path / "plain.npz")
 
     with_rows = Detector.load(tmp_path / "rows.npz")
-    res = with_rows.process(draw(10, 50))
+    res = with_rows.process(draw(500, 50))             # to the next policy boundary (4,000)
     started = [e for e in res.events if e.kind == "refit_started"]
-    assert started and started[0].detail["n_records"] == 2010  # the saved rows are used
+    assert started and started[0].detail["n_records"] == 2500  # the saved rows are used
 
     back = Detector.load(tmp_path / "plain.npz")
     assert back.scheduler_.ring.filled == 0 and back._learn_n == 0
@@ -126,11 +126,13 @@ def test_restored_without_rows_still_works_and_refits_on_new_records(tmp_path):
     for i in range(19):                                  # 950 new rows: not enough yet
         events += back.process(draw(50, 100 + i)).events
     assert not [e for e in events if e.kind.startswith("refit")]
-    events = back.process(draw(50, 200)).events          # the 1,000th new row
+    events = []
+    for i in range(11):  # to record 5,000: the first policy boundary with >= 1,000 new rows
+        events += back.process(draw(50, 200 + i)).events
     assert [e.kind for e in events] == ["refit_started"]
     events += back.wait_for_refit(timeout=60)
     assert [e.kind for e in events] == ["refit_started", "refit_done"]
-    assert events[0].detail["n_records"] == 1000          # only records seen since the restore
+    assert events[0].detail["n_records"] == 1500          # only records seen since the restore
     assert back.model_version == det.model_version + 1
     res = back.process(draw(200, 300))
     assert len(res) == 200 and 0 < np.isfinite(res.scores).sum() == 200

@@ -118,6 +118,7 @@ class Detector:
         self._learn_n = 0
         self._fill = 0      # records scored since the last online step (flagged or not)
         self._since_change = None
+        self._alarms = []   # drift alarms raised since the last policy boundary
         self._precisions = None
 
     @classmethod
@@ -184,6 +185,7 @@ class Detector:
         self.model_version += 1
         self._learn, self._learn_n, self._fill, self._precisions = [], 0, 0, None
         self._since_change = None  # set by a drift alarm until the next model swap
+        self._alarms = []
         self._new_monitor()
 
     def _new_monitor(self):
@@ -303,12 +305,17 @@ class Detector:
             events.extend(self._poll_refit())
 
     def _on_drift(self, alarm, events):
+        """Report an alarm at once; act on it at the next policy boundary."""
         self.counters["drift_events"] += 1
         events.append(DetectorEvent("drift", alarm.detector, {
             "record": alarm.record, "change_start": alarm.change_start, **alarm.detail}))
+        self._alarms.append(alarm)
+
+    def _act_on_drift(self):
+        """Refit from the estimated change on; re-rank the threshold on the scores since it
+        (the flagged fraction returns to p before the refit lands); test the new regime."""
+        alarm, self._alarms = self._alarms[-1], []
         self.scheduler_.request(alarm.change_start, alarm.detector)
-        # Re-rank the threshold on the scores since the estimated change (the flagged fraction
-        # returns to p before the refit lands) and test the new regime from here on.
         th = self.threshold_model_
         n_post = max(self.scheduler_.n_seen - int(alarm.change_start), MIN_RESTART_SCORES)
         recent = th.recent()
@@ -332,35 +339,49 @@ class Detector:
             if count:
                 self._count(res)
             return res
-        parts = []
-        for c0 in range(0, len(X), POLICY_CHUNK):
-            if c0:
-                self._unstarve(events)
-            parts.append(self._run_chunk(X[c0:c0 + POLICY_CHUNK], events))
+        parts, i = [], 0
+        while i < len(X):
+            # Policy boundaries sit at fixed record counts (every POLICY_CHUNK records of the
+            # stream), so the same stream gives the same decisions whatever the call sizes.
+            to_boundary = POLICY_CHUNK - self.scheduler_.n_seen % POLICY_CHUNK
+            j = min(len(X), i + to_boundary)
+            parts.append(self._run_chunk(X[i:j], events, j - i == to_boundary))
+            i = j
         return DetectionResult.concat(parts, events)
 
     def _count(self, res):
         self.counters["records"] += len(res)
         self.counters["anomalies"] += int(res.is_anomaly.sum())
 
-    def _run_chunk(self, X, events):
+    def _run_chunk(self, X, events, at_boundary):
         Xs, res = self._score_chunk(X, learn=True)
         self.scheduler_.observe(X)
         if self._since_change is None:
-            self.threshold_model_.update(res.scores)
-        else:
-            self._rescore_since_change()
+            self.threshold_model_.push(res.scores)
         if self.config.drift.enabled and self.scheduler_.job is None:
             for alarm in self.monitor_.update(res.scores, Xs, res.is_anomaly):
                 self._on_drift(alarm, events)
+        if at_boundary:
+            self._policy(events)
+        self._count(res)
+        return res
+
+    def _policy(self, events):
+        """At a boundary: swap in (or wait for) a refit, act on drift, re-rank the threshold,
+        start a refit that is due."""
+        self._unstarve(events)
+        if self._alarms:
+            self._act_on_drift()
+        if self._since_change is None:
+            self.threshold_model_.refresh()
+        else:
+            self._rescore_since_change()
         job = self.scheduler_.maybe_start()
         if job is not None:
             events.append(DetectorEvent("refit_started", detail={
                 "n_records": job.n_records, "reason": job.reason}))
             if not self.background_refit:
                 events.extend(self._poll_refit())
-        self._count(res)
-        return res
 
     # ------------------------------------------------------------------ API
     def process(self, X):

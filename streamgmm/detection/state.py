@@ -26,7 +26,7 @@ from ..models.online import STATE_FORMAT as ONLINE_STATE_FORMAT
 from ..models.online import STATE_VERSION as ONLINE_STATE_VERSION
 from ..persistence import CheckpointError, is_zip, load_state, read_joblib
 from .config import DetectorConfig
-from .drift import DriftMonitor
+from .drift import DriftAlarm, DriftMonitor
 from .scaler import StandardScaler
 from .threshold import PercentileThreshold
 from .training import TrainedModel, make_online
@@ -80,6 +80,9 @@ def detector_state(det, include_recent_records=False):
         arrays["learn.scores"] = np.concatenate([p[2] for p in parts])
         meta["learn_fill"] = int(det._fill)
         meta["since_change"] = det._since_change
+        meta["pending_alarms"] = [{"detector": a.detector, "record": int(a.record),
+                                   "change_start": int(a.change_start),
+                                   "statistic": float(a.statistic)} for a in det._alarms]
     sch = det.scheduler_
     if sch is not None:
         ring = sch.ring.last(sch.ring.filled) if include_recent_records else \
@@ -153,6 +156,7 @@ def detector_from_state(cls, meta, arrays):
         # records scored since the last online step (older states: the queued rows)
         det._fill = int(meta.get("learn_fill", det._learn_n))
         det._since_change = meta.get("since_change")
+        det._alarms = [DriftAlarm(**a) for a in meta.get("pending_alarms", [])]
     return det
 
 

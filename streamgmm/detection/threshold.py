@@ -102,11 +102,22 @@ class PercentileThreshold:
 
     def update(self, scores):
         """Add a batch of scores; re-rank once a tenth of the window's content is new."""
+        self.push(scores)
+        return self.refresh()
+
+    def push(self, scores):
+        """Add scores to the window without re-ranking (``refresh`` does that): the Detector
+        re-ranks only at fixed record counts, so decisions do not depend on call sizes."""
         scores = np.asarray(scores, dtype=np.float64)
         if not np.isfinite(scores).all():
             scores = scores[np.isfinite(scores)]
         self._push(scores)
         self.live_ += len(scores)
+        self.since_ += len(scores)
+
+    def refresh(self):
+        """Re-rank if due: the calibration scores leave once enough of the stream's own are
+        in; otherwise once a tenth of the window's content is new."""
         if self.n_prior_ and self.live_ >= self.prior_span():
             # The calibration scores (held-out scores of the fit window) only stand in for
             # the stream's until there are enough of those: on small or wide fit windows
@@ -120,7 +131,6 @@ class PercentileThreshold:
                 self.burst_ = self.fit_burst_ = False
             return self._rerank()
         # A re-rank costs O(window); the percentile of n scores barely moves in n/10 more.
-        self.since_ += len(scores)
         if self.since_ < max(1, self.n_filled_ // 10):
             return self.value_
         return self._rerank()
