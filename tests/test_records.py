@@ -317,3 +317,96 @@ def test_fast_json_path_matches_json_loads_on_objects(obj, tail):
             assert a[0] == "ok" and json.dumps(a[1]) == json.dumps(b[1]), raw
         else:
             assert a == b, raw
+
+
+def _same_outcome(raw):
+    from streamgmm.service.records import _loads_object
+
+    a, b = _outcome(_loads_object, raw), _outcome(json.loads, raw)
+    if b[0] == "ok":  # same values and types (repr: NaN != NaN, -0.0 == 0.0, 1 == 1.0)
+        assert a[0] == "ok" and repr(a[1]) == repr(b[1]), raw
+    else:
+        assert a == b, raw
+
+
+@pytest.mark.parametrize("depth", [1, 100, 255, 256, 257, 600, 980, 990, 993, 994, 995, 996,
+                                   997, 998, 1000, 1200])
+@pytest.mark.parametrize("kind", ["object", "array", "padded"])
+def test_fast_json_path_matches_json_loads_near_the_recursion_limit(depth, kind):
+    """msgspec gives up a few levels deeper than json: records that deep go to json."""
+    if kind == "object":
+        raw = '{"a":' * depth + "1" + "}" * depth
+    elif kind == "array":
+        raw = '{"a":' + "[" * depth + "1" + "]" * depth + "}"
+    else:  # long enough to skip the length shortcut, few brackets
+        raw = '{"pad":"' + "x" * 2000 + '","a":' + "[" * depth + "]" * depth + "}"
+    _same_outcome(raw)
+    _same_outcome(raw.encode())
+
+
+@pytest.mark.parametrize("raw, fast", [
+    ('{"a":' * 200 + "1" + "}" * 200, True),
+    ('{"a":' * 300 + "1" + "}" * 300, False),
+    ('{"a":' + "[" * 300 + "]" * 300 + "}", False),
+    ('{"pad":"' + "x" * 5000 + '","a":[[1]]}', True),
+    ('{"pad":"' + "x" * 5000 + '","a":' + "[" * 260 + "]" * 260 + "}", False),
+], ids=["shallow", "deep-object", "deep-array", "long-shallow", "long-deep"])
+def test_only_records_far_from_the_recursion_limit_take_msgspec(monkeypatch, raw, fast):
+    """msgspec gives up a few levels deeper than json (both count against the recursion
+    limit, from wherever they are called): a deeply nested record must take json's path, or a
+    record json rejects as nested too deeply could be accepted."""
+    from streamgmm.service import records
+
+    used = []
+    real = records._msgspec_decode
+    monkeypatch.setattr(records, "_msgspec_decode", lambda r: used.append(1) or real(r))
+    for r in (raw, raw.encode()):
+        used.clear()
+        records._loads_object(r)
+        assert bool(used) == fast
+
+
+NUMBERS = ["0", "-0", "-0.0", "1", "1.5", "1e5", "1E+5", "1e-400", "1e400", "-1e400", "1e308",
+           "2.2250738585072011e-308", "4.9e-324", "9007199254740993", "18446744073709551615",
+           "18446744073709551616", "-9223372036854775809", "1" + "0" * 400,
+           "123456789012345678901234567890.5", "0.1000000000000000055511151231257827",
+           "01", ".5", "1.", "+1", "--1", "1e", "0x10", "NaN", "Infinity", "-Infinity"]
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_fast_json_path_matches_json_loads_on_numbers(number):
+    for raw in (f'{{"a":{number}}}', f'{{"a":[{number}],"b":{number}}}'):
+        _same_outcome(raw)
+        _same_outcome(raw.encode())
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(min_value=-10**40, max_value=10**40).map(str),
+    st.tuples(st.integers(min_value=1, max_value=2**60), st.integers(-1100, 1000)).map(
+        lambda t: f"{t[0]}e{t[1]}"),
+    st.from_regex(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,3})?",
+                  fullmatch=True)))
+def test_fast_json_path_parses_every_number_like_json(number):
+    _same_outcome(f'{{"a":{number}}}'.encode())
+
+
+JSON_TOKENS = [b'\\"', b'\\\\', b'\\/', b'\\b', b'\\n', b'\\t', b'\\u00e9', b'\\ud83d\\ude00',
+               b'\\ud800', b'\\udc00', b'\\u0000', b'\\x', b'\\', b'"', b'a', b'\xc3\xa9',
+               b'\xf0\x9f\x98\x80', b'\xed\xa0\x80', b'\xff', b'\x01', b'\x7f', b' ', b'{',
+               b'}', b'[', b']', b',', b':', b'1', b'-', b'.', b'e', b'true', b'false', b'null',
+               b'NaN', b'Infinity', b'\t', b'\n', b'"k":', b'"k":1,', b'"k":"v"']
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(JSON_TOKENS), max_size=14),
+       st.sampled_from([b'{"k":"%s"}', b'{"k":%s}', b"{%s}", b"%s", b'{"a":1}%s',
+                        b'{"k":"v","k":%s}']))
+def test_fast_json_path_matches_json_loads_on_token_soup(tokens, template):
+    raw = template.replace(b"%s", b"".join(tokens))
+    _same_outcome(raw)
+    try:
+        _same_outcome(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        pass

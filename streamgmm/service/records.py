@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import msgspec
 import numpy as np
 
 __all__ = [
@@ -58,9 +59,38 @@ _JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean
 _loads = json.loads
 _scan_once = json.JSONDecoder().scan_once  # the C scanner json.loads ends up in
 _JSON_SPACE = " \t\n\r"
+_msgspec_decode = msgspec.json.Decoder().decode
+_MSGSPEC_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
+# msgspec and json count nesting against the same recursion limit, but msgspec gives up 3
+# levels deeper: a record nested within a few levels of sys.getrecursionlimit() would decode
+# with msgspec and not with json.loads ("nested too deeply"). Records that cannot be nested
+# that deep (short ones, or few brackets) are safe; the rest take json's path.
+_FAST_MAX_NESTING = 256
 
 
 def _loads_object(raw):
+    """json.loads(raw), fast: msgspec's decoder first (3-5x faster than json on small records),
+    and on any failure json's own path, so results and error messages are json.loads's.
+
+    Where msgspec succeeds it returns what json.loads returns (same types, same floats, big
+    integers as int, last duplicate key wins: fuzzed in tests/test_records.py); it is only
+    stricter (NaN/Infinity literals, lone surrogates, a byte-order mark, 1e400, ...), and
+    those records fall through to json below."""
+    if len(raw) <= 2 * _FAST_MAX_NESTING or _brackets(raw) < _FAST_MAX_NESTING:
+        try:
+            return _msgspec_decode(raw)
+        except _MSGSPEC_ERRORS:
+            pass
+    return _json_loads_object(raw)
+
+
+def _brackets(raw) -> int:
+    if type(raw) is str:
+        return raw.count("{") + raw.count("[")
+    return raw.count(b"{") + raw.count(b"[")
+
+
+def _json_loads_object(raw):
     """json.loads(raw) for the common case, a UTF-8 record that starts with "{", without
     json.loads's encoding detection and wrappers (about 40% of its time on small records);
     anything else goes through json.loads itself, so results and error messages are its own."""
