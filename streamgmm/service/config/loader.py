@@ -389,6 +389,7 @@ class KafkaConfig:
     poll_timeout_ms: int = _opt(_Int(0), 500)
     session_timeout_ms: int = _opt(_Int(1), 10000)
     heartbeat_interval_ms: int = _opt(_Int(1), 3000)
+    compression_type: str = _opt(_Choice("none", "gzip", "snappy", "lz4", "zstd"), "none")
     security: dict = _opt(_Map(), {}, free=True, file_keys=True)
     consumer: dict = _opt(_Map(), {}, free=True)
     producer: dict = _opt(_Map(), {}, free=True)

@@ -57,15 +57,18 @@ class KafkaSink:
 
 
 def make_producer(kcfg):
-    """A kafka-python producer with acks=all (user producer/security settings on top).
+    """A kafka-python producer with acks=all and `kafka.compression_type` (user producer/
+    security settings on top: `kafka.producer.compression_type` would win).
 
     batch_size is 256 KiB, not kafka-python's 16 KiB: with `emit: all` a full batch makes
     every later send wake the sender thread until it drains, and larger batches measured
     +37% records/s (BENCHMARKS.md); with `emit: anomalies` it changes nothing."""
     from kafka import KafkaProducer
 
+    codec = getattr(kcfg, "compression_type", "none")
     kwargs = dict(bootstrap_servers=list(kcfg.bootstrap_servers),
-                  client_id=kcfg.client_id, acks="all", linger_ms=5, batch_size=256 * 1024)
+                  client_id=kcfg.client_id, acks="all", linger_ms=5, batch_size=256 * 1024,
+                  compression_type=None if codec in (None, "none") else codec)
     kwargs.update(dict(kcfg.security or {}))
     kwargs.update(dict(kcfg.producer or {}))
     if kwargs.get("acks") not in ("all", -1, "-1"):
