@@ -8,6 +8,7 @@ unless --bootstrap points at a running Kafka.
     python3 bench/bench_daemon.py --records 200000      # quicker
     python3 bench/bench_daemon.py --compare-inline      # also a daemon decoding in-process
     python3 bench/bench_daemon.py --emit all            # an output event for every record
+    python3 bench/bench_daemon.py --baseline DIR        # also a daemon from another checkout
 
 Rounds alternate a bare consumer and the daemon on the same topic; medians are reported (a
 shared machine is noisy). The peer is a bare kafka-python consumer loop (poll and count) with
@@ -129,7 +130,7 @@ def paced(bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
 
 
 def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args,
-               env_extra: dict, live: bool = False) -> dict:
+               env_extra: dict, live: bool = False, code_root: Path = ROOT) -> dict:
     """One daemon process (a fresh consumer group) over the n-record backlog: its scoring rate,
     RSS at 100k and at n records, and optionally the live-stream record-age phase."""
     topic, out, dlq = topics
@@ -142,8 +143,8 @@ def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args
                            logging={"level": "WARNING"})
     path = kh.write_yaml(work / f"{tag}.yaml", cfg)
     env = {**os.environ, **env_extra}
-    # the daemon runs this checkout's streamgmm, whatever is installed
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
+    # the daemon runs this checkout's streamgmm (or --baseline's), whatever is installed
+    env["PYTHONPATH"] = str(code_root)
     proc = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
                             stdout=subprocess.DEVNULL, stderr=open(work / f"{tag}.log", "w"),
                             env=env)
@@ -198,6 +199,12 @@ def main() -> int:
                     help="the daemon's sink.emit: an event per anomaly, or per record")
     ap.add_argument("--compare-inline", action="store_true",
                     help="also run the daemon with STREAMGMM_DECODE_WORKER=0 each round")
+    ap.add_argument("--decode-worker", choices=("auto", "0", "1"), default="1",
+                    help="STREAMGMM_DECODE_WORKER for the daemon (auto: the daemon decides)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a checkout of another version (e.g. `git archive REV | tar -x -C "
+                         "DIR`): its daemon also runs each round, for before/after ratios "
+                         "under the same load")
     args = ap.parse_args()
     n = args.records
     from kafka.record import util as kafka_record_util
@@ -218,15 +225,22 @@ def main() -> int:
         print(f"produced {n:,} records in {t_prod:.1f}s ({n / t_prod:,.0f}/s); "
               f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}; kafka-python CRC-32C: "
               f"C crc32c {kafka_record_util.crc32c_c.__module__}", flush=True)
-        bares, daemons, inlines = [], [], []
+        bares, daemons, inlines, bases = [], [], [], []
+        worker_env = ({} if args.decode_worker == "auto"
+                      else {"STREAMGMM_DECODE_WORKER": args.decode_worker})
         for r in range(args.rounds):
             bares.append(bare_consume(bootstrap, topics[0], n, args.max_poll_records,
                                       args.fetch_max_wait_ms))
             print(f"round {r + 1}: bare kafka-python consumer {bares[-1]:,.0f} records/s",
                   flush=True)
             last = r == args.rounds - 1
+            if args.baseline is not None:
+                bases.append(run_daemon(bootstrap, topics, n, work, f"b{r}", args, worker_env,
+                                        code_root=args.baseline.resolve()))
+                print(f"round {r + 1}: baseline daemon {bases[-1]['rate']:,.0f} records/s "
+                      f"(ratio {bases[-1]['rate'] / bares[-1]:.2f})", flush=True)
             daemons.append(run_daemon(bootstrap, topics, n, work, f"d{r}", args,
-                                      {"STREAMGMM_DECODE_WORKER": "1"}, live=last))
+                                      worker_env, live=last))
             print(f"round {r + 1}: daemon {daemons[-1]['rate']:,.0f} records/s "
                   f"(ratio {daemons[-1]['rate'] / bares[-1]:.2f})", flush=True)
             if args.compare_inline:
@@ -252,6 +266,15 @@ def main() -> int:
         }
         if inlines:
             res["daemon_inline_decode_records_per_s"] = [round(d["rate"]) for d in inlines]
+            res["ratio_inline_of_medians"] = round(
+                float(np.median([d["rate"] for d in inlines])) / bare, 3)
+        if bases:
+            res["baseline"] = str(args.baseline)
+            res["baseline_daemon_records_per_s"] = [round(d["rate"]) for d in bases]
+            res["ratio_baseline_of_medians"] = round(
+                float(np.median([d["rate"] for d in bases])) / bare, 3)
+        res["max_poll_records"] = args.max_poll_records
+        res["decode_worker"] = args.decode_worker
         mark = last["rss_mark"]
         print()
         print(f"{'records':34s} {n:,}  ({args.rounds} alternating rounds, medians)")
@@ -260,6 +283,9 @@ def main() -> int:
         if inlines:
             print(f"{'daemon, decode in-process':34s} "
                   f"{float(np.median([d['rate'] for d in inlines])):,.0f} records/s")
+        if bases:
+            base = float(np.median([d["rate"] for d in bases]))
+            print(f"{'baseline daemon':34s} {base:,.0f} records/s  (ratio {base / bare:.2f})")
         print(f"{'ratio daemon / bare':34s} {rate / bare:.2f}  (target >= 0.8)")
         print(f"{'record age at scoring p50 / p99':34s} {last['p50'] * 1000:.1f} / "
               f"{last['p99'] * 1000:.1f} ms (live stream at {args.live_rate:,.0f}/s)")
