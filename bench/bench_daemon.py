@@ -61,7 +61,8 @@ def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:
 
 def bare_consume(bootstrap: str, topic: str, n: int, max_poll_records: int,
                  fetch_max_wait_ms: int) -> float:
-    """A bare consumer loop reading n records (poll and count, nothing else): records/s."""
+    """A bare consumer loop reading n records (poll and count, nothing else): (records/s,
+    CPU microseconds per record of this process, i.e. the loop and kafka-python's threads)."""
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                       max_poll_records=max_poll_records, fetch_max_wait_ms=fetch_max_wait_ms)
     tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
@@ -71,11 +72,30 @@ def bare_consume(bootstrap: str, topic: str, n: int, max_poll_records: int,
     while got < n:
         for recs in c.poll(timeout_ms=500, max_records=max_poll_records).values():
             if t0 is None:
-                t0 = time.perf_counter()
+                t0, cpu0, got0 = time.perf_counter(), time.process_time(), got
             got += len(recs)
     dt = time.perf_counter() - t0
+    cpu = (time.process_time() - cpu0) / (got - got0) * 1e6
     c.close()
-    return got / dt
+    return got / dt, cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
 
 
 def rss_mb(pid: int) -> float:
@@ -157,15 +177,24 @@ def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args
             now = time.perf_counter()
             if t_start is None and k >= start_mark:
                 t_start, k_start = now, k
+                kids = children(proc.pid)
+                cpu_start = cpu_seconds(proc.pid), sum(map(cpu_seconds, kids))
             if rss_first is None and k >= rss_mark:
                 rss_first = rss_mb(proc.pid)
             if k >= n:
                 t_end = now
+                cpu_end = cpu_seconds(proc.pid), sum(map(cpu_seconds, kids))
                 break
             if proc.poll() is not None:
                 raise SystemExit(f"daemon exited early: see {work / (tag + '.log')}")
-            time.sleep(0.1)
-        out_ = {"rate": (n - k_start) / (t_end - t_start), "rss_first": rss_first,
+            # each scrape renders every metric in the daemon's process: poll once a second
+            # (a 10 Hz poll cost the daemon ~5% of a core), finely only near the two marks
+            near = (t_start is None and k >= 0.8 * start_mark) or k >= 0.97 * n
+            time.sleep(0.02 if near else 1.0)
+        done = max(k - k_start, 1)
+        out_ = {"rate": (k - k_start) / (t_end - t_start), "rss_first": rss_first,
+                "cpu_us": (cpu_end[0] - cpu_start[0]) / done * 1e6,
+                "worker_cpu_us": (cpu_end[1] - cpu_start[1]) / done * 1e6,
                 "rss_end": rss_mb(proc.pid), "rss_mark": rss_mark}
         if live:
             before = age_buckets(port)
@@ -225,29 +254,35 @@ def main() -> int:
         print(f"produced {n:,} records in {t_prod:.1f}s ({n / t_prod:,.0f}/s); "
               f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}; kafka-python CRC-32C: "
               f"C crc32c {kafka_record_util.crc32c_c.__module__}", flush=True)
-        bares, daemons, inlines, bases = [], [], [], []
+        bares, bare_cpus, daemons, inlines, bases = [], [], [], [], []
         worker_env = ({} if args.decode_worker == "auto"
                       else {"STREAMGMM_DECODE_WORKER": args.decode_worker})
         for r in range(args.rounds):
-            bares.append(bare_consume(bootstrap, topics[0], n, args.max_poll_records,
-                                      args.fetch_max_wait_ms))
-            print(f"round {r + 1}: bare kafka-python consumer {bares[-1]:,.0f} records/s",
-                  flush=True)
+            rate_, cpu_ = bare_consume(bootstrap, topics[0], n, args.max_poll_records,
+                                       args.fetch_max_wait_ms)
+            bares.append(rate_)
+            bare_cpus.append(cpu_)
+            print(f"round {r + 1}: bare kafka-python consumer {bares[-1]:,.0f} records/s "
+                  f"(CPU {cpu_:.2f} us/record; load {os.getloadavg()[0]:.1f})", flush=True)
             last = r == args.rounds - 1
             if args.baseline is not None:
                 bases.append(run_daemon(bootstrap, topics, n, work, f"b{r}", args, worker_env,
                                         code_root=args.baseline.resolve()))
                 print(f"round {r + 1}: baseline daemon {bases[-1]['rate']:,.0f} records/s "
-                      f"(ratio {bases[-1]['rate'] / bares[-1]:.2f})", flush=True)
+                      f"(ratio {bases[-1]['rate'] / bares[-1]:.2f}; CPU {bases[-1]['cpu_us']:.2f}"
+                      f" us/record + decode worker {bases[-1]['worker_cpu_us']:.2f})",
+                      flush=True)
             daemons.append(run_daemon(bootstrap, topics, n, work, f"d{r}", args,
                                       worker_env, live=last))
             print(f"round {r + 1}: daemon {daemons[-1]['rate']:,.0f} records/s "
-                  f"(ratio {daemons[-1]['rate'] / bares[-1]:.2f})", flush=True)
+                  f"(ratio {daemons[-1]['rate'] / bares[-1]:.2f}; CPU {daemons[-1]['cpu_us']:.2f}"
+                  f" us/record + decode worker {daemons[-1]['worker_cpu_us']:.2f})", flush=True)
             if args.compare_inline:
                 inlines.append(run_daemon(bootstrap, topics, n, work, f"i{r}", args,
                                           {"STREAMGMM_DECODE_WORKER": "0"}))
                 print(f"round {r + 1}: daemon, inline decoding {inlines[-1]['rate']:,.0f} "
-                      f"records/s", flush=True)
+                      f"records/s (ratio {inlines[-1]['rate'] / bares[-1]:.2f}; CPU "
+                      f"{inlines[-1]['cpu_us']:.2f} us/record)", flush=True)
         bare = float(np.median(bares))
         rate = float(np.median([d["rate"] for d in daemons]))
         last = daemons[-1]
@@ -273,6 +308,14 @@ def main() -> int:
             res["baseline_daemon_records_per_s"] = [round(d["rate"]) for d in bases]
             res["ratio_baseline_of_medians"] = round(
                 float(np.median([d["rate"] for d in bases])) / bare, 3)
+        med = lambda xs: round(float(np.median(xs)), 2)  # noqa: E731
+        res["cpu_us_per_record"] = {
+            "bare": med(bare_cpus), "daemon": med([d["cpu_us"] for d in daemons]),
+            "daemon_decode_worker": med([d["worker_cpu_us"] for d in daemons]),
+            **({"daemon_inline": med([d["cpu_us"] for d in inlines])} if inlines else {}),
+            **({"baseline": med([d["cpu_us"] for d in bases]),
+                "baseline_decode_worker": med([d["worker_cpu_us"] for d in bases])}
+               if bases else {})}
         res["max_poll_records"] = args.max_poll_records
         res["decode_worker"] = args.decode_worker
         mark = last["rss_mark"]
@@ -287,6 +330,10 @@ def main() -> int:
             base = float(np.median([d["rate"] for d in bases]))
             print(f"{'baseline daemon':34s} {base:,.0f} records/s  (ratio {base / bare:.2f})")
         print(f"{'ratio daemon / bare':34s} {rate / bare:.2f}  (target >= 0.8)")
+        cpu = res["cpu_us_per_record"]
+        print(f"{'CPU us/record (medians)':34s} bare {cpu['bare']}, daemon {cpu['daemon']} "
+              f"(+ decode worker {cpu['daemon_decode_worker']}): bare/daemon "
+              f"{cpu['bare'] / cpu['daemon']:.2f}")
         print(f"{'record age at scoring p50 / p99':34s} {last['p50'] * 1000:.1f} / "
               f"{last['p99'] * 1000:.1f} ms (live stream at {args.live_rate:,.0f}/s)")
         print(f"{'daemon RSS':34s} {last['rss_first']:.1f} MB at {mark:,}; "

@@ -4,7 +4,8 @@
 1 on a failure). One iteration: poll → `records.decode_batch` → dead letters → one vectorised
 `Detector.process` over the good records → events → flush sinks → commit, per partition, up to
 the lowest offset still buffered in the Detector's warm-up (so nothing is committed before its
-outcome is handed on). SIGTERM/SIGINT stop polling; the batch in hand is finished, flushed and
+outcome is handed on); while full batches keep coming (a backlog) the flush and commit happen
+every FLUSH_INTERVAL_SECONDS rather than every batch. SIGTERM/SIGINT stop polling; the batch in hand is finished, flushed and
 committed, the detector checkpointed, and the process exits within `shutdown_timeout_seconds`.
 
 Also runnable on its own: `python -m streamgmm.service.runtime.daemon --config FILE`.
