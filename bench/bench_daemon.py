@@ -227,8 +227,9 @@ def main() -> int:
     ap.add_argument("--emit", choices=("anomalies", "all"), default="anomalies",
                     help="the daemon's sink.emit: an event per anomaly, or per record")
     ap.add_argument("--compare-inline", action="store_true",
-                    help="also run the daemon with STREAMGMM_DECODE_WORKER=0 each round")
-    ap.add_argument("--decode-worker", choices=("auto", "0", "1"), default="1",
+                    help="also run the daemon with STREAMGMM_DECODE_WORKER=0 each round "
+                         "(with --decode-worker 1: worker on and off in the same run)")
+    ap.add_argument("--decode-worker", choices=("auto", "0", "1"), default="auto",
                     help="STREAMGMM_DECODE_WORKER for the daemon (auto: the daemon decides)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="a checkout of another version (e.g. `git archive REV | tar -x -C "
