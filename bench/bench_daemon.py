@@ -165,9 +165,10 @@ def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args
     env = {**os.environ, **env_extra}
     # the daemon runs this checkout's streamgmm (or --baseline's), whatever is installed
     env["PYTHONPATH"] = str(code_root)
+    # cwd too: `python -m` puts the working directory ahead of PYTHONPATH on sys.path
     proc = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
                             stdout=subprocess.DEVNULL, stderr=open(work / f"{tag}.log", "w"),
-                            env=env)
+                            env=env, cwd=str(code_root))
     try:
         start_mark = min(20_000, n // 10)
         rss_mark = min(100_000, n)
