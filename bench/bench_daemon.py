@@ -8,12 +8,13 @@ unless --bootstrap points at a running Kafka.
     python3 bench/bench_daemon.py --records 200000      # quicker
     python3 bench/bench_daemon.py --compare-inline      # also a daemon decoding in-process
     python3 bench/bench_daemon.py --emit all            # an output event for every record
+    python3 bench/bench_daemon.py --baseline DIR        # also a daemon from another checkout
 
-Rounds alternate bare consumers and the daemon on the same topic; medians are reported (a
-shared machine is noisy). Two bare peers: kafka-python as installed (its pure-Python CRC-32C
-check), the one the target is set against, and the same loop with streamgmm's vectorised
-CRC-32C (what the daemon uses by default), which isolates the daemon's own overhead. The daemon's rate is measured after warm-up, from its own
-records_processed_total counter; record age at scoring from its record_age_seconds histogram
+Rounds alternate a bare consumer and the daemon on the same topic; medians are reported (a
+shared machine is noisy). The peer is a bare kafka-python consumer loop (poll and count) with
+the C `crc32c` package installed, as kafka-python's docs advise and as streamgmm's dependency
+`kafka-python[crc32c]` installs it: what a user would run. The daemon's rate is measured after
+warm-up, from its own records_processed_total counter; record age at scoring from its record_age_seconds histogram
 (bucket-interpolated) while a producer paces a live stream.
 """
 from __future__ import annotations
@@ -34,7 +35,6 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 import kafka_helpers as kh  # noqa: E402  (broker start-up, topics, scraping)
-from streamgmm.service import kafka_crc  # noqa: E402
 
 
 def payloads(n: int, seed: int = 0) -> list[bytes]:
@@ -60,11 +60,9 @@ def produce_all(bootstrap: str, topic: str, values: list[bytes]) -> float:
 
 
 def bare_consume(bootstrap: str, topic: str, n: int, max_poll_records: int,
-                 fetch_max_wait_ms: int, vectorised_crc: bool = False) -> float:
-    """A bare consumer loop reading n records (poll and count, nothing else): records/s.
-    With `vectorised_crc`, kafka-python checks batches with streamgmm's CRC-32C (as the
-    daemon does by default); without, with its own pure-Python loop."""
-    kafka_crc.configure(vectorised_crc)
+                 fetch_max_wait_ms: int) -> float:
+    """A bare consumer loop reading n records (poll and count, nothing else): (records/s,
+    CPU microseconds per record of this process, i.e. the loop and kafka-python's threads)."""
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                       max_poll_records=max_poll_records, fetch_max_wait_ms=fetch_max_wait_ms)
     tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
@@ -74,12 +72,30 @@ def bare_consume(bootstrap: str, topic: str, n: int, max_poll_records: int,
     while got < n:
         for recs in c.poll(timeout_ms=500, max_records=max_poll_records).values():
             if t0 is None:
-                t0 = time.perf_counter()
+                t0, cpu0, got0 = time.perf_counter(), time.process_time(), got
             got += len(recs)
     dt = time.perf_counter() - t0
+    cpu = (time.process_time() - cpu0) / (got - got0) * 1e6
     c.close()
-    kafka_crc.configure(False)
-    return got / dt
+    return got / dt, cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
 
 
 def rss_mb(pid: int) -> float:
@@ -134,7 +150,7 @@ def paced(bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
 
 
 def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args,
-               env_extra: dict, live: bool = False) -> dict:
+               env_extra: dict, live: bool = False, code_root: Path = ROOT) -> dict:
     """One daemon process (a fresh consumer group) over the n-record backlog: its scoring rate,
     RSS at 100k and at n records, and optionally the live-stream record-age phase."""
     topic, out, dlq = topics
@@ -147,9 +163,12 @@ def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args
                            logging={"level": "WARNING"})
     path = kh.write_yaml(work / f"{tag}.yaml", cfg)
     env = {**os.environ, **env_extra}
+    # the daemon runs this checkout's streamgmm (or --baseline's), whatever is installed
+    env["PYTHONPATH"] = str(code_root)
+    # cwd too: `python -m` puts the working directory ahead of PYTHONPATH on sys.path
     proc = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
                             stdout=subprocess.DEVNULL, stderr=open(work / f"{tag}.log", "w"),
-                            env=env)
+                            env=env, cwd=str(code_root))
     try:
         start_mark = min(20_000, n // 10)
         rss_mark = min(100_000, n)
@@ -159,15 +178,24 @@ def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args
             now = time.perf_counter()
             if t_start is None and k >= start_mark:
                 t_start, k_start = now, k
+                kids = children(proc.pid)
+                cpu_start = cpu_seconds(proc.pid), sum(map(cpu_seconds, kids))
             if rss_first is None and k >= rss_mark:
                 rss_first = rss_mb(proc.pid)
             if k >= n:
                 t_end = now
+                cpu_end = cpu_seconds(proc.pid), sum(map(cpu_seconds, kids))
                 break
             if proc.poll() is not None:
                 raise SystemExit(f"daemon exited early: see {work / (tag + '.log')}")
-            time.sleep(0.1)
-        out_ = {"rate": (n - k_start) / (t_end - t_start), "rss_first": rss_first,
+            # each scrape renders every metric in the daemon's process: poll once a second
+            # (a 10 Hz poll cost the daemon ~5% of a core), finely only near the two marks
+            near = (t_start is None and k >= 0.8 * start_mark) or k >= 0.97 * n
+            time.sleep(0.02 if near else 1.0)
+        done = max(k - k_start, 1)
+        out_ = {"rate": (k - k_start) / (t_end - t_start), "rss_first": rss_first,
+                "cpu_us": (cpu_end[0] - cpu_start[0]) / done * 1e6,
+                "worker_cpu_us": (cpu_end[1] - cpu_start[1]) / done * 1e6,
                 "rss_end": rss_mb(proc.pid), "rss_mark": rss_mark}
         if live:
             before = age_buckets(port)
@@ -200,9 +228,20 @@ def main() -> int:
     ap.add_argument("--emit", choices=("anomalies", "all"), default="anomalies",
                     help="the daemon's sink.emit: an event per anomaly, or per record")
     ap.add_argument("--compare-inline", action="store_true",
-                    help="also run the daemon with STREAMGMM_DECODE_WORKER=0 each round")
+                    help="also run the daemon with STREAMGMM_DECODE_WORKER=0 each round "
+                         "(with --decode-worker 1: worker on and off in the same run)")
+    ap.add_argument("--decode-worker", choices=("auto", "0", "1"), default="auto",
+                    help="STREAMGMM_DECODE_WORKER for the daemon (auto: the daemon decides)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="a checkout of another version (e.g. `git archive REV | tar -x -C "
+                         "DIR`): its daemon also runs each round, for before/after ratios "
+                         "under the same load")
     args = ap.parse_args()
     n = args.records
+    from kafka.record import util as kafka_record_util
+    if kafka_record_util.crc32c_c is None:
+        raise SystemExit("kafka-python is not using the C crc32c package here: install "
+                         "kafka-python[crc32c] (the peer must be what a user would run)")
     work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     broker = None
     if args.bootstrap:
@@ -215,58 +254,88 @@ def main() -> int:
         kh.create_topics(bootstrap, list(topics), partitions=1)
         t_prod = produce_all(bootstrap, topics[0], payloads(n))
         print(f"produced {n:,} records in {t_prod:.1f}s ({n / t_prod:,.0f}/s); "
-              f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}", flush=True)
-        bares, fasts, daemons, inlines = [], [], [], []
+              f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}; kafka-python CRC-32C: "
+              f"C crc32c {kafka_record_util.crc32c_c.__module__}", flush=True)
+        bares, bare_cpus, daemons, inlines, bases = [], [], [], [], []
+        worker_env = ({} if args.decode_worker == "auto"
+                      else {"STREAMGMM_DECODE_WORKER": args.decode_worker})
         for r in range(args.rounds):
-            bares.append(bare_consume(bootstrap, topics[0], n, args.max_poll_records,
-                                      args.fetch_max_wait_ms))
-            print(f"round {r + 1}: bare kafka-python consumer {bares[-1]:,.0f} records/s",
-                  flush=True)
-            fasts.append(bare_consume(bootstrap, topics[0], n, args.max_poll_records,
-                                      args.fetch_max_wait_ms, vectorised_crc=True))
-            print(f"round {r + 1}: bare consumer, vectorised CRC {fasts[-1]:,.0f} records/s",
-                  flush=True)
+            rate_, cpu_ = bare_consume(bootstrap, topics[0], n, args.max_poll_records,
+                                       args.fetch_max_wait_ms)
+            bares.append(rate_)
+            bare_cpus.append(cpu_)
+            print(f"round {r + 1}: bare kafka-python consumer {bares[-1]:,.0f} records/s "
+                  f"(CPU {cpu_:.2f} us/record; load {os.getloadavg()[0]:.1f})", flush=True)
             last = r == args.rounds - 1
+            if args.baseline is not None:
+                bases.append(run_daemon(bootstrap, topics, n, work, f"b{r}", args, worker_env,
+                                        code_root=args.baseline.resolve()))
+                print(f"round {r + 1}: baseline daemon {bases[-1]['rate']:,.0f} records/s "
+                      f"(ratio {bases[-1]['rate'] / bares[-1]:.2f}; CPU {bases[-1]['cpu_us']:.2f}"
+                      f" us/record + decode worker {bases[-1]['worker_cpu_us']:.2f})",
+                      flush=True)
             daemons.append(run_daemon(bootstrap, topics, n, work, f"d{r}", args,
-                                      {"STREAMGMM_DECODE_WORKER": "1"}, live=last))
+                                      worker_env, live=last))
             print(f"round {r + 1}: daemon {daemons[-1]['rate']:,.0f} records/s "
-                  f"(ratio {daemons[-1]['rate'] / bares[-1]:.2f})", flush=True)
+                  f"(ratio {daemons[-1]['rate'] / bares[-1]:.2f}; CPU {daemons[-1]['cpu_us']:.2f}"
+                  f" us/record + decode worker {daemons[-1]['worker_cpu_us']:.2f})", flush=True)
             if args.compare_inline:
                 inlines.append(run_daemon(bootstrap, topics, n, work, f"i{r}", args,
                                           {"STREAMGMM_DECODE_WORKER": "0"}))
                 print(f"round {r + 1}: daemon, inline decoding {inlines[-1]['rate']:,.0f} "
-                      f"records/s", flush=True)
+                      f"records/s (ratio {inlines[-1]['rate'] / bares[-1]:.2f}; CPU "
+                      f"{inlines[-1]['cpu_us']:.2f} us/record)", flush=True)
         bare = float(np.median(bares))
-        fast = float(np.median(fasts))
         rate = float(np.median([d["rate"] for d in daemons]))
         last = daemons[-1]
         res = {
             "records": n, "rounds": args.rounds,
             "bare_consumer_records_per_s": [round(b) for b in bares],
             "daemon_records_per_s": [round(d["rate"]) for d in daemons],
-            "bare_consumer_vectorised_crc_records_per_s": [round(b) for b in fasts],
             "ratio_of_medians": round(rate / bare, 3),
-            "ratio_to_vectorised_crc_bare": round(rate / fast, 3),
             "record_age_p50_ms": round(last["p50"] * 1000, 1),
             "record_age_p99_ms": round(last["p99"] * 1000, 1),
             "live_rate_per_s": args.live_rate,
             "rss_mb": [[round(d["rss_first"], 1), round(d["rss_end"], 1)] for d in daemons],
             "rss_mb_after_live_phase": round(last["rss_live"], 1),
             "daemon_exit_codes": [d["exit_code"] for d in daemons],
+            "load_avg_1m_end": round(os.getloadavg()[0], 2),
         }
         if inlines:
             res["daemon_inline_decode_records_per_s"] = [round(d["rate"]) for d in inlines]
+            res["ratio_inline_of_medians"] = round(
+                float(np.median([d["rate"] for d in inlines])) / bare, 3)
+        if bases:
+            res["baseline"] = str(args.baseline)
+            res["baseline_daemon_records_per_s"] = [round(d["rate"]) for d in bases]
+            res["ratio_baseline_of_medians"] = round(
+                float(np.median([d["rate"] for d in bases])) / bare, 3)
+        med = lambda xs: round(float(np.median(xs)), 2)  # noqa: E731
+        res["cpu_us_per_record"] = {
+            "bare": med(bare_cpus), "daemon": med([d["cpu_us"] for d in daemons]),
+            "daemon_decode_worker": med([d["worker_cpu_us"] for d in daemons]),
+            **({"daemon_inline": med([d["cpu_us"] for d in inlines])} if inlines else {}),
+            **({"baseline": med([d["cpu_us"] for d in bases]),
+                "baseline_decode_worker": med([d["worker_cpu_us"] for d in bases])}
+               if bases else {})}
+        res["max_poll_records"] = args.max_poll_records
+        res["decode_worker"] = args.decode_worker
         mark = last["rss_mark"]
         print()
         print(f"{'records':34s} {n:,}  ({args.rounds} alternating rounds, medians)")
-        print(f"{'bare kafka-python consumer':34s} {bare:,.0f} records/s")
-        print(f"{'bare consumer, vectorised CRC':34s} {fast:,.0f} records/s")
+        print(f"{'bare kafka-python consumer (C CRC)':34s} {bare:,.0f} records/s")
         print(f"{'streamgmm daemon':34s} {rate:,.0f} records/s")
         if inlines:
             print(f"{'daemon, decode in-process':34s} "
                   f"{float(np.median([d['rate'] for d in inlines])):,.0f} records/s")
+        if bases:
+            base = float(np.median([d["rate"] for d in bases]))
+            print(f"{'baseline daemon':34s} {base:,.0f} records/s  (ratio {base / bare:.2f})")
         print(f"{'ratio daemon / bare':34s} {rate / bare:.2f}  (target >= 0.8)")
-        print(f"{'ratio daemon / bare, same CRC':34s} {rate / fast:.2f}")
+        cpu = res["cpu_us_per_record"]
+        print(f"{'CPU us/record (medians)':34s} bare {cpu['bare']}, daemon {cpu['daemon']} "
+              f"(+ decode worker {cpu['daemon_decode_worker']}): bare/daemon "
+              f"{cpu['bare'] / cpu['daemon']:.2f}")
         print(f"{'record age at scoring p50 / p99':34s} {last['p50'] * 1000:.1f} / "
               f"{last['p99'] * 1000:.1f} ms (live stream at {args.live_rate:,.0f}/s)")
         print(f"{'daemon RSS':34s} {last['rss_first']:.1f} MB at {mark:,}; "

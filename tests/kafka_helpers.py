@@ -191,6 +191,51 @@ def read_topic(bootstrap: str, topic: str, *, min_records: int = 0, timeout: flo
         consumer.close()
 
 
+def raw_batches(bootstrap: str, topic: str, partition: int = 0) -> list[tuple[int, int]]:
+    """(compression type, record count) of each record batch of a partition as the broker
+    stores it (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd): one Fetch v4 request on a plain
+    socket, since a consumer only hands out the decompressed records."""
+    import socket
+    import struct
+
+    from kafka.record import MemoryRecords
+
+    def string(text):
+        b = text.encode()
+        return struct.pack(">h", len(b)) + b
+
+    max_bytes = 64 << 20
+    req = struct.pack(">hhi", 1, 4, 1) + string("streamgmm-tests")      # Fetch v4 header
+    req += struct.pack(">iiiib", -1, 100, 1, max_bytes, 0)               # replica, wait, ...
+    req += struct.pack(">i", 1) + string(topic) + struct.pack(">i", 1)
+    req += struct.pack(">iqi", partition, 0, max_bytes)                  # from offset 0
+    host, port = bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(struct.pack(">i", len(req)) + req)
+        f = sock.makefile("rb")
+        (size,) = struct.unpack(">i", f.read(4))
+        data = f.read(size)
+    pos = 8                                                  # correlation id, throttle time
+    for _ in range(struct.unpack_from(">i", data, pos)[0]):           # topics
+        pos += 4
+        pos += 2 + struct.unpack_from(">h", data, pos)[0]
+        for _ in range(struct.unpack_from(">i", data, pos)[0]):       # partitions
+            pos += 4
+            part, err, _hw, _lso, n_aborted = struct.unpack_from(">ihqqi", data, pos)
+            pos += 26 + max(n_aborted, 0) * 16
+            (length,) = struct.unpack_from(">i", data, pos)
+            pos += 4
+            if part == partition:
+                assert err == 0, f"fetch error {err}"
+                records = MemoryRecords(data[pos:pos + max(length, 0)])
+                out = []
+                while (batch := records.next_batch()) is not None:
+                    out.append((batch.compression_type, sum(1 for _ in batch)))
+                return out
+            pos += max(length, 0)
+    raise AssertionError(f"{topic}[{partition}] not in the fetch response")
+
+
 def committed_offsets(bootstrap: str, group: str) -> dict:
     """{TopicPartition: offset} committed by consumer group `group`."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)

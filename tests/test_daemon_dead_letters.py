@@ -16,7 +16,12 @@ pytestmark = pytest.mark.timeout(120)
 P = "__streamgmm.errors."
 
 
-def test_each_bad_record_kind_is_dead_lettered_with_headers(bootstrap, make_topics):
+@pytest.mark.parametrize("worker", ["0", "1"], ids=["inline", "decode-worker"])
+def test_each_bad_record_kind_is_dead_lettered_with_headers(bootstrap, make_topics, worker,
+                                                             monkeypatch):
+    """Also through the decode worker process (forced on, small polls so batches are full:
+    on a 2-CPU machine it is off by default)."""
+    monkeypatch.setenv("STREAMGMM_DECODE_WORKER", worker)
     src, out, dlq = make_topics("dl-in", "dl-out", "dl-dlq")
     group = unique("g-dl")
     X = mixture_rows(400, seed=3)
@@ -51,9 +56,11 @@ def test_each_bad_record_kind_is_dead_lettered_with_headers(bootstrap, make_topi
 
     port = free_port()
     cfg = daemon_config(bootstrap, src, out, dlq, group, warmup=100, metrics_port=port,
-                        emit="all", records={"max_bytes": 2048})
+                        emit="all", records={"max_bytes": 2048},
+                        kafka={"max_poll_records": 500 if worker == "0" else 40})
     d = DaemonThread(cfg).start()
     try:
+        assert (d.daemon.worker is not None) == (worker == "1")
         wait_for(lambda: metric(scrape(port)[1], "streamgmm_records_processed_total")
                  == len(good), 60, what="good records scored")
         _, m = scrape(port)

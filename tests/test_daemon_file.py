@@ -275,6 +275,8 @@ def test_available_cpus_respects_cgroup_quotas(tmp_path, monkeypatch):
     monkeypatch.setattr(daemon, "available_cpus", lambda: 1.5)
     assert daemon.decode_worker_wanted() is False
     monkeypatch.setattr(daemon, "available_cpus", lambda: 2.0)
+    assert daemon.decode_worker_wanted() is False  # 2 CPUs: in-process decoding measured steadier
+    monkeypatch.setattr(daemon, "available_cpus", lambda: 3.0)
     assert daemon.decode_worker_wanted() is True
     monkeypatch.setenv("STREAMGMM_DECODE_WORKER", "0")
     assert daemon.decode_worker_wanted() is False

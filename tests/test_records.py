@@ -317,3 +317,191 @@ def test_fast_json_path_matches_json_loads_on_objects(obj, tail):
             assert a[0] == "ok" and json.dumps(a[1]) == json.dumps(b[1]), raw
         else:
             assert a == b, raw
+
+
+def _same_outcome(raw):
+    from streamgmm.service.records import _loads_object
+
+    a, b = _outcome(_loads_object, raw), _outcome(json.loads, raw)
+    if b[0] == "ok":  # same values and types (repr: NaN != NaN, -0.0 == 0.0, 1 == 1.0)
+        assert a[0] == "ok" and repr(a[1]) == repr(b[1]), raw
+    else:
+        assert a == b, raw
+
+
+@pytest.mark.parametrize("depth", [1, 100, 255, 256, 257, 600, 980, 990, 993, 994, 995, 996,
+                                   997, 998, 1000, 1200])
+@pytest.mark.parametrize("kind", ["object", "array", "padded"])
+def test_fast_json_path_matches_json_loads_near_the_recursion_limit(depth, kind):
+    """msgspec gives up a few levels deeper than json: records that deep go to json."""
+    if kind == "object":
+        raw = '{"a":' * depth + "1" + "}" * depth
+    elif kind == "array":
+        raw = '{"a":' + "[" * depth + "1" + "]" * depth + "}"
+    else:  # long enough to skip the length shortcut, few brackets
+        raw = '{"pad":"' + "x" * 2000 + '","a":' + "[" * depth + "]" * depth + "}"
+    _same_outcome(raw)
+    _same_outcome(raw.encode())
+
+
+@pytest.mark.parametrize("raw, fast", [
+    ('{"a":' * 200 + "1" + "}" * 200, True),
+    ('{"a":' * 300 + "1" + "}" * 300, False),
+    ('{"a":' + "[" * 300 + "]" * 300 + "}", False),
+    ('{"pad":"' + "x" * 5000 + '","a":[[1]]}', True),
+    ('{"pad":"' + "x" * 5000 + '","a":' + "[" * 260 + "]" * 260 + "}", False),
+], ids=["shallow", "deep-object", "deep-array", "long-shallow", "long-deep"])
+def test_only_records_far_from_the_recursion_limit_take_msgspec(monkeypatch, raw, fast):
+    """msgspec gives up a few levels deeper than json (both count against the recursion
+    limit, from wherever they are called): a deeply nested record must take json's path, or a
+    record json rejects as nested too deeply could be accepted."""
+    from streamgmm.service import records
+
+    used = []
+    real = records._msgspec_decode
+    monkeypatch.setattr(records, "_msgspec_decode", lambda r: used.append(1) or real(r))
+    for r in (raw, raw.encode()):
+        used.clear()
+        records._loads_object(r)
+        assert bool(used) == fast
+
+
+NUMBERS = ["0", "-0", "-0.0", "1", "1.5", "1e5", "1E+5", "1e-400", "1e400", "-1e400", "1e308",
+           "2.2250738585072011e-308", "4.9e-324", "9007199254740993", "18446744073709551615",
+           "18446744073709551616", "-9223372036854775809", "1" + "0" * 400,
+           "123456789012345678901234567890.5", "0.1000000000000000055511151231257827",
+           "01", ".5", "1.", "+1", "--1", "1e", "0x10", "NaN", "Infinity", "-Infinity"]
+
+
+@pytest.mark.parametrize("number", NUMBERS)
+def test_fast_json_path_matches_json_loads_on_numbers(number):
+    for raw in (f'{{"a":{number}}}', f'{{"a":[{number}],"b":{number}}}'):
+        _same_outcome(raw)
+        _same_outcome(raw.encode())
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(min_value=-10**40, max_value=10**40).map(str),
+    st.tuples(st.integers(min_value=1, max_value=2**60), st.integers(-1100, 1000)).map(
+        lambda t: f"{t[0]}e{t[1]}"),
+    st.from_regex(r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,3})?",
+                  fullmatch=True)))
+def test_fast_json_path_parses_every_number_like_json(number):
+    _same_outcome(f'{{"a":{number}}}'.encode())
+
+
+JSON_TOKENS = [b'\\"', b'\\\\', b'\\/', b'\\b', b'\\n', b'\\t', b'\\u00e9', b'\\ud83d\\ude00',
+               b'\\ud800', b'\\udc00', b'\\u0000', b'\\x', b'\\', b'"', b'a', b'\xc3\xa9',
+               b'\xf0\x9f\x98\x80', b'\xed\xa0\x80', b'\xff', b'\x01', b'\x7f', b' ', b'{',
+               b'}', b'[', b']', b',', b':', b'1', b'-', b'.', b'e', b'true', b'false', b'null',
+               b'NaN', b'Infinity', b'\t', b'\n', b'"k":', b'"k":1,', b'"k":"v"']
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(JSON_TOKENS), max_size=14),
+       st.sampled_from([b'{"k":"%s"}', b'{"k":%s}', b"{%s}", b"%s", b'{"a":1}%s',
+                        b'{"k":"v","k":%s}']))
+def test_fast_json_path_matches_json_loads_on_token_soup(tokens, template):
+    raw = template.replace(b"%s", b"".join(tokens))
+    _same_outcome(raw)
+    try:
+        _same_outcome(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        pass
+
+
+# ------------------------- the typed fast path gives the general path's outcome, record by record
+
+def _general(spec_dict):
+    """The same spec without the typed fast path (a fresh RecordSpec, not the cached one)."""
+    from streamgmm.service import records
+
+    s = records.compile_spec(spec_dict)
+    spec = records.RecordSpec(s.features, s.key_field, s.timestamp_field, s.max_bytes, s.impute)
+    spec.__dict__["_typed"] = None
+    return spec
+
+
+def _assert_same_decoding(values, spec_dict):
+    from streamgmm.service import records
+
+    fast = records.compile_spec(spec_dict)
+    a, b = decode_batch(values, fast), decode_batch(values, _general(spec_dict))
+    assert a.X.shape == b.X.shape and np.array_equal(a.X, b.X)
+    assert np.array_equal(np.signbit(a.X), np.signbit(b.X))
+    assert a.good_index.tolist() == b.good_index.tolist()
+    assert a.errors == b.errors
+    assert repr(a.keys) == repr(b.keys)
+    assert np.array_equal(a.timestamps, b.timestamps, equal_nan=True)
+    return fast
+
+
+TYPED_SPEC = {"features": ["amount", "latency_ms", "sensor.temp", "sensor.rpm"],
+              "key_field": "id", "timestamp_field": "ts"}
+_values = st.one_of(
+    st.floats(allow_nan=False), st.integers(min_value=-10**400, max_value=10**400),
+    st.booleans(), st.none(), st.text(max_size=4), st.just(-0.0), st.just(0),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.sampled_from(["temp", "rpm", "x"]),
+                                                         st.floats(), max_size=3))
+_json_text = st.one_of(st.text(max_size=6).map(json.dumps),
+                       st.sampled_from(['"\\ud800"', '"\\x"', '"\xff"', "NaN", "-Infinity",
+                                        "01", '"\x01"', "1e400", "[" * 300 + "]" * 300,
+                                        '"\\u0061"', "-0", "1E2"]))
+
+
+@st.composite
+def _records(draw):
+    obj = {}
+    for name in ("amount", "latency_ms", "id", "ts", "extra", "sensor.temp"):
+        if draw(st.booleans()):
+            obj[name] = draw(_values)
+    if draw(st.integers(0, 4)):
+        obj["sensor"] = {k: draw(_values) for k in draw(st.lists(
+            st.sampled_from(["temp", "rpm", "other"]), max_size=3))}
+    text = json.dumps(obj, ensure_ascii=draw(st.booleans()))
+    for _ in range(draw(st.integers(0, 2))):  # duplicate keys and raw JSON json.dumps never writes
+        key = draw(st.sampled_from(["amount", "id", "sensor", "ts", "x", "\\u0061mount"]))
+        value = draw(st.one_of(_json_text, _values.map(lambda v: json.dumps(v))))
+        pos = draw(st.sampled_from(["start", "end"]))
+        if text == "{}":
+            text = f'{{"{key}":{value}}}'
+        elif pos == "start":
+            text = f'{{"{key}":{value},' + text[1:]
+        else:
+            text = text[:-1] + f',"{key}":{value}}}'
+    if draw(st.booleans()):
+        return text
+    raw = text.encode()
+    if raw != b"{}" and draw(st.booleans()):  # bytes that are not UTF-8, in a skipped value
+        bad = draw(st.sampled_from([b"\xff", b"\xed\xa0\x80", b"\xc3", b"\xe9t\xe9"]))
+        raw = raw[:-1] + b',"skipped":"' + bad + b'"}'
+    return raw
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_records(), min_size=1, max_size=8))
+def test_typed_fast_path_decodes_exactly_like_the_general_path(values):
+    _assert_same_decoding(values, TYPED_SPEC)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_records(), min_size=1, max_size=8))
+def test_typed_fast_path_with_imputes_and_no_meta_fields(values):
+    _assert_same_decoding(values, {"features": ["amount", "sensor.temp"],
+                                   "impute": {"amount": -1.0}})
+
+
+def test_typed_fast_path_is_used_for_plain_records_only():
+    fast = _assert_same_decoding(
+        [b'{"amount":1,"latency_ms":2,"sensor":{"temp":3,"rpm":4},"id":"r1","ts":5}'],
+        TYPED_SPEC)
+    assert fast._typed is not None
+    # shapes the typed path cannot express keep the general path only
+    from streamgmm.service import records
+
+    for spec in ({"features": ["a", "a.b"]}, {"features": ["a.b"], "key_field": "a"},
+                 {"features": ["x"], "key_field": "m.id"}, {"features": ['q"uote']},
+                 {"features": ["caf\u00e9"]}):
+        assert records.compile_spec(spec)._typed is None, spec

@@ -129,6 +129,14 @@ class KafkaConfig:
              '`/readyz` not ready meanwhile) before exiting 1 with one line naming '
              '`bootstrap_servers`; `null` waits for ever. Also the wait of `check-config`. Once '
              'running, an outage is waited out whatever this says (docs/operations.md)'))
+    compression_type: str = setting(Choice("none", "gzip", "snappy", "lz4", "zstd"), "none",
+        doc=('compression of the record batches the daemon produces (events and dead letters): '
+             '`none`, `gzip`, `snappy`, `lz4` or `zstd`. Input topics in any of these are read '
+             'whatever this says. `none` by default because every reader of the output topics must'
+             ' support the codec (gzip is the one every client has; zstd needs Kafka >= 2.1 '
+             'clients and brokers), and with `emit: anomalies` the output is small; `lz4` or '
+             '`zstd` pay off with `emit: all`. A `compression_type` under `kafka.producer` '
+             'overrides it'))
     security: dict = setting(Map(), {}, free=True, file_keys=True,
         doc=("passed to kafka-python's consumer and producers: `security_protocol`, "
              '`sasl_mechanism`, `sasl_plain_username`, `sasl_plain_password`, `ssl_cafile`, '

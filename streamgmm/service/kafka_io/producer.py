@@ -175,12 +175,20 @@ def make_producer(kcfg, **overrides):
 
     batch_size is 256 KiB, not kafka-python's 16 KiB: with `emit: all` a full batch makes
     every later send wake the sender thread until it drains, and larger batches measured
-    +37% records/s (BENCHMARKS.md); with `emit: anomalies` it changes nothing."""
+    +37% records/s (BENCHMARKS.md); with `emit: anomalies` it changes nothing.
+
+    linger_ms is 100, not 5: every new producer batch wakes the sender thread (a socket write
+    and a GIL hand-off that stalled the daemon's loop: ~5% of its time on a backlog with
+    `emit: anomalies`), and a longer linger means fewer, fuller batches. It adds no latency
+    where it matters: the daemon flushes after every batch that is not full (a live stream),
+    and during a backlog at least every `FLUSH_INTERVAL_SECONDS` (0.5 s)."""
     from kafka import KafkaProducer
 
+    codec = getattr(kcfg, "compression_type", "none")
     kwargs = dict(bootstrap_servers=list(kcfg.bootstrap_servers),
-                  client_id=kcfg.client_id, acks="all", linger_ms=5, batch_size=256 * 1024,
-                  max_block_ms=DEFAULT_MAX_BLOCK_MS)
+                  client_id=kcfg.client_id, acks="all", linger_ms=100, batch_size=256 * 1024,
+                  max_block_ms=DEFAULT_MAX_BLOCK_MS,
+                  compression_type=None if codec in (None, "none") else codec)
     kwargs.update(dict(kcfg.security or {}))
     kwargs.update(dict(kcfg.producer or {}))
     kwargs.update(overrides)

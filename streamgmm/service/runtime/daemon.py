@@ -4,7 +4,8 @@
 1 on a failure). One iteration: poll → `records.decode_batch` → dead letters → one vectorised
 `Detector.process` over the good records → events → flush sinks → commit, per partition, up to
 the lowest offset still buffered in the Detector's warm-up (so nothing is committed before its
-outcome is handed on). SIGTERM/SIGINT stop polling; the batch in hand is finished, flushed and
+outcome is handed on); while full batches keep coming (a backlog) the flush and commit happen
+every FLUSH_INTERVAL_SECONDS rather than every batch. SIGTERM/SIGINT stop polling; the batch in hand is finished, flushed and
 committed, the detector checkpointed, and the process exits within `shutdown_timeout_seconds`.
 
 Also runnable on its own: `python -m streamgmm.service.runtime.daemon --config FILE`.
@@ -35,6 +36,13 @@ from .pending import Chunk, PendingQueue
 log = logging.getLogger("streamgmm.daemon")
 
 LAG_INTERVAL_SECONDS = 1.0
+# While full batches keep coming (a backlog), outputs are flushed and offsets committed at
+# most this often instead of after every batch: each flush waits a producer round trip (acks
+# =all) and each commit is a request; per batch they were ~15% of the daemon's wall time on a
+# backlog (BENCHMARKS.md). A batch that is not full (a live stream, the end of a backlog)
+# flushes and commits at once, so steady-state latency is unchanged. At-least-once holds
+# either way: offsets are committed only after the flush; a crash re-reads at most this much.
+FLUSH_INTERVAL_SECONDS = 0.5
 SHUTDOWN_RESERVE_SECONDS = 1.0
 # The revocation callback runs on kafka-python's event loop (heartbeats wait meanwhile): it
 # waits at most this long for the acks of outputs already sent, never for a decode or a fit.
@@ -74,6 +82,7 @@ class Daemon:
         self._unflushed: dict | None = None  # next offsets of the batch sent but not flushed
         self._async_commit_failed = False
         self._last_ckpt = time.monotonic()
+        self._last_flush = time.monotonic()
         self._last_lag = 0.0
         self._emit_all = cfg.sink.emit == "all"
         self.group = cfg.kafka.group_id if cfg.source.type == "kafka" else None
@@ -254,16 +263,20 @@ class Daemon:
         """Poll once; flush and commit what earlier batches handed on; handle batches.
 
         Outputs are flushed only after the next poll, so that their acks arrive while the
-        consumer fetches (no idle round trip per batch); offsets are committed right after
-        that flush, so nothing is committed before its outcome is acked. A full batch (a
-        backlog) is decoded by the worker process while this one handles the previous batch.
+        consumer fetches (no idle round trip per batch), and during a backlog (full batches)
+        at most every FLUSH_INTERVAL_SECONDS; offsets are committed right after that flush,
+        so nothing is committed before its outcome is acked. A full batch (a backlog) is
+        decoded by the worker process, when there is one, while this one handles the
+        previous batch.
         """
         cfg = self.cfg
         batch = self.source.poll(cfg.kafka.poll_timeout_ms, cfg.kafka.max_poll_records)
         self.health.beat()
         self._settle_revoked()
         self._check_cluster()
-        if self._unflushed is not None:
+        if self._unflushed is not None and (
+                len(batch.records) < cfg.kafka.max_poll_records
+                or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_SECONDS):
             self._flush_outputs()
             self._commit()
         prev, prev_dec = self._inflight, None
@@ -382,6 +395,7 @@ class Daemon:
         """Make every output sent so far durable; then its input offsets may be committed."""
         self.sink.flush(timeout)
         self.dlq.flush(timeout)
+        self._last_flush = time.monotonic()
         if self._unflushed is not None:
             self._seen.update(self._unflushed)
             self._unflushed = None

@@ -1,5 +1,5 @@
-"""Record decoding in a child process, so JSON parsing runs on a second core while the main
-process fetches; used only when the process may use two CPUs."""
+"""Record decoding in a child process, so JSON parsing runs on another core while the main
+process fetches; used only when the process may use three or more CPUs."""
 from __future__ import annotations
 
 import os
@@ -7,15 +7,23 @@ import signal
 import time
 
 
+# With msgspec decoding (~0.8 us/record) the worker takes little off the main process and
+# adds a pickled hand-off and a second busy process: on a 2-CPU box it measured no faster and
+# much less steady than decoding in-process (the main loop stalls whenever the worker is not
+# scheduled at once; BENCHMARKS.md). So it needs a CPU of its own beyond the main loop's and
+# kafka-python's threads'.
+MIN_CPUS_FOR_WORKER = 3
+
+
 def decode_worker_wanted() -> bool:
     """Use a decode worker process? `STREAMGMM_DECODE_WORKER=0|1` decides, else: when this
-    process may use at least two CPUs (`available_cpus`)."""
+    process may use at least MIN_CPUS_FOR_WORKER CPUs (`available_cpus`)."""
     env = os.environ.get("STREAMGMM_DECODE_WORKER", "").strip().lower()
     if env in ("0", "false", "no", "off"):
         return False
     if env in ("1", "true", "yes", "on"):
         return True
-    return available_cpus() >= 2
+    return available_cpus() >= MIN_CPUS_FOR_WORKER
 
 
 def available_cpus(cgroup_root: str = "/sys/fs/cgroup") -> float:
