@@ -111,6 +111,20 @@ def test_corrupt_or_torn_newest_record_is_refused_and_the_previous_one_used(
         assert np.array_equal(det.score(X).scores, good.score(X).scores)
         det.close()
 
+        # the daemon's restore path: same record, a warning for each refused one
+        from streamgmm.service.runtime.daemon import load_detector
+        cfg = config_from_dict({**BASE, "detector": {"n_components": 3, "max_components": 3},
+                                "kafka": {"bootstrap_servers": [bootstrap], "group_id": group},
+                                "checkpoint": {"store": "kafka", "topic": state}}, environ={})
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            det = load_detector(cfg, store)
+        assert det.ready and np.array_equal(det.score(X).scores, good.score(X).scores)
+        det.close()
+        text = caplog.text
+        assert f"restored state topic {state} (offset 0)" in text and "warming up" not in text
+        assert text.count("refused") == 3
+
         # nothing valid at all: refused, never a half-read state
         bad_only = KafkaStateStore(_kcfg(bootstrap), state, unique("g-bad"))
         produce(bootstrap, state, [b"garbage"], keys=[bad_only.key], one_per_batch=True)
