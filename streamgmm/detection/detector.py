@@ -24,7 +24,7 @@ from ..exceptions import NotFittedError
 from ..math.sufficient_stats import posteriors
 from ..models import MixtureEnsemble
 from ..models.validation import check_array
-from ..persistence import export_joblib, save_state
+from ..persistence import dumps_state, export_joblib, save_state
 from .config import DetectorConfig
 from .drift import DriftMonitor
 from .explain import feature_shares, precision_matrices, top_contributions
@@ -538,6 +538,17 @@ class Detector:
         """Atomically write a checkpoint (NPZ + JSON manifest, no pickle) to ``path``: no
         input rows unless ``include_recent_records`` (see ``get_state``)."""
         save_state(path, *self.get_state(include_recent_records=include_recent_records))
+
+    def dumps(self, include_recent_records=False):
+        """The checkpoint as bytes (the NPZ + checksummed manifest ``save`` writes)."""
+        return dumps_state(*self.get_state(include_recent_records=include_recent_records))
+
+    @classmethod
+    def loads(cls, data, origin="state"):
+        """A Detector from ``dumps`` bytes; torn or corrupted bytes raise CheckpointError
+        (its message starts with ``origin``)."""
+        from .state import detector_from_bytes
+        return detector_from_bytes(cls, data, origin)
 
     @classmethod
     def load(cls, path, trusted=False):

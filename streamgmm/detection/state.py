@@ -24,7 +24,7 @@ from ..models import MixtureEnsemble, OnlineGaussianMixture
 from ..models.ensemble import is_ensemble_state
 from ..models.online import STATE_FORMAT as ONLINE_STATE_FORMAT
 from ..models.online import STATE_VERSION as ONLINE_STATE_VERSION
-from ..persistence import CheckpointError, is_zip, load_state, read_joblib
+from ..persistence import CheckpointError, is_zip, load_state, loads_state, read_joblib
 from .config import DetectorConfig
 from .drift import DriftAlarm, DriftMonitor
 from .scaler import StandardScaler
@@ -229,13 +229,22 @@ def load_detector(cls, path, trusted=False):
         if kind == "state":
             return cls.from_state(*payload)
         return _detector_from_object(cls, payload, path)
-    meta, arrays = load_state(path)
+    return _from_verified(cls, load_state(path), path)
+
+
+def detector_from_bytes(cls, data, origin="state"):
+    """``Detector.loads``: checkpoint bytes (``Detector.dumps``) verified, then rebuilt."""
+    return _from_verified(cls, loads_state(data, origin), origin)
+
+
+def _from_verified(cls, state, origin):
+    meta, arrays = state
     try:
         return cls.from_state(meta, arrays)
     except CheckpointError:
         raise
-    except (KeyError, ValueError, TypeError, IndexError) as exc:
-        raise CheckpointError(f"{path}: incompatible checkpoint content "
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise CheckpointError(f"{origin}: incompatible checkpoint content "
                               f"({type(exc).__name__}: {exc})") from None
 
 

@@ -4,8 +4,10 @@ atomically as NPZ with a checksummed manifest, no pickle; joblib only when trust
 This sits below the detection layer: it knows nothing of the Detector, only of
 ``(meta, arrays)`` pairs, so ``Detector.save/load`` call down into it (no import cycle).
 """
-from .checkpoint import (PICKLE_KINDS, CheckpointError, atomic_write_bytes, export_joblib,
-                         identify, is_zip, load_state, read_joblib, save_state)
+from .checkpoint import (PICKLE_KINDS, CheckpointError, atomic_write_bytes, dumps_state,
+                         export_joblib, identify, is_zip, load_state, loads_state, read_joblib,
+                         save_state)
 
-__all__ = ["PICKLE_KINDS", "CheckpointError", "atomic_write_bytes", "export_joblib", "identify",
-           "is_zip", "load_state", "read_joblib", "save_state"]
+__all__ = ["PICKLE_KINDS", "CheckpointError", "atomic_write_bytes", "dumps_state",
+           "export_joblib", "identify", "is_zip", "load_state", "loads_state", "read_joblib",
+           "save_state"]

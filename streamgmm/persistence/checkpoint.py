@@ -86,8 +86,9 @@ def atomic_write_bytes(path, data):
         pass
 
 
-def save_state(path, meta, arrays):
-    """Write (meta, arrays) as a checkpoint file, atomically."""
+def dumps_state(meta, arrays):
+    """(meta, arrays) as checkpoint bytes: the NPZ with its checksummed manifest (what
+    ``save_state`` writes to a file and the Kafka state store writes as one record)."""
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     for name, a in arrays.items():
         if a.dtype == object:
@@ -99,7 +100,12 @@ def save_state(path, meta, arrays):
     payload[MANIFEST_KEY] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **payload)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_state(path, meta, arrays):
+    """Write (meta, arrays) as a checkpoint file, atomically."""
+    atomic_write_bytes(path, dumps_state(meta, arrays))
 
 
 def load_state(path):
@@ -107,28 +113,40 @@ def load_state(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    return _verified(path, path)
+
+
+def loads_state(data, origin="state"):
+    """Verify checkpoint bytes (``dumps_state``'s output): (meta, arrays) or CheckpointError
+    whose message starts with ``origin``; a torn, corrupted or foreign payload is refused."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CheckpointError(f"{origin}: no checkpoint bytes (got {type(data).__name__})")
+    return _verified(io.BytesIO(bytes(data)), origin)
+
+
+def _verified(source, origin):
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if MANIFEST_KEY not in npz.files:
-                raise CheckpointError(f"{path}: not a streamgmm checkpoint (no manifest)")
+        with np.load(source, allow_pickle=False) as npz:
+            if not hasattr(npz, "files") or MANIFEST_KEY not in npz.files:
+                raise CheckpointError(f"{origin}: not a streamgmm checkpoint (no manifest)")
             manifest = json.loads(npz[MANIFEST_KEY].tobytes().decode())
             arrays = {k: npz[k] for k in npz.files if k != MANIFEST_KEY}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, AttributeError,
             json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: truncated or corrupted checkpoint "
+        raise CheckpointError(f"{origin}: truncated or corrupted checkpoint "
                               f"({type(exc).__name__}: {exc})") from None
-    if manifest.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path}: not a streamgmm checkpoint "
-                              f"(format {manifest.get('format')!r})")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        raise CheckpointError(f"{origin}: not a streamgmm checkpoint (format {fmt!r})")
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {version} is newer than this streamgmm "
+            f"{origin}: checkpoint format version {version} is newer than this streamgmm "
             f"({__version__}) supports (<= {FORMAT_VERSION}); upgrade streamgmm to load it")
     if sorted(arrays) != manifest.get("arrays") or _digest(arrays) != manifest.get("sha256"):
-        raise CheckpointError(f"{path}: checksum mismatch: the checkpoint is corrupted")
+        raise CheckpointError(f"{origin}: checksum mismatch: the checkpoint is corrupted")
     return _unjson(manifest["meta"]), arrays
 
 

@@ -207,7 +207,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    """Periodic atomic checkpoints of the detector state; ``path: null`` disables them."""
+    """Periodic atomic checkpoints of the detector state: to a file (``path: null`` disables
+    them) or, with ``store: kafka``, to a compacted Kafka topic keyed by the group id."""
 
     path: str | None = setting(Optional(PathStr()), None, path=True,
         doc=('checkpoint file (`null`: no checkpoints); restored at start (before `model.path`), '
@@ -220,6 +221,17 @@ class CheckpointConfig:
              "drift tests' unfinished reference), so that a refit can start right after a restart."
              ' Off: checkpoints and model files hold parameters, summary statistics and scores '
              'only, and after a restart a refit waits for enough new records'))
+    store: str = setting(Choice("file", "kafka"), "file",
+        doc=('`file` (`checkpoint.path`) or `kafka`: one record per checkpoint in the compacted '
+             '`checkpoint.topic`, keyed by `kafka.group_id`; a daemon with no state restores the '
+             'newest valid record at start (no warm-up); `checkpoint.path` must then be `null`'))
+    topic: str = setting(Str(), "streamgmm.state",
+        doc=('state topic for `store: kafka` (created if missing: 1 partition, '
+             '`cleanup.policy=compact`)'))
+    max_bytes: int = setting(Int(1024), 1000000,
+        doc=('largest state record for `store: kafka` (a bigger state is not written and the '
+             "log says so); Kafka's default `message.max.bytes` is about 1 MB: raise the "
+             "topic's `max.message.bytes` before raising this"))
 
 
 @dataclass(frozen=True)
@@ -499,6 +511,16 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
             cfg.dead_letter.topic in kafka.topics:
         raise ConfigError("dead_letter.topic", f"must differ from the input topics, got "
                           f"{show(cfg.dead_letter.topic)}")
+
+    if cfg.checkpoint.store == "kafka":
+        if cfg.checkpoint.path is not None:
+            raise ConfigError("checkpoint.path", "must be null when checkpoint.store is kafka "
+                              f"(the state goes to the topic {show(cfg.checkpoint.topic)})")
+        used = set(kafka.topics or ()) if cfg.source.type == "kafka" else set()
+        used |= {s.topic for s in (cfg.sink, cfg.dead_letter) if s.type == "kafka"}
+        if cfg.checkpoint.topic in used:
+            raise ConfigError("checkpoint.topic", "must differ from the input, sink and "
+                              f"dead-letter topics, got {show(cfg.checkpoint.topic)}")
 
     rec = cfg.records
     for name in rec.impute:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..kafka_io import (KafkaSink, OutputsPending, ProducerFailed, ProducerLink,
                         RetriableSinkError)
+from ..kafka_io.state_store import KafkaStateStore, StateStoreError
 from ..messages import SinkError, SourceError
 from . import preflight
 from .decode_worker import DecodeWorker, decode_worker_wanted
@@ -68,10 +69,12 @@ class Daemon:
         self.stop_event = stop_event or threading.Event()
         self.metrics = DaemonMetrics(cfg.metrics.ratio_window,
                                      cfg.detector.threshold.percentile / 100.0,
-                                     checkpoints=bool(cfg.checkpoint.path))
+                                     checkpoints=bool(cfg.checkpoint.path) or
+                                     cfg.checkpoint.store == "kafka")
         self.health = Health(liveness_timeout(cfg.kafka.poll_timeout_ms))
         self.server: HealthServer | None = None
         self.det = None
+        self.store: KafkaStateStore | None = None  # checkpoint.store: kafka
         self.source = None
         self.sink = None
         self.dlq = None
@@ -121,7 +124,14 @@ class Daemon:
             raise DaemonError(str(exc)) from None
         if preflight.kafka_needed(cfg) and not self._connect():
             return False
-        self.det = load_detector(cfg)
+        if cfg.checkpoint.store == "kafka":
+            self.store = KafkaStateStore(cfg.kafka, cfg.checkpoint.topic, cfg.kafka.group_id,
+                                         cfg.checkpoint.max_bytes)
+            try:
+                self.store.ensure_topic()
+            except StateStoreError as exc:
+                raise DaemonError(str(exc)) from None
+        self.det = load_detector(cfg, self.store)
         self.metrics.observe_model(self.det)  # a restored model: unsaved learning from now
         if decode_worker_wanted():
             try:
@@ -529,6 +539,8 @@ class Daemon:
 
     def _maybe_checkpoint(self, force: bool = False) -> bool:
         path = self.cfg.checkpoint.path
+        if self.store is not None:
+            path = f"state topic {self.store.topic}"
         if not path or not self.det.ready:
             return True
         if not force and time.monotonic() - self._last_ckpt < self.cfg.checkpoint.interval_seconds:
@@ -536,8 +548,12 @@ class Daemon:
         self._last_ckpt = time.monotonic()
         try:
             t0 = time.perf_counter()
-            self.det.save(path,
-                          include_recent_records=self.cfg.checkpoint.include_recent_records)
+            recent = self.cfg.checkpoint.include_recent_records
+            if self.store is not None:
+                offset = self.store.save(self.det.dumps(include_recent_records=recent))
+                path = f"{path} (offset {offset})"
+            else:
+                self.det.save(path, include_recent_records=recent)
         except Exception as exc:  # noqa: BLE001 - a failed checkpoint must not stop scoring
             log.error("checkpoint to %s failed: %s", path, _one_line(exc))
             log.debug("checkpoint failure", exc_info=True)
@@ -605,6 +621,11 @@ class Daemon:
                 self.det.close(timeout=min(left(), 0.5))
             except Exception:  # noqa: BLE001
                 log.exception("error stopping the detector")
+        if self.store is not None:
+            try:
+                self.store.close(timeout=short())
+            except Exception:  # noqa: BLE001
+                log.exception("error closing the state store's producer")
         if self.source is not None:
             self._closing = True  # the final commit is done: close() revokes, nothing to add
             self.source.close(timeout_ms=int(short() * 1000))
@@ -634,15 +655,19 @@ def _log_event(ev) -> None:
         log.info("%s %s", kind, detail)
 
 
-def load_detector(cfg):
-    """Checkpoint if present, else the pretrained `model.path`, else a fresh (warm-up) one."""
+def load_detector(cfg, store: KafkaStateStore | None = None):
+    """Checkpoint if present (the file, or the newest valid record of the state topic with
+    `store`), else the pretrained `model.path`, else a fresh (warm-up) one."""
     from streamgmm import Detector
 
     from ..config import detector_dict
 
     features = list(cfg.records.features)
     ck = cfg.checkpoint.path
-    if ck and os.path.exists(ck):
+    restored = _restore(Detector, store) if store is not None else None
+    if restored is not None:
+        det, origin = restored
+    elif ck and os.path.exists(ck):
         origin = f"checkpoint {ck}"
         det = _load(Detector, origin, ck, trusted=False)
     elif cfg.model.path:
@@ -666,6 +691,25 @@ def load_detector(cfg):
                     "using the config's: %s", origin.split()[0],
                     ", ".join(f"detector.{k} {old!r} -> {new!r}" for k, old, new in changes))
     return det
+
+
+def _restore(Detector, store: KafkaStateStore):
+    """(Detector, origin) from the state topic's newest valid record, or None."""
+    def verify(data):
+        return Detector.loads(data, origin=f"state record of {store.topic}")
+    try:
+        found = store.load(verify)
+    except StateStoreError as exc:
+        raise DaemonError(f"cannot load the state from {store.topic}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the cluster went away since the check, ...
+        raise DaemonError(f"cannot read the state topic {store.topic}: "
+                          f"{_one_line(exc)}") from None
+    if found is None:
+        log.info("no state in the state topic %s for group %s", store.topic,
+                 store.key.decode(errors="replace"))
+        return None
+    det, offset = found
+    return det, f"state topic {store.topic} (offset {offset})"
 
 
 def _load(Detector, origin: str, path: str, trusted: bool):

@@ -137,6 +137,8 @@ def kafka_needed(cfg) -> list[str]:
         keys.append("sink")
     if cfg.dead_letter.type == "kafka":
         keys.append("dead_letter")
+    if cfg.checkpoint.store == "kafka":
+        keys.append("checkpoint")
     return keys
 
 
