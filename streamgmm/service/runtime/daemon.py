@@ -215,8 +215,6 @@ class Daemon:
             offsets = self._offsets_to_commit(only=set(tps), force=True)
             self._committed.update(offsets)
             return offsets
-        except SinkError as exc:
-            log.warning("flush before revocation failed, not committing: %s", exc)
         except Exception as exc:  # noqa: BLE001 - surfaced by the main loop, not swallowed
             log.error("handling the revocation of %s failed: %s",
                       ", ".join(f"{t}[{p}]" for t, p in sorted(tps)), _one_line(exc))
