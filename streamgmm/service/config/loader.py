@@ -44,8 +44,8 @@ import yaml
 from ...detection.config import (DetectorConfig, DriftConfig, OnlineConfig, RefitConfig,
                                  ThresholdConfig)
 from ...schema import (REQUIRED, Bool, Builder, Choice, ConfigError, FeaturePath, Int, Map, Num,
-                       Optional, PathStr, Regex, Str, StrList, join, section, setting, show,
-                       to_plain, unknown_key)
+                       Optional, PathStr, Regex, Str, StrList, iter_settings, join, section,
+                       setting, show, to_plain, unknown_key)
 from .local_defaults import apply_local_defaults
 
 __all__ = [
@@ -613,12 +613,5 @@ def detector_dict(cfg: Config) -> dict:
 
 def iter_keys(cls: Any = Config, prefix: str = "") -> list[str]:
     """Every leaf key path of the schema (used by docs and tests)."""
-    out = []
-    for f in dataclasses.fields(cls):
-        path = join(prefix, f.name)
-        if "section" in f.metadata:
-            out.extend(iter_keys(f.metadata["section"], path))
-        else:
-            out.append(path)
-    return out
+    return [key for key, _ in iter_settings(cls, prefix)]
 
