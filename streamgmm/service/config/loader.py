@@ -1,6 +1,6 @@
 """Layer 4: the daemon's YAML configuration, validated into nested frozen dataclasses.
 
-One schema (the dataclasses below, in the order and with the defaults of docs/architecture.md)
+One schema (the dataclasses below, in the order and with the defaults of docs/configuration.md)
 drives parsing, validation, defaults, environment overrides and ``to_dict``. A bad value raises
 ``ConfigError(key_path, message)`` whose ``str()`` is ``"<key.path>: <message>"``: the CLI prints
 that line and exits 2, so every message names the key and what was expected.
@@ -80,7 +80,7 @@ _SECRET_WORDS = ("password", "secret", "token", "credential")
 
 
 # --------------------------------------------------------------------------------------------
-# The schema. Field order = YAML order in docs/architecture.md and in ``to_dict``.
+# The schema. Field order = YAML order in docs/configuration.md and in ``to_dict``.
 # --------------------------------------------------------------------------------------------
 
 
@@ -145,7 +145,7 @@ class KafkaConfig:
         doc='extra `KafkaConsumer` arguments')
     producer: dict = setting(Map(), {}, free=True,
         doc=("extra `KafkaProducer` arguments, over the daemon's defaults `acks: all`, `linger_ms:"
-             ' 5`, `batch_size: 262144`'))
+             ' 100`, `batch_size: 262144`'))
 
 
 @dataclass(frozen=True)
