@@ -1,6 +1,6 @@
 """The Detector's whole state as (JSON-able meta, plain numpy arrays), and back.
 
-No pickle anywhere: the service layer writes this pair as NPZ + JSON manifest. Not saved: the
+No pickle anywhere: ``persistence`` writes this pair as NPZ + JSON manifest. Not saved: the
 warm-up buffer (those records were not committed, so a restart replays them) and a refit in
 flight (its request is saved and starts again after loading).
 

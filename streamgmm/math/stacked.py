@@ -14,7 +14,8 @@ posteriors; weights are normalised within each mixture).
 import numpy as np
 
 from .gaussian import GaussianScorer
-from .sufficient_stats import (SufficientStats, _TINY, regularized_precision_cholesky_mask)
+from .sufficient_stats import (SufficientStats, covariances_from_statistics,
+                               regularized_precision_cholesky_mask)
 
 
 def stacked_scorer(means, precisions_cholesky, covariance_type, dtype=np.float64):
@@ -89,18 +90,9 @@ def grouped_blend(old, new, eta, covariance_type):
 def grouped_parameters(stats, covariance_type, reg_covar, offsets):
     """``parameters_from_statistics`` for stacked mixtures (not 'tied'): (weights normalised
     per group, means, covariances, precisions_cholesky, repaired (K,) bool)."""
-    s0, means, scatter = stats
+    s0, means, _ = stats
     totals = np.add.reduceat(s0, offsets[:-1])
     weights = s0 / np.repeat(totals, np.diff(offsets))
-    safe = np.maximum(s0, _TINY)
-    d = means.shape[1]
-    if covariance_type == "full":
-        cov = scatter / safe[:, None, None]
-        cov = 0.5 * (cov + cov.transpose(0, 2, 1))
-        cov[:, np.arange(d), np.arange(d)] += reg_covar
-    elif covariance_type == "diag":
-        cov = scatter / safe[:, None] + reg_covar
-    else:
-        cov = scatter / (d * safe) + reg_covar
+    cov = covariances_from_statistics(stats, covariance_type, reg_covar)
     cov, pc, repaired = regularized_precision_cholesky_mask(cov, covariance_type)
     return weights, means.copy(), cov, pc, repaired

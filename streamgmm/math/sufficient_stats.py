@@ -307,9 +307,17 @@ def parameters_from_statistics(stats, covariance_type, reg_covar):
     them). Precision Cholesky factors follow scikit-learn's convention (upper triangular U,
     U U^T = precision).
     """
+    s0, means, _ = stats
+    weights = s0 / s0.sum()
+    cov = covariances_from_statistics(stats, covariance_type, reg_covar)
+    cov, pc, n_repaired = regularized_precision_cholesky(cov, covariance_type)
+    return weights, means.copy(), cov, pc, n_repaired
+
+
+def covariances_from_statistics(stats, covariance_type, reg_covar):
+    """Covariances C_k / s0_k + reg_covar, symmetrised ('tied': the pooled scatter over the
+    total s0), before any repair (see ``regularized_precision_cholesky``)."""
     s0, means, scatter = stats
-    total = s0.sum()
-    weights = s0 / total
     safe = np.maximum(s0, _TINY)
     d = means.shape[1]
     if covariance_type == "full":
@@ -317,15 +325,14 @@ def parameters_from_statistics(stats, covariance_type, reg_covar):
         cov = 0.5 * (cov + cov.transpose(0, 2, 1))
         cov[:, np.arange(d), np.arange(d)] += reg_covar
     elif covariance_type == "tied":
-        cov = scatter / total
+        cov = scatter / s0.sum()
         cov = 0.5 * (cov + cov.T)
         cov.flat[:: d + 1] += reg_covar
     elif covariance_type == "diag":
         cov = scatter / safe[:, None] + reg_covar
     else:
         cov = scatter / (d * safe) + reg_covar
-    cov, pc, n_repaired = regularized_precision_cholesky(cov, covariance_type)
-    return weights, means.copy(), cov, pc, n_repaired
+    return cov
 
 
 def regularized_precision_cholesky(covariances, covariance_type):

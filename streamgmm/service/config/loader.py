@@ -1,6 +1,6 @@
 """Layer 4: the daemon's YAML configuration, validated into nested frozen dataclasses.
 
-One schema (the dataclasses below, in the order and with the defaults of docs/architecture.md)
+One schema (the dataclasses below, in the order and with the defaults of docs/configuration.md)
 drives parsing, validation, defaults, environment overrides and ``to_dict``. A bad value raises
 ``ConfigError(key_path, message)`` whose ``str()`` is ``"<key.path>: <message>"``: the CLI prints
 that line and exits 2, so every message names the key and what was expected.
@@ -44,8 +44,8 @@ import yaml
 from ...detection.config import (DetectorConfig, DriftConfig, OnlineConfig, RefitConfig,
                                  ThresholdConfig)
 from ...schema import (REQUIRED, Bool, Builder, Choice, ConfigError, FeaturePath, Int, Map, Num,
-                       Optional, PathStr, Regex, Str, StrList, join, section, setting, show,
-                       to_plain, unknown_key)
+                       Optional, PathStr, Regex, Str, StrList, iter_settings, join, section,
+                       setting, show, to_plain, unknown_key)
 from .local_defaults import apply_local_defaults
 
 __all__ = [
@@ -80,7 +80,7 @@ _SECRET_WORDS = ("password", "secret", "token", "credential")
 
 
 # --------------------------------------------------------------------------------------------
-# The schema. Field order = YAML order in docs/architecture.md and in ``to_dict``.
+# The schema. Field order = YAML order in docs/configuration.md and in ``to_dict``.
 # --------------------------------------------------------------------------------------------
 
 
@@ -145,7 +145,7 @@ class KafkaConfig:
         doc='extra `KafkaConsumer` arguments')
     producer: dict = setting(Map(), {}, free=True,
         doc=("extra `KafkaProducer` arguments, over the daemon's defaults `acks: all`, `linger_ms:"
-             ' 5`, `batch_size: 262144`'))
+             ' 100`, `batch_size: 262144`'))
 
 
 @dataclass(frozen=True)
@@ -635,12 +635,5 @@ def detector_dict(cfg: Config) -> dict:
 
 def iter_keys(cls: Any = Config, prefix: str = "") -> list[str]:
     """Every leaf key path of the schema (used by docs and tests)."""
-    out = []
-    for f in dataclasses.fields(cls):
-        path = join(prefix, f.name)
-        if "section" in f.metadata:
-            out.extend(iter_keys(f.metadata["section"], path))
-        else:
-            out.append(path)
-    return out
+    return [key for key, _ in iter_settings(cls, prefix)]
 

@@ -78,7 +78,6 @@ class Daemon:
         self.source = None
         self.sink = None
         self.dlq = None
-        self.producer = None
         self.pending = PendingQueue()
         self._seen: dict = {}        # (topic, partition) -> offset after the last flushed record
         self._committed: dict = {}   # (topic, partition) -> last offset sent in a commit
@@ -145,7 +144,6 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - cluster gone since the check, auth...
                 raise DaemonError(f"cannot create the Kafka producer for {where}: "
                                   f"{type(exc).__name__}: {exc}") from None
-            self.producer = self.link
         for key, section in (("sink", cfg.sink), ("dead_letter", cfg.dead_letter)):
             try:
                 sink = make_sink(section, cfg.kafka, producer=self.link)
@@ -227,8 +225,6 @@ class Daemon:
             offsets = self._offsets_to_commit(only=set(tps), force=True)
             self._committed.update(offsets)
             return offsets
-        except SinkError as exc:
-            log.warning("flush before revocation failed, not committing: %s", exc)
         except Exception as exc:  # noqa: BLE001 - surfaced by the main loop, not swallowed
             log.error("handling the revocation of %s failed: %s",
                       ", ".join(f"{t}[{p}]" for t, p in sorted(tps)), _one_line(exc))
@@ -632,9 +628,9 @@ class Daemon:
         for s in (self.sink, self.dlq):
             if s is not None and not isinstance(s, KafkaSink):
                 s.close()
-        if self.producer is not None:
+        if self.link is not None:
             try:
-                self.producer.close(timeout=short())
+                self.link.close(timeout=short())
             except Exception:  # noqa: BLE001
                 log.exception("error closing the producer")
         if self.worker is not None:

@@ -95,7 +95,6 @@ class ClientLogLimiter(logging.Filter):
         self._kinds: dict = {}   # kind -> [window start, suppressed count]
         self._window = clock()
         self._passed = 0
-        self._dropped = 0        # dropped by the budget in the current window
 
     def _kind(self, record: logging.LogRecord):
         import re
@@ -109,14 +108,13 @@ class ClientLogLimiter(logging.Filter):
             return True
         now = self._clock()
         if now - self._window >= self.interval:
-            self._window, self._passed, self._dropped = now, 0, 0
+            self._window, self._passed = now, 0
         kind = self._kind(record)
         state = self._kinds.get(kind)
         if state is not None and now - state[0] < self.interval:
             state[1] += 1
             return False
         if self._passed >= self.budget:
-            self._dropped += 1
             if state is not None:
                 state[1] += 1
             return False
