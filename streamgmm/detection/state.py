@@ -24,7 +24,7 @@ from ..models import MixtureEnsemble, OnlineGaussianMixture
 from ..models.ensemble import is_ensemble_state
 from ..models.online import STATE_FORMAT as ONLINE_STATE_FORMAT
 from ..models.online import STATE_VERSION as ONLINE_STATE_VERSION
-from ..persistence import CheckpointError, is_zip, load_state, loads_state, read_joblib
+from ..persistence import CheckpointError, loads_state, read_model_file
 from .config import DetectorConfig
 from .drift import DriftAlarm, DriftMonitor
 from .scaler import StandardScaler
@@ -224,12 +224,10 @@ def load_detector(cls, path, trusted=False):
     """``Detector.load``: an NPZ checkpoint, or (trusted only) a joblib file holding our
     export or scikit-learn objects."""
     path = os.fspath(path)
-    if os.path.exists(path) and not is_zip(path):
-        kind, payload = read_joblib(path, trusted)
-        if kind == "state":
-            return cls.from_state(*payload)
+    kind, payload = read_model_file(path, trusted)
+    if kind == "object":
         return _detector_from_object(cls, payload, path)
-    return _from_verified(cls, load_state(path), path)
+    return _from_verified(cls, payload, path)
 
 
 def detector_from_bytes(cls, data, origin="state"):

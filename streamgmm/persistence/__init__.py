@@ -6,8 +6,8 @@ This sits below the detection layer: it knows nothing of the Detector, only of
 """
 from .checkpoint import (PICKLE_KINDS, CheckpointError, atomic_write_bytes, dumps_state,
                          export_joblib, identify, is_zip, load_state, loads_state, read_joblib,
-                         save_state)
+                         read_model_file, save_state)
 
 __all__ = ["PICKLE_KINDS", "CheckpointError", "atomic_write_bytes", "dumps_state",
            "export_joblib", "identify", "is_zip", "load_state", "loads_state", "read_joblib",
-           "save_state"]
+           "read_model_file", "save_state"]

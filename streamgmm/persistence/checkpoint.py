@@ -269,3 +269,13 @@ def read_joblib(path, trusted):
                                   f"than supported ({FORMAT_VERSION})")
         return "state", (_unjson(obj["meta"]), obj["arrays"])
     return "object", obj
+
+
+def read_model_file(path, trusted=False):
+    """What a model or checkpoint file holds: ("state", (meta, arrays)) for an NPZ checkpoint
+    (verified) or our joblib export, ("object", obj) for other joblib content (e.g.
+    scikit-learn estimators; trusted only). Decided by the file's magic bytes."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not is_zip(path):
+        return read_joblib(path, trusted)
+    return "state", load_state(path)
