@@ -159,9 +159,7 @@ class KafkaSource:
         try:
             self.consumer.commit(_payload(offsets), timeout_ms=timeout_ms)
         except KafkaError as exc:
-            log.warning("offset commit failed (%s: %s); will retry with the next batch",
-                        type(exc).__name__, exc)
-            return False
+            return _retry_later(exc)
         log.debug("committed %s", offsets)
         return True
 
@@ -177,9 +175,7 @@ class KafkaSource:
         try:
             self.consumer.commit_async(_payload(offsets), callback=done)
         except KafkaError as exc:
-            log.warning("offset commit failed (%s: %s); will retry with the next batch",
-                        type(exc).__name__, exc)
-            return False
+            return _retry_later(exc)
         return True
 
     def lag(self) -> dict:
@@ -227,6 +223,13 @@ def _corrupt_message(exc) -> str:
     return (f"corrupt record batch in {where} ({why}): stopping; nothing at or after it is "
             f"committed. Restarting reads it again: repair the topic or move the group's "
             f"offset past it (kafka-consumer-groups --reset-offsets) to skip it")
+
+
+def _retry_later(exc) -> bool:
+    """A failed commit of the main loop: logged; the next batch's commit carries it again."""
+    log.warning("offset commit failed (%s: %s); will retry with the next batch",
+                type(exc).__name__, exc)
+    return False
 
 
 def _fmt(tps) -> str:
