@@ -76,7 +76,7 @@ def test_defaults_match_the_documented_schema():
 def test_to_dict_has_every_schema_key_in_order_and_round_trips():
     cfg = cfg_of({"kafka": {"security": {"sasl_plain_password": "pw"}}})
     d = cfg.to_dict()
-    assert list(d) == ["source", "kafka", "records", "sink", "dead_letter", "detector", "model",
+    assert list(d) == ["source", "kafka", "records", "sink", "dead_letter", "detector", "model", "fleet",
                        "checkpoint", "metrics", "logging", "shutdown_timeout_seconds"]
     assert d["kafka"]["security"]["sasl_plain_password"] == "pw"
     assert yaml.safe_load(yaml.safe_dump(d)) == d  # plain data only

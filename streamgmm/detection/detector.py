@@ -120,6 +120,7 @@ class Detector:
         self._since_change = None
         self._alarms = []   # drift alarms raised since the last policy boundary
         self._precisions = None
+        self.link_ = None   # a shared model's link (fleet member): see ``follow``
 
     @classmethod
     def from_dict(cls, d, feature_names=None, **kwargs):
@@ -262,6 +263,9 @@ class Detector:
                 X, R, S = parts[0]
             else:
                 X, R, S = (np.concatenate(p) for p in zip(*parts))
+            if self.link_ is not None:  # the shared model is stepped by its leader
+                self.link_.learn(self.model_, X, R, S)
+                return
             self.model_.partial_fit_posteriors(X, R, S)
             self._precisions = None
 
@@ -356,7 +360,9 @@ class Detector:
     def _run_chunk(self, X, events, at_boundary):
         Xs, res = self._score_chunk(X, learn=True)
         self.scheduler_.observe(X)
-        if self._since_change is None:
+        if self.link_ is not None:
+            self.link_.scores(X, res.scores, res.is_anomaly)
+        elif self._since_change is None:
             self.threshold_model_.push(res.scores)
         if self.config.drift.enabled and self.scheduler_.job is None:
             for alarm in self.monitor_.update(res.scores, Xs, res.is_anomaly):
@@ -368,7 +374,13 @@ class Detector:
 
     def _policy(self, events):
         """At a boundary: swap in (or wait for) a refit, act on drift, re-rank the threshold,
-        start a refit that is due."""
+        start a refit that is due. A follower hands its drift alarms to the link instead."""
+        if self.link_ is not None:
+            if self._alarms:
+                self.link_.drift(self._alarms[-1])
+                self._alarms = []
+                self._new_monitor()
+            return
         self._unstarve(events)
         if self._alarms:
             self._act_on_drift()
@@ -392,6 +404,10 @@ class Detector:
         if self.ready:
             self._unstarve(events)
             return self._run(X, events)
+        if self.link_ is not None:  # a follower never fits: it waits for the shared model
+            if len(X):
+                self._warm.append(X)
+            return DetectionResult.empty(events)
         need = self.config.warmup_records - self.pending
         if len(X) < need:
             if len(X):
@@ -441,6 +457,36 @@ class Detector:
             if new.refit.window != len(self.scheduler_.ring.buf):
                 self.scheduler_.ring = self.scheduler_.ring.resized(new.refit.window)
         return changes
+
+    def follow(self, link):
+        """Share the model of a group: from now on learning, threshold updates and drift
+        actions go to ``link`` (``learn(model, X, resp, log_density)``, ``scores(X, scores,
+        is_anomaly)``, ``drift(alarm)``) and the model changes only by ``adopt``."""
+        self.link_ = link
+        return self
+
+    def adopt(self, other):
+        """Score with ``other``'s scaler, model and threshold from now on (a published
+        version of the shared model). A new model generation (a refit) restarts the drift
+        tests; a follower that was waiting scores its buffered records: they are returned."""
+        self._ensure_scheduler()
+        generation = other.model_version != self.model_version or not self.ready
+        if self.ready and self._learn and self.link_ is not None:  # scored under the old one
+            X, R, S = (np.concatenate(p) for p in zip(*self._learn))
+            self.link_.learn(self.model_, X, R, S)
+        self.scaler_, self.model_ = other.scaler_, other.model_
+        self.threshold_model_ = other.threshold_model_
+        self.train_info_, self.model_version = other.train_info_, other.model_version
+        self._precisions = None
+        self._learn, self._learn_n, self._fill = [], 0, 0
+        if generation:
+            self._alarms = []
+            self._new_monitor()
+        if not self._warm:
+            return DetectionResult.empty()
+        Xw = np.vstack(self._warm)
+        self._warm = []
+        return self._run(Xw, [])
 
     def min_fit_records(self):
         """The fewest records a fit accepts (10, or twice the fixed component count)."""

@@ -203,6 +203,26 @@ class ModelConfig:
              'settings of this file apply to it'))
     trusted: bool = setting(Bool(), False,
         doc='allow a pickle-based `.joblib` model (it can run code when loaded)')
+    sync_seconds: float = setting(Num(0, lo_open=True), 2.0,
+        doc=('with `fleet.enabled`: how often members send their statistics and the leader '
+             'publishes a version; every member scores with a new version within about this '
+             'long'))
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Daemons of one consumer group sharing one model through Kafka (docs/operations.md)."""
+
+    enabled: bool = setting(Bool(), False,
+        doc=('share one model, threshold and refits across the consumer group: members send '
+             'online-EM statistics to a leader chosen by Kafka, which publishes versions to '
+             '`checkpoint.topic`; needs `source.type: kafka` and `checkpoint.store: kafka`'))
+    topic: str = setting(Str(), "streamgmm.fleet",
+        doc=('coordination topic (created if missing, 1 partition): its owner in the group '
+             '`<kafka.group_id>.fleet` is the leader, and members send it their syncs'))
+    sample_records: int = setting(Int(0), 500,
+        doc=('**raw data**: input rows each member sends per sync for group refits (they pass '
+             'through `fleet.topic`; set its retention accordingly); 0 disables group refits'))
 
 
 @dataclass(frozen=True)
@@ -269,6 +289,7 @@ class Config:
     dead_letter: DeadLetterConfig = section(DeadLetterConfig)
     detector: DetectorConfig = section(DetectorConfig)
     model: ModelConfig = section(ModelConfig)
+    fleet: FleetConfig = section(FleetConfig)
     checkpoint: CheckpointConfig = section(CheckpointConfig)
     metrics: MetricsConfig = section(MetricsConfig)
     logging: LoggingConfig = section(LoggingConfig)
@@ -521,6 +542,19 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
         if cfg.checkpoint.topic in used:
             raise ConfigError("checkpoint.topic", "must differ from the input, sink and "
                               f"dead-letter topics, got {show(cfg.checkpoint.topic)}")
+
+    if cfg.fleet.enabled:
+        if cfg.source.type != "kafka":
+            raise ConfigError("fleet.enabled", f"needs source.type kafka (a fleet is a "
+                              f"consumer group), got {show(cfg.source.type)}")
+        if cfg.checkpoint.store != "kafka":
+            raise ConfigError("fleet.enabled", "needs checkpoint.store: kafka (the group's "
+                              "model versions live in checkpoint.topic)")
+        used = set(kafka.topics or ()) | {cfg.checkpoint.topic}
+        used |= {s.topic for s in (cfg.sink, cfg.dead_letter) if s.type == "kafka"}
+        if cfg.fleet.topic in used:
+            raise ConfigError("fleet.topic", "must differ from the input, sink, dead-letter "
+                              f"and state topics, got {show(cfg.fleet.topic)}")
 
     rec = cfg.records
     for name in rec.impute:

@@ -93,7 +93,7 @@ class KafkaStateStore:
                         "newest one", self.topic, value)
 
     # ------------------------------------------------------------------------------- save
-    def save(self, data: bytes) -> int:
+    def save(self, data: bytes, headers: list | None = None) -> int:
         """Write one checkpoint record (acks=all) and wait for its ack: its offset."""
         if len(data) > self.max_bytes:
             raise StateTooLarge(
@@ -107,7 +107,8 @@ class KafkaStateStore:
             self._producer = make_producer(
                 self.kcfg, client_id=kw.pop("client_id"), acks="all", linger_ms=0,
                 max_request_size=self.max_bytes + RECORD_OVERHEAD_BYTES)
-        meta = self._producer.send(self.topic, value=bytes(data), key=self.key).get(
+        meta = self._producer.send(self.topic, value=bytes(data), key=self.key,
+                                   headers=headers).get(
             timeout=SEND_TIMEOUT_SECONDS)
         return meta.offset
 

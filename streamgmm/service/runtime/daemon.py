@@ -69,12 +69,14 @@ class Daemon:
         self.stop_event = stop_event or threading.Event()
         self.metrics = DaemonMetrics(cfg.metrics.ratio_window,
                                      cfg.detector.threshold.percentile / 100.0,
-                                     checkpoints=bool(cfg.checkpoint.path) or
-                                     cfg.checkpoint.store == "kafka")
+                                     checkpoints=not cfg.fleet.enabled and (
+                                         bool(cfg.checkpoint.path) or
+                                         cfg.checkpoint.store == "kafka"))
         self.health = Health(liveness_timeout(cfg.kafka.poll_timeout_ms))
         self.server: HealthServer | None = None
         self.det = None
         self.store: KafkaStateStore | None = None  # checkpoint.store: kafka
+        self.fleet = None  # fleet.enabled: the group's shared model (service/fleet)
         self.source = None
         self.sink = None
         self.dlq = None
@@ -130,7 +132,10 @@ class Daemon:
                 self.store.ensure_topic()
             except StateStoreError as exc:
                 raise DaemonError(str(exc)) from None
-        self.det = load_detector(cfg, self.store)
+        if cfg.fleet.enabled:
+            self._join_fleet()
+        else:
+            self.det = load_detector(cfg, self.store)
         self.metrics.observe_model(self.det)  # a restored model: unsaved learning from now
         if decode_worker_wanted():
             try:
@@ -170,6 +175,35 @@ class Daemon:
         self.phase = "running"
         self._update_ready()
         return True
+
+    def _join_fleet(self) -> None:
+        """Follow the group's model: the newest version before any record is scored."""
+        from streamgmm import Detector
+
+        from ..config import detector_dict
+        from ..fleet.fleet import Fleet, FleetError
+
+        self.fleet = Fleet(self.cfg, self.store, Detector, detector_dict(self.cfg))
+        self.det = self.fleet.det
+        try:
+            self.fleet.start()
+        except FleetError as exc:
+            raise DaemonError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - the cluster went away since the check
+            raise DaemonError(f"fleet: cannot start on {preflight.servers(self.cfg)}: "
+                              f"{_one_line(exc)}") from None
+
+    def _fleet_tick(self) -> None:
+        """Adopt, sync, lead (service/fleet); emit records that waited for a version."""
+        res = self.fleet.tick()
+        for ev in list(res.events) + self.fleet.take_events():
+            self.metrics.observe_event(ev)
+            _log_event(ev)
+        if len(res):
+            self._emit(res, self.pending.pop(len(res)))
+        observe = getattr(self.metrics, "observe_fleet", None)
+        if observe is not None:
+            observe(self.fleet.snapshot())
 
     def _connect(self) -> bool:
         """Wait for the Kafka cluster (not ready meanwhile); False when stopped first."""
@@ -301,6 +335,8 @@ class Daemon:
             self._accept(batch, dec, time.perf_counter() - t0)
         if not batch.records and self._inflight is None and self.source.exhausted:
             self.exhausted = True
+        if self.fleet is not None:
+            self._fleet_tick()
         self.metrics.observe_model(self.det)
         self._update_ready()
         now = time.monotonic()
@@ -480,13 +516,17 @@ class Daemon:
         thr, comp, contrib = res.threshold, res.component, res.contributions
         rarity, severity = res.rarity, res.severity
         keys = chunk.keys
+        fleet_version = self.fleet.version if self.fleet is not None else None
         for i in idx:
             rec = chunk.recs[i]
             key = keys[i] if keys is not None else key_text(rec.key)
+            event = make_event(rec, key, chunk.ts_ms[i], scores[i], thr[i], flags[i],
+                               comp[i], contrib[i], version, detected_at, rarity[i],
+                               severity[i])
+            if fleet_version is not None:  # the group's version this member scored with
+                event["fleet_version"] = fleet_version
             self.sink.send_event(
-                make_event(rec, key, chunk.ts_ms[i], scores[i], thr[i], flags[i],
-                           comp[i], contrib[i], version, detected_at, rarity[i], severity[i]),
-                key=rec.key if isinstance(rec.key, (bytes, bytearray)) else None)
+                event, key=rec.key if isinstance(rec.key, (bytes, bytearray)) else None)
 
     # ------------------------------------------------------------------ commits, checkpoints
     def _offsets_to_commit(self, only=None, force: bool = False) -> dict:
@@ -537,6 +577,8 @@ class Daemon:
         path = self.cfg.checkpoint.path
         if self.store is not None:
             path = f"state topic {self.store.topic}"
+        if self.fleet is not None:  # the leader's published versions are the checkpoints
+            return True
         if not path or not self.det.ready:
             return True
         if not force and time.monotonic() - self._last_ckpt < self.cfg.checkpoint.interval_seconds:
@@ -617,6 +659,8 @@ class Daemon:
                 self.det.close(timeout=min(left(), 0.5))
             except Exception:  # noqa: BLE001
                 log.exception("error stopping the detector")
+        if self.fleet is not None:
+            self.fleet.close(timeout=short())
         if self.store is not None:
             try:
                 self.store.close(timeout=short())

@@ -1,0 +1,104 @@
+"""A member's side of the shared model: what its Detector hands over between syncs.
+
+The member's Detector follows the group (`Detector.follow(link)`): it scores with the
+adopted version and, instead of stepping the model, gives this link the online-EM
+statistics of the records it learns from, its normal scores (for the group threshold) and
+its drift alarms. Every `model.sync_seconds` the fleet takes one `sync` message from here.
+Raw rows leave the member only as the bounded refit sample (`fleet.sample_records`).
+"""
+from __future__ import annotations
+
+import bisect
+import time
+
+import numpy as np
+
+from ...models import pooled
+
+SCORES_PER_SYNC = 2000   # normal scores per member per sync for the group threshold
+
+
+class MemberLink:
+    """Gathers statistics, scores, a row sample and drift alarms for the next sync."""
+
+    def __init__(self, member_id: str, sample_records: int, warmup_records: int):
+        from .sampling import Thinned
+
+        self.member_id = member_id
+        self.det = None
+        self.warmup_records = int(warmup_records)
+        self._stats = None          # (stats list, n records, generation)
+        self._steps = 0
+        self._scores = Thinned(SCORES_PER_SYNC)
+        self._rows = Thinned(sample_records) if sample_records > 0 else None
+        self._marks: list = []      # (records seen after a chunk, wall time) for alarm times
+        self._drift: dict | None = None  # resent each sync until a new generation arrives
+        self._warm_sent = 0
+
+    # --------------------------------------------------------------- Detector link protocol
+    def learn(self, model, X, resp, log_density) -> None:
+        stats, n = pooled.statistics_of(model, X, resp, log_density)
+        gen = self.det.model_version
+        if self._stats is not None and self._stats[2] == gen and \
+                pooled.compatible(model, self._stats[0]):
+            stats, n = pooled.merge(model, self._stats[0], self._stats[1], stats, n)
+        elif self._stats is not None:
+            self._steps = 0  # statistics of an older generation are of other components
+        self._stats = (stats, n, gen)
+        self._steps += 1
+
+    def scores(self, X, scores, is_anomaly) -> None:
+        now = time.time()
+        self._scores.add(np.asarray(scores)[~np.asarray(is_anomaly)], now)
+        if self._rows is not None:
+            self._rows.add(np.asarray(X, dtype=np.float64), now)
+        seen = self.det.scheduler_.n_seen
+        self._marks.append((seen, now))
+        if len(self._marks) > 4096:
+            del self._marks[:2048]
+
+    def drift(self, alarm) -> None:
+        self._drift = {"generation": int(self.det.model_version),
+                       "detector": alarm.detector, "change_time": self._time_of(alarm.change_start),
+                       "member": self.member_id}
+
+    def _time_of(self, record: int) -> float:
+        """Wall time when the member scored record number `record` (the chunk's time)."""
+        i = bisect.bisect_left([m[0] for m in self._marks], int(record))
+        return self._marks[min(i, len(self._marks) - 1)][1] if self._marks else time.time()
+
+    # --------------------------------------------------------------------------- the sync
+    def take(self, version: int):
+        """(meta, arrays) of this interval's sync message; resets the interval."""
+        det = self.det
+        meta = {"member": self.member_id, "version": int(version),
+                "generation": int(det.model_version), "ready": bool(det.ready),
+                "n": 0, "steps": 0, "n_mixtures": 0, "drift": None, "sent_at": time.time()}
+        arrays = {}
+        if self._stats is not None and self._stats[2] == det.model_version:
+            stats, n, _ = self._stats
+            meta.update(n=int(n), steps=int(self._steps), n_mixtures=len(stats))
+            arrays.update(pooled.to_arrays(stats))
+        self._stats, self._steps = None, 0
+        if self._drift is not None and self._drift["generation"] == det.model_version:
+            meta["drift"] = dict(self._drift)
+        else:
+            self._drift = None
+        scores, stimes = self._scores.take()
+        if scores is not None:
+            arrays["scores"], arrays["score_times"] = scores, stimes
+        rows, rtimes = self._rows.take() if self._rows is not None else (None, None)
+        if not det.ready:  # before the first version: the buffered records, for its fit
+            rows, rtimes = self._warm_rows()
+        if rows is not None and len(rows):
+            arrays["rows"], arrays["row_times"] = rows, rtimes
+        return meta, arrays
+
+    def _warm_rows(self):
+        """Rows buffered for the first version not sent yet (at most warmup_records)."""
+        warm = self.det._warm
+        if not warm or self._warm_sent >= self.warmup_records:
+            return None, None
+        X = np.vstack(warm)[self._warm_sent:self.warmup_records]
+        self._warm_sent += len(X)
+        return np.asarray(X, dtype=np.float64), np.full(len(X), time.time())

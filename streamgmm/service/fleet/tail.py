@@ -1,0 +1,85 @@
+"""Every member follows the state topic: the newest published version of its group's model."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .messages import version_of
+
+log = logging.getLogger("streamgmm.fleet")
+
+
+class StateTail(threading.Thread):
+    """Reads the state topic from its start for ever (an assigned consumer, no group) and
+    keeps the newest fleet version of `key`: `newest()` is (version, bytes) or None.
+    `caught_up` is set once the end offsets found at start have been read."""
+
+    def __init__(self, kcfg, topic: str, key: str, max_bytes: int):
+        super().__init__(name="streamgmm-fleet-tail", daemon=True)
+        self.kcfg, self.topic, self.key = kcfg, topic, key.encode()
+        self.max_bytes = int(max_bytes)
+        self.caught_up = threading.Event()
+        self._lock = threading.Lock()
+        self._newest = None
+        self.seen_at = None      # when the newest version was first read
+        self.bytes_read = 0
+        self._halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def newest(self):
+        with self._lock:
+            return self._newest
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._halt.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        kc = self.kcfg
+        try:
+            consumer = KafkaConsumer(
+                bootstrap_servers=list(kc.bootstrap_servers), group_id=None,
+                client_id=f"{kc.client_id}-fleet-tail", enable_auto_commit=False,
+                fetch_max_wait_ms=200, max_partition_fetch_bytes=self.max_bytes + (1 << 20),
+                fetch_max_bytes=max(64 << 20, self.max_bytes + (1 << 20)),
+                **dict(kc.security or {}))
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            consumer.seek_to_beginning(tp)
+            end = consumer.end_offsets([tp])[tp]
+        except BaseException as exc:  # noqa: BLE001
+            self.error = exc
+            self.caught_up.set()
+            return
+        try:
+            if consumer.position(tp) >= end:
+                self.caught_up.set()
+            while not self._halt.is_set():
+                for recs in consumer.poll(timeout_ms=200).values():
+                    for r in recs:
+                        self._offer(r)
+                if not self.caught_up.is_set() and consumer.position(tp) >= end:
+                    self.caught_up.set()
+        except BaseException as exc:  # noqa: BLE001
+            self.error = exc
+        finally:
+            self.caught_up.set()
+            try:
+                consumer.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _offer(self, rec) -> None:
+        if rec.key != self.key or rec.value is None:
+            return
+        version = version_of(rec.headers)
+        if version is None:
+            return
+        self.bytes_read += len(rec.value)
+        with self._lock:
+            if self._newest is None or version > self._newest[0]:
+                self._newest = (version, rec.value)
+                self.seen_at = time.monotonic()

@@ -1,0 +1,183 @@
+"""A fleet of daemons (issue 11): three daemon subprocesses in one group on a six-partition
+topic share one model through Kafka; the leader is chosen by Kafka, survives SIGKILL, and a
+new member restores from the state topic. Everything against the real test broker."""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+
+from kafka_helpers import (
+    BackgroundProducer, DaemonProcess, daemon_config, free_port, metric, mixture_rows,
+    produce, read_topic, scrape, to_record, unique, wait_for, write_yaml,
+)
+
+pytestmark = pytest.mark.timeout(420)
+
+P = 5.0            # percentile: p = 5%
+SYNC = 1.0         # model.sync_seconds
+WARMUP = 600
+SHIFT = np.array([9.0, -9.0, 9.0, 9.0])
+
+
+def fleet_config(bootstrap, src, out, dlq, group, state, fleet_topic, port, member):
+    cfg = daemon_config(bootstrap, src, out, dlq, group, warmup=WARMUP, percentile=P,
+                        emit="all", metrics_port=port,
+                        fleet={"enabled": True, "topic": fleet_topic, "sample_records": 500},
+                        model={"sync_seconds": SYNC})
+    cfg["checkpoint"] = {"store": "kafka", "topic": state, "interval_seconds": 3600}
+    cfg["kafka"]["client_id"] = f"member{member}"
+    return cfg
+
+
+class Fleet:
+    """Daemon subprocesses of one group, each with its metrics port and log."""
+
+    def __init__(self, bootstrap, tmp_path, partitions=6):
+        self.bootstrap, self.tmp = bootstrap, tmp_path
+        self.src, self.out, self.dlq, self.state, self.ftopic = (
+            unique("fl-in"), unique("fl-out"), unique("fl-dlq"), unique("fl-state"),
+            unique("fl-coord"))
+        from kafka_helpers import create_topics
+        create_topics(bootstrap, [self.src], partitions=partitions)
+        create_topics(bootstrap, [self.out, self.dlq])
+        self.group = unique("fleet")
+        self.members: dict = {}
+
+    def start(self, k):
+        port = free_port()
+        cfg = fleet_config(self.bootstrap, self.src, self.out, self.dlq, self.group, self.state,
+                           self.ftopic, port, k)
+        path = write_yaml(self.tmp / f"m{k}.yaml", cfg)
+        self.members[k] = (DaemonProcess(path, str(self.tmp / f"m{k}.log")), port)
+        return self.members[k]
+
+    def live(self):
+        return {k: v for k, v in self.members.items() if v[0].proc.poll() is None}
+
+    def metric(self, k, name):
+        return metric(scrape(self.members[k][1])[1], name, group=self.group)
+
+    def versions(self):
+        return {k: self.metric(k, "streamgmm_fleet_model_version") for k in self.live()}
+
+    def leaders(self):
+        return [k for k in self.live() if self.metric(k, "streamgmm_fleet_leader") == 1]
+
+    def log(self, k):
+        return self.members[k][0].log_text()
+
+    def stop(self):
+        codes = {}
+        for k, (proc, _) in self.members.items():
+            if proc.proc.poll() is None:
+                proc.proc.terminate()
+        for k, (proc, _) in self.members.items():
+            codes[k] = proc.wait(30)
+        return codes
+
+    def kill_all(self):
+        for proc, _ in self.members.values():
+            proc.kill()
+
+
+def _records(X, start):
+    return [to_record(start + i, x) for i, x in enumerate(X)]
+
+
+def _outcomes(fleet, n_min, timeout=90):
+    evs = read_topic(fleet.bootstrap, fleet.out, min_records=n_min, timeout=timeout, quiet=2.0)
+    return [json.loads(e.value) for e in evs]
+
+
+def _when(line):
+    """Seconds of the ISO timestamp at the start of a log line."""
+    m = re.match(r"\d{4}-\d\d-\d\dT(\d\d):(\d\d):(\d\d\.\d+)Z", line)
+    h, mi, s = m.groups()
+    return int(h) * 3600 + int(mi) * 60 + float(s)
+
+
+def _lines(text, needle):
+    return [ln for ln in text.splitlines() if needle in ln]
+
+
+def _lag_partitions(port):
+    """Partitions a member reports lag for: the ones it owns."""
+    _, m = scrape(port)
+    return {int(dict(lbl)["partition"]) for (name, lbl) in m
+            if name == "streamgmm_consumer_lag_records"}
+
+
+def test_three_members_one_model_one_refit(bootstrap, tmp_path):
+    """Same version and identical scores on every member; p means p on each; a planted
+    shift gives exactly one refit in the group, adopted by every member within a sync."""
+    fl = Fleet(bootstrap, tmp_path)
+    for k in range(3):
+        fl.start(k)
+    try:
+        wait_for(lambda: len(fl.leaders()) == 1, 60, what="one leader")
+        n1 = 18000
+        X = mixture_rows(n1, seed=11)
+        BackgroundProducer(bootstrap, fl.src, _records(X, 0), rate=1200).start().join(120)
+        events = _outcomes(fl, n1)
+        assert {e["key"] for e in events} == {f"r{i}" for i in range(n1)}   # nothing lost
+        # every member scored with the group's versions (none before the first)
+        assert all(e.get("fleet_version", 0) >= 1 for e in events)
+        wait_for(lambda: len(set(fl.versions().values())) == 1, 3 * SYNC + 10,
+                 what="every member on the same version")
+        assert min(fl.versions().values()) >= 2          # versions advance by merging
+
+        # p means p on each member (after the first 2,000 records of the stream)
+        owner = {p: k for k in fl.live() for p in _lag_partitions(fl.members[k][1])}
+        assert sorted(owner) == list(range(6)) and len(set(owner.values())) == 3, owner
+        by_member = {}
+        for e in events:
+            if int(e["key"][1:]) >= 2000:
+                by_member.setdefault(owner[e["partition"]], []).append(e["anomaly"])
+        rates = {k: float(np.mean(v)) for k, v in by_member.items()}
+        assert all(0.8 * P / 100 <= r <= 1.25 * P / 100 for r in rates.values()), rates
+
+        # the same probe record on every partition: the same score on every member
+        versions = fl.versions()
+        probe = to_record(0, [0.5, 0.5, 0.5, 0.5])
+        for p in range(6):
+            produce(bootstrap, fl.src, [dict(probe, id=f"probe{p}")], partition=p)
+        probes = [e for e in _outcomes(fl, n1 + 6) if e["key"].startswith("probe")]
+        assert len(probes) == 6
+        assert len({e["fleet_version"] for e in probes}) == 1, probes
+        assert len({e["score"] for e in probes}) == 1, [e["score"] for e in probes]
+        assert probes[0]["fleet_version"] == max(versions.values())
+
+        # a planted shift: one refit for the whole group, adopted everywhere
+        n2 = 9000
+        Y = mixture_rows(n2, seed=12) + SHIFT
+        BackgroundProducer(bootstrap, fl.src, _records(Y, n1), rate=1200).start().join(120)
+        events = _outcomes(fl, n1 + 6 + n2)
+        assert {e["key"] for e in events} >= {f"r{i}" for i in range(n1 + n2)}
+
+        def refits():
+            done = [ln for k in fl.live() for ln in _lines(fl.log(k), "refit_done")]
+            return done or None
+        done = wait_for(refits, 60, what="a group refit")
+        time.sleep(3 * SYNC + 2)
+        done = refits()
+        assert len(done) == 1, done
+        started = [ln for k in fl.live() for ln in _lines(fl.log(k), "refit_started")
+                   if "'warmup'" not in ln]
+        assert len(started) == 1, started
+        t_done = _when(done[0])
+        for k in fl.live():
+            adopted = [ln for ln in _lines(fl.log(k), "adopted version")
+                       if "generation 2" in ln]
+            assert len(adopted) == 1, (k, adopted)
+            assert _when(adopted[0]) - t_done <= SYNC + 1.0, (k, adopted[0], done[0])
+        # after the refit the flagged fraction is back near p on the new regime
+        late = [e["anomaly"] for e in events if int(e["key"][1:] if e["key"][0] == "r"
+                                                     else -1) >= n1 + 6000]
+        assert 0.5 * P / 100 <= float(np.mean(late)) <= 2 * P / 100, float(np.mean(late))
+    finally:
+        codes = fl.stop()
+    assert set(codes.values()) == {0}, codes
