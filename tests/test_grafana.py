@@ -229,6 +229,10 @@ def scraped_metrics() -> dict[str, set[str]]:
     metrics.set_lag({("events", 0): 5})
     metrics.observe_scored([-3.0, -20.0], [False, True], ages=[0.1, 0.2])
     metrics.observe_checkpoint()
+    # Fleet series exist only on a fleet member: make this one a member of group "g".
+    from streamgmm.service.fleet.status import FleetStatus
+
+    metrics.observe_fleet(FleetStatus(group="g", version=1, published=1))
     server = HealthServer("127.0.0.1", 0, Health(), metrics).start()
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
