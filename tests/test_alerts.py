@@ -29,6 +29,10 @@ REQUIRED = {
     "StreamgmmDeadLetterRateHigh": "streamgmm_dead_letters_total",
     "StreamgmmTargetDown": "up",
     "StreamgmmNotReady": "streamgmm_ready",
+    # issue 11 (fleet mode)
+    "StreamgmmFleetVersionBehind": "streamgmm_fleet_model_version",
+    "StreamgmmFleetNoLeader": "streamgmm_fleet_leader",
+    "StreamgmmFleetSplitLeadership": "streamgmm_fleet_leader",
 }
 
 
@@ -50,6 +54,13 @@ def test_required_alerts_exist():
     assert "streamgmm_refits_total" in by_name["StreamgmmDriftStorm"]["expr"]
     assert "10m" == by_name["StreamgmmAnomalyRatioHigh"]["for"]
     assert "streamgmm_target_anomaly_ratio" in by_name["StreamgmmAnomalyRatioHigh"]["expr"]
+    # a member is compared with the group's version of some minutes ago, not with the newest
+    # (a healthy member is often a version behind at scrape time), and only after minutes
+    behind = by_name["StreamgmmFleetVersionBehind"]
+    assert "offset" in behind["expr"] and "by (group)" in behind["expr"]
+    assert behind["for"] == "5m"
+    assert by_name["StreamgmmFleetNoLeader"]["for"] == "2m"
+    assert by_name["StreamgmmFleetSplitLeadership"]["for"] == "2m"
 
 
 @pytest.mark.parametrize("rule", rules(), ids=lambda r: r["alert"])

@@ -58,11 +58,15 @@ def test_every_exported_metric_family_is_documented():
 
     from streamgmm.service.runtime.metrics import DaemonMetrics
 
+    from streamgmm.service.fleet.status import FleetStatus
+
     text = (ROOT / "docs" / "metrics.md").read_text()
-    page = generate_latest(DaemonMetrics().registry).decode()
+    metrics = DaemonMetrics()
+    metrics.observe_fleet(FleetStatus(group="g"))  # a fleet member: its series too
+    page = generate_latest(metrics.registry).decode()
     names = {line.split()[2] for line in page.splitlines()
              if line.startswith("# TYPE") and not line.split()[2].endswith("_created")}
-    assert len(names) >= 20
+    assert len(names) >= 27 and "streamgmm_fleet_model_version" in names
     for name in names:
         suffix = "_total" if f"# TYPE {name} counter" in page else ""
         assert f"`{name}{suffix}`" in text or f"`{name}`" in text, name

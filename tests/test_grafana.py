@@ -114,6 +114,7 @@ _TOKEN = re.compile(r"""
   | (?P<comment>\#[^\n]*)
   | (?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
   | (?P<range>\[[^\]]*\])
+  | (?P<duration>(?:\d+(?:ms|[smhdwy]))+(?![\w:]))  # after offset: `offset 2m`
   | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
   | (?P<ident>[a-zA-Z_:][a-zA-Z0-9_:]*)
   | (?P<op>=~|!~|!=|==|<=|>=|[-+*/%^<>=(){},@])
@@ -192,6 +193,8 @@ def test_lexer_reads_names():
     assert g == {"le", "instance", "job", "version"}
     m, _ = names_in('{__name__="x", job="y"} or absent(up{job="s"}) unless time() - 1e3')
     assert m == {"": {"__name__", "job"}, "up": {"job"}}
+    m, g = names_in("a < on (group) group_left () max by (group) (a offset 2m) - b offset 1h30m")
+    assert m == {"a": set(), "b": set()} and g == {"group"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +232,10 @@ def scraped_metrics() -> dict[str, set[str]]:
     metrics.set_lag({("events", 0): 5})
     metrics.observe_scored([-3.0, -20.0], [False, True], ages=[0.1, 0.2])
     metrics.observe_checkpoint()
+    # Fleet series exist only on a fleet member: make this one a member of group "g".
+    from streamgmm.service.fleet.status import FleetStatus
+
+    metrics.observe_fleet(FleetStatus(group="g", version=1, published=1))
     server = HealthServer("127.0.0.1", 0, Health(), metrics).start()
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
@@ -396,11 +403,41 @@ def _panels_using(pattern: str):
     ("dead letters", r"by \(reason\) \(rate\(streamgmm_dead_letters_total", "suffix: rec/s"),
     ("checkpoint age", r"streamgmm_checkpoint_age_seconds", "s"),
     ("threshold", r"streamgmm_threshold\{", "none"),
+    ("fleet version per member", r"by \(group, instance\) \(streamgmm_fleet_model_version\{",
+     "none"),
+    ("fleet version spread", r"max by \(group\) \(streamgmm_fleet_model_version\{.*\}\) - "
+     r"min by \(group\) \(streamgmm_fleet_model_version\{", "none"),
+    ("fleet sync age", r"streamgmm_fleet_sync_age_seconds\{", "s"),
+    ("fleet stats published", r"rate\(streamgmm_fleet_statistics_published_total", "suffix: msg/s"),
+    ("fleet stats merged", r"rate\(streamgmm_fleet_statistics_merged_total", "suffix: msg/s"),
+    ("fleet bytes/s", r"by \(instance, topic, direction\) \(rate\(streamgmm_fleet_bytes_total",
+     "Bps"),
 ])
 def test_required_panels(what, pattern, unit):
     panels = [p for p in _panels_using(pattern) if p["type"] == "timeseries"]
     assert panels, f"no time-series panel for {what}"
     assert any(p["fieldConfig"]["defaults"]["unit"] == unit for p in panels), what
+
+
+def test_fleet_row_holds_every_fleet_panel():
+    """A "Fleet" row below the single-daemon panels: all fleet panels under it, none above, and
+    the leader per member as a state timeline."""
+    panels = load_dashboard()["panels"]
+    rows = [p for p in panels if p["type"] == "row"]
+    fleet_row = next(p for p in rows if p["title"] == "Fleet")
+    assert fleet_row is rows[-1]
+    below = [p for p in panels if p["gridPos"]["y"] > fleet_row["gridPos"]["y"]]
+    fleet = [p for p in panels if p["type"] != "row" and any(
+        "streamgmm_fleet_" in t["expr"] for t in p["targets"])]
+    assert fleet and fleet == below
+    assert all(all("streamgmm_fleet_" in t["expr"] for t in p["targets"]) for p in fleet)
+    leader = [p for p in _panels_using(r"by \(group, instance\) \(streamgmm_fleet_leader\{")
+              if p["type"] == "state-timeline"]
+    assert len(leader) == 1
+    texts = {m["text"] for m in leader[0]["fieldConfig"]["defaults"]["mappings"]
+             for m in m["options"].values()}
+    assert texts == {"member", "LEADER"}
+    assert _panels_using(r"streamgmm_fleet_members\{")
 
 
 def test_anomaly_ratio_panel_shows_target_and_quantiles_are_p50_p99():

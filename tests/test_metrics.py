@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from kafka_helpers import http_get, metric, parse_metrics, promtool_check
+from streamgmm.service.fleet.status import FleetStatus
 from streamgmm.service.runtime.health import Health, HealthServer, liveness_timeout
 from streamgmm.service.runtime.metrics import BatchHistogram, DaemonMetrics, RatioWindow
 
@@ -59,17 +60,29 @@ def _populated() -> DaemonMetrics:
     m.commit_failures.inc()
     m.rebalances.inc()
     m.ready.set(1)
+    m.observe_fleet(FleetStatus(group="g", version=4, leader=True, sync_age=0.5, published=3,
+                                merged=6, bytes={("coordination", "sent"): 900}, members=2))
     return m
 
 
 def test_names_types_labels_match_the_architecture_doc():
     doc = _doc_table()
-    assert len(doc) == 21
+    assert len(doc) == 28  # 21 of every daemon + 7 of a fleet member
     exposed = _exposed(_populated().exposition().decode())
     assert set(exposed) == set(doc)
     for name, (typ, labels, _) in doc.items():
         assert exposed[name][0] == typ, name
         assert exposed[name][1] == labels, name
+
+
+FLEET_FAMILIES = {"streamgmm_fleet_model_version", "streamgmm_fleet_leader",
+                  "streamgmm_fleet_sync_age_seconds", "streamgmm_fleet_statistics_published_total",
+                  "streamgmm_fleet_statistics_merged_total", "streamgmm_fleet_bytes_total",
+                  "streamgmm_fleet_members"}
+
+
+def test_fleet_metrics_are_the_documented_ones():
+    assert {n for n in _doc_table() if n.startswith("streamgmm_fleet_")} == FLEET_FAMILIES
 
 
 def test_documented_label_values_are_all_exported_from_the_start():
@@ -188,6 +201,100 @@ def test_ratio_window_is_the_mean_of_the_last_n(size, batches):
         seen.extend(b)
         expected = float(np.mean(seen[-size:])) if seen else 0.0
         assert w.ratio == pytest.approx(expected)
+
+
+def _fleet(**kw) -> FleetStatus:
+    return FleetStatus(group=kw.pop("group", "orders"), **kw)
+
+
+def test_a_daemon_without_fleet_exports_no_fleet_series():
+    dm = DaemonMetrics()
+    dm.observe_scored(np.array([-1.0]), [False])
+    dm.observe_model(SimpleNamespace(threshold_=-5.0, ready=True, n_components=2,
+                                     model_version=1))
+    text = dm.exposition().decode()
+    assert "streamgmm_fleet" not in text  # no samples, and no HELP/TYPE lines either
+
+
+def test_fleet_metrics_over_http_pass_promtool():
+    """A real scrape of a fleet member's /metrics: values as reported, promtool-clean."""
+    metrics = DaemonMetrics()
+    srv = HealthServer("127.0.0.1", 0, Health(), metrics).start()
+    url = f"http://127.0.0.1:{srv.port}/metrics"
+    try:
+        status, text = http_get(url)
+        assert status == 200 and "streamgmm_fleet" not in text
+        metrics.observe_fleet(_fleet(version=7, leader=True, sync_age=1.25, published=10,
+                                     merged=25, members=3,
+                                     bytes={("coordination", "sent"): 4000,
+                                            ("coordination", "received"): 12000,
+                                            ("state", "sent"): 800}))
+        status, text = http_get(url)
+    finally:
+        srv.stop()
+    assert status == 200
+    rc, out = promtool_check(text)
+    assert rc == 0 and out.strip() == "", out
+    m = parse_metrics(text)
+    g = {"group": "orders"}
+    assert metric(m, "streamgmm_fleet_model_version", **g) == 7
+    assert metric(m, "streamgmm_fleet_leader", **g) == 1
+    assert metric(m, "streamgmm_fleet_members", **g) == 3
+    assert 1.25 <= metric(m, "streamgmm_fleet_sync_age_seconds", **g) < 5
+    assert metric(m, "streamgmm_fleet_statistics_published_total", **g) == 10
+    assert metric(m, "streamgmm_fleet_statistics_merged_total", **g) == 25
+    b = "streamgmm_fleet_bytes_total"
+    assert metric(m, b, topic="coordination", direction="sent", **g) == 4000
+    assert metric(m, b, topic="coordination", direction="received", **g) == 12000
+    assert metric(m, b, topic="state", direction="sent", **g) == 800
+    assert metric(m, b, topic="state", direction="received", **g) == 0  # present from the start
+    assert {n for n, _ in m if n.startswith("streamgmm_fleet_")} == FLEET_FAMILIES
+    assert not any(n.endswith("_created") for n, _ in m)
+
+
+def test_fleet_counter_totals_become_increments_and_a_reset_never_goes_negative():
+    dm = DaemonMetrics()
+
+    def counters():
+        m = parse_metrics(dm.exposition().decode())
+        return (metric(m, "streamgmm_fleet_statistics_published_total", group="orders"),
+                metric(m, "streamgmm_fleet_statistics_merged_total", group="orders"),
+                metric(m, "streamgmm_fleet_bytes_total", group="orders", topic="state",
+                       direction="received"))
+
+    dm.observe_fleet(_fleet(published=5, merged=0, bytes={("state", "received"): 100}))
+    assert counters() == (5, 0, 100)
+    dm.observe_fleet(_fleet(published=8, merged=4, bytes={("state", "received"): 250}))
+    assert counters() == (8, 4, 250)
+    dm.observe_fleet(_fleet(published=8, merged=4, bytes={("state", "received"): 250}))
+    assert counters() == (8, 4, 250)                 # same totals: no increment
+    # the member's internal counters started again from 0 (e.g. the fleet part restarted)
+    dm.observe_fleet(_fleet(published=2, merged=0, bytes={("state", "received"): 40}))
+    assert counters() == (10, 4, 290)                # the new totals count from 0: never down
+    dm.observe_fleet(_fleet(published=3, merged=1, bytes={("state", "received"): 50}))
+    assert counters() == (11, 5, 300)
+    dm.observe_fleet(_fleet(published=0, merged=0, bytes={}))  # reset to nothing at all
+    assert counters() == (11, 5, 300)
+    dm.observe_fleet(_fleet(published=0, merged=0, bytes={("state", "received"): -1}))
+    assert counters() == (11, 5, 300)                # nonsense negative totals are ignored
+
+
+def test_fleet_gauges_follow_the_latest_status_and_the_age_keeps_growing():
+    dm = DaemonMetrics()
+    dm.observe_fleet(_fleet(version=0, leader=False, sync_age=0.0, members=0))
+    dm.observe_fleet(_fleet(version=12, leader=True, sync_age=3.0, members=4))
+    m = parse_metrics(dm.exposition().decode())
+    assert metric(m, "streamgmm_fleet_model_version", group="orders") == 12
+    assert metric(m, "streamgmm_fleet_leader", group="orders") == 1
+    assert metric(m, "streamgmm_fleet_members", group="orders") == 4
+    dm.observe_fleet(_fleet(version=13, leader=False, sync_age=0.0, members=0))  # lost it
+    time.sleep(0.1)
+    m = parse_metrics(dm.exposition().decode())
+    assert metric(m, "streamgmm_fleet_model_version", group="orders") == 13
+    assert metric(m, "streamgmm_fleet_leader", group="orders") == 0
+    assert metric(m, "streamgmm_fleet_members", group="orders") == 0
+    # no report since: the member has not confirmed it is in sync, so the age grows
+    assert 0.09 <= metric(m, "streamgmm_fleet_sync_age_seconds", group="orders") < 5
 
 
 def test_health_and_ready_endpoints_over_http():

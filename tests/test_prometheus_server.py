@@ -264,7 +264,8 @@ def test_drift_and_refit_seen_by_prometheus(stack):
 
 def test_every_dashboard_query_evaluates_with_data(stack):
     """Prometheus itself parses and evaluates each dashboard query against the live daemon;
-    all return data except per-partition lag (a file source has no partitions)."""
+    all return data except per-partition lag (a file source has no partitions) and the Fleet
+    row, which must be empty: a daemon without fleet.enabled exports no fleet series."""
     from test_grafana import dashboard_expressions
 
     base = stack["base"]
@@ -275,8 +276,11 @@ def test_every_dashboard_query_evaluates_with_data(stack):
         res = query(base, live(expr))
         if not res:
             empty.append(where)
-    allowed = {w for w, e, _ in dashboard_expressions() if "consumer_lag_records" in e}
+    fleet = {w for w, e, _ in dashboard_expressions() if "streamgmm_fleet_" in e}
+    allowed = {w for w, e, _ in dashboard_expressions() if "consumer_lag_records" in e} | fleet
     assert set(empty) <= allowed, f"no data for: {sorted(set(empty) - allowed)}"
+    assert fleet and fleet <= set(empty), f"fleet data from a single daemon: {fleet - set(empty)}"
+    assert query(base, '{__name__=~"streamgmm_fleet_.+"}') == []
 
 
 def test_alert_rules_load_and_evaluate(stack):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import platform
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -19,7 +20,13 @@ from ..._version import __version__
 from ...detection.drift import DETECTORS as DRIFT_DETECTORS
 from ..records import REASONS as DEAD_LETTER_REASONS
 
+if TYPE_CHECKING:
+    from ..fleet.status import FleetStatus
+
 REFIT_OUTCOMES = ("success", "failure")
+# streamgmm_fleet_bytes_total: the two fleet topics (docs/fleet design) and the two directions
+FLEET_TOPICS = ("coordination", "state")
+FLEET_DIRECTIONS = ("sent", "received")
 
 LOG_DENSITY_BUCKETS = (-1000.0, -500.0, -200.0, -100.0, -50.0, -40.0, -30.0, -25.0, -20.0,
                        -15.0, -12.0, -10.0, -8.0, -6.0, -4.0, -2.0, 0.0, 2.0, 5.0, 10.0)
@@ -184,6 +191,8 @@ class DaemonMetrics:
         self._unsaved_since: float | None = None  # None: nothing that needs a checkpoint
         self.checkpoint_age.set_function(self._checkpoint_age)
         self._lag_labels: set = set()
+        self._fleet: _FleetMetrics | None = None  # created by the first observe_fleet
+        self._fleet_lock = threading.Lock()
 
     def exposition(self) -> bytes:
         """The Prometheus text page (without client-side `*_created` series)."""
@@ -256,6 +265,95 @@ class DaemonMetrics:
         self._lag_labels = labels
 
 
+    def observe_fleet(self, status: FleetStatus) -> None:
+        """Copy a member's `FleetStatus` into the fleet metrics (label `group`).
+
+        The fleet series are registered on the first call, so a daemon without fleet exposes
+        none. Gauges are set; the counters of `status` are totals since the member started and
+        become increments of the totals seen last time. A total lower than the last one (an
+        internal counter that restarted from 0) counts as new increments from 0: the Prometheus
+        counter only ever goes up.
+        """
+        fleet = self._fleet
+        if fleet is None:
+            with self._fleet_lock:
+                if self._fleet is None:
+                    self._fleet = _FleetMetrics(self.registry)
+                fleet = self._fleet
+        fleet.observe(status)
+
+
+class _FleetMetrics:
+    """The fleet series of one daemon (see DaemonMetrics.observe_fleet)."""
+
+    def __init__(self, registry: CollectorRegistry):
+        r, p = registry, "streamgmm_fleet_"
+        self.version = Gauge(p + "model_version", "Fleet model version this member scores "
+                             "with (0: none yet).", ["group"], registry=r)
+        self.leader = Gauge(p + "leader", "1 when this member is the group's leader (owns "
+                            "the coordination partition).", ["group"], registry=r)
+        self.sync_age = Gauge(p + "sync_age_seconds", "Seconds since this member last "
+                              "adopted the newest published version or confirmed it has it.",
+                              ["group"], registry=r)
+        self.published = Counter(p + "statistics_published", "Statistics messages this "
+                                 "member sent to the coordination topic.", ["group"],
+                                 registry=r)
+        self.merged = Counter(p + "statistics_merged", "Members' statistics messages merged "
+                              "by this member as leader.", ["group"], registry=r)
+        self.bytes = Counter(p + "bytes", "Bytes of fleet messages, by fleet topic "
+                             "(coordination, state) and direction (sent, received).",
+                             ["group", "topic", "direction"], registry=r)
+        self.members = Gauge(p + "members", "Leader only: members heard from in the last 3 "
+                             "sync intervals (0 on other members).", ["group"], registry=r)
+        self._lock = threading.Lock()
+        self._totals: dict = {}        # (counter name, labels) -> last total seen
+        self._groups: set = set()
+        self._age: dict = {}           # group -> (sync_age reported, monotonic time of report)
+
+    def observe(self, status: FleetStatus) -> None:
+        group = str(status.group)
+        with self._lock:
+            if group not in self._groups:
+                self._new_group(group)
+            self.version.labels(group=group).set(int(status.version or 0))
+            self.leader.labels(group=group).set(1 if status.leader else 0)
+            self.members.labels(group=group).set(int(status.members or 0))
+            self._age[group] = (max(0.0, float(status.sync_age or 0.0)), time.monotonic())
+            self._advance(self.published.labels(group=group), ("published", group),
+                          status.published)
+            self._advance(self.merged.labels(group=group), ("merged", group), status.merged)
+            for (topic, direction), total in (status.bytes or {}).items():
+                child = self.bytes.labels(group=group, topic=str(topic),
+                                          direction=str(direction))
+                self._advance(child, ("bytes", group, str(topic), str(direction)), total)
+
+    def _new_group(self, group: str) -> None:
+        """Create every series of a group at once, so dashboards see zeros rather than gaps."""
+        self._groups.add(group)
+        self.published.labels(group=group)
+        self.merged.labels(group=group)
+        for topic in FLEET_TOPICS:
+            for direction in FLEET_DIRECTIONS:
+                self.bytes.labels(group=group, topic=topic, direction=direction)
+        # the age keeps growing between reports: a loop that stops reporting stops syncing
+        self.sync_age.labels(group=group).set_function(lambda g=group: self._sync_age(g))
+
+    def _sync_age(self, group: str) -> float:
+        age, at = self._age.get(group, (0.0, time.monotonic()))
+        return age + max(0.0, time.monotonic() - at)
+
+    def _advance(self, child, key, total) -> None:
+        """Increment `child` by how much `total` grew since the last report (never negative)."""
+        total = int(total or 0)
+        if total < 0:
+            total = 0
+        last = self._totals.get(key, 0)
+        step = total - last if total >= last else total  # went down: restarted from 0
+        if step > 0:
+            child.inc(step)
+        self._totals[key] = total
+
+
 class _WithoutCreated:
     """A view of a registry that drops the `*_created` samples prometheus-client adds."""
 
@@ -278,4 +376,4 @@ def _duration(detail: dict):
 
 
 __all__ = ["DaemonMetrics", "BatchHistogram", "RatioWindow", "DEAD_LETTER_REASONS",
-           "DRIFT_DETECTORS", "REFIT_OUTCOMES"]
+           "DRIFT_DETECTORS", "REFIT_OUTCOMES", "FLEET_TOPICS", "FLEET_DIRECTIONS"]
