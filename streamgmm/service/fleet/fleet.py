@@ -19,6 +19,7 @@ from .tail import StateTail
 log = logging.getLogger("streamgmm.fleet")
 
 CATCH_UP_SECONDS = 30.0
+REFIT_WAIT_SECONDS = 30.0
 
 
 class FleetError(RuntimeError):
@@ -46,6 +47,7 @@ class Fleet:
         self._synced_at = time.monotonic()
         self._epoch = 0
         self._last_offset = None
+        self._drift_seen = None
         self.coordinator = Coordinator(cfg.kafka, cfg.fleet.topic, self.group, self.member_id)
         self.tail = StateTail(cfg.kafka, store.topic, self.group, cfg.checkpoint.max_bytes)
 
@@ -100,11 +102,40 @@ class Fleet:
                 raise FleetError(f"fleet: {t.name} failed: {type(t.error).__name__}: "
                                  f"{t.error}")
         res = self._adopt_newest()
+        self._sync_and_lead()
+        if self.link.records_since_drift() > self._starve_limit:
+            res = self._wait_for_refit(res)
+        return res
+
+    def _sync_and_lead(self) -> None:
         now = time.monotonic()
-        if now - self._last_sync >= self.cfg.model.sync_seconds:
+        if self.link.urgent or now - self._last_sync >= self.cfg.model.sync_seconds:
             self._last_sync = now
             self._send_sync()
         self._lead()
+
+    @property
+    def _starve_limit(self) -> int:
+        r = self.cfg.detector.refit
+        return r.min_records + r.max_pending_records
+
+    def _wait_for_refit(self, res) -> DetectionResult:
+        """A fast stream must not starve the group refit this member asked for (as
+        `refit.max_pending_records` in the single detector): wait for the new generation,
+        at most REFIT_WAIT_SECONDS, syncing (and leading) meanwhile."""
+        gen, deadline = self.det.model_version, time.monotonic() + REFIT_WAIT_SECONDS
+        log.info("fleet: %d records scored since this member's drift report; waiting for "
+                 "the group's refit (at most %.0fs)", self.link.records_since_drift(),
+                 REFIT_WAIT_SECONDS)
+        while self.det.model_version == gen and time.monotonic() < deadline:
+            time.sleep(0.05)
+            more = self._adopt_newest()
+            if len(more):
+                res = DetectionResult.concat([res, more], list(res.events) + more.events)
+            self._sync_and_lead()
+        if self.det.model_version == gen:
+            log.warning("fleet: no group refit within %.0fs; scoring on", REFIT_WAIT_SECONDS)
+            self.link._drift = None
         return res
 
     def _adopt_newest(self) -> DetectionResult:
@@ -157,7 +188,9 @@ class Fleet:
                     self.status.bytes.get(("coordination", "received"), 0) + len(r.value)
                 self.leader.receive(r)
             self._last_offset = r.offset + 1
-        if time.monotonic() - self._lead_sync_at >= self.cfg.model.sync_seconds:
+        news = self.leader.drift is not None and self.leader.drift is not self._drift_seen
+        self._drift_seen = self.leader.drift
+        if news or time.monotonic() - self._lead_sync_at >= self.cfg.model.sync_seconds:
             self._lead_sync_at = time.monotonic()
             before = self.leader.version
             try:

@@ -61,6 +61,7 @@ class Leader:
         self.members: dict = {}       # member id -> wall time of its last sync
         self.merged = 0
         self.drift = None             # {"generation", "change_time", ...} being acted on
+        self._post_records = 0        # records the members scored since the drift report
         self._job = None              # (thread, result box, reason, started)
         self.events: list = []
         self.bytes_sent = 0
@@ -124,9 +125,11 @@ class Leader:
             self._dirty = True
         d = meta.get("drift")
         if d and self.drift is None and self._job is None and d["generation"] == det.model_version:
-            self.drift = d
+            self.drift, self._post_records = d, 0
             log.info("fleet: drift (%s) reported by %s; one refit for the group, on the "
                      "sample since %.3f", d["detector"], d["member"], d["change_time"])
+        if self.drift is not None:
+            self._post_records += int(meta.get("scored", 0))
 
     # ------------------------------------------------------------------------ the sync
     def sync(self):
@@ -148,8 +151,12 @@ class Leader:
             if len(post) >= MIN_RESTART_SCORES:
                 det.threshold_model_ = th.restarted(post)
                 self._dirty = True
+            # The sample is thinned: count the records the members scored since the report,
+            # and ask the sample only for enough rows to fit.
             rows = self.rows.since(self.drift["change_time"])
-            if self._job is None and len(rows) >= self.cfg.detector.refit.min_records:
+            enough = max(det.min_fit_records(), 20 * det.n_features_)
+            if self._job is None and len(rows) >= enough and \
+                    self._post_records >= self.cfg.detector.refit.min_records:
                 self._start_fit(rows, self.drift["detector"])
         elif self._new_scores:
             th.push(np.concatenate(self._new_scores))
@@ -198,6 +205,9 @@ class Leader:
         if reason != "warmup":
             det.counters["refits"] += 1
         self.det, self.drift = det, None
+        # statistics and scores gathered so far are of the replaced model's components
+        self._reset_pending()
+        self.scores = _Ring(self.cfg.detector.threshold.window)
         self._dirty = True
         kind = "warmup_done" if reason == "warmup" else "refit_done"
         self.events.append(DetectorEvent(kind, detail={

@@ -2,7 +2,7 @@
 
 The member's Detector follows the group (`Detector.follow(link)`): it scores with the
 adopted version and, instead of stepping the model, gives this link the online-EM
-statistics of the records it learns from, its normal scores (for the group threshold) and
+statistics of the records it learns from, its scores (for the group threshold) and
 its drift alarms. Every `model.sync_seconds` the fleet takes one `sync` message from here.
 Raw rows leave the member only as the bounded refit sample (`fleet.sample_records`).
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 from ...models import pooled
 
-SCORES_PER_SYNC = 2000   # normal scores per member per sync for the group threshold
+SCORES_PER_SYNC = 2000   # scores per member per sync for the group threshold
 
 
 class MemberLink:
@@ -30,10 +30,14 @@ class MemberLink:
         self._stats = None          # (stats list, n records, generation)
         self._steps = 0
         self._scores = Thinned(SCORES_PER_SYNC)
+        self._scores_gen = None     # the model generation the buffered scores are under
         self._rows = Thinned(sample_records) if sample_records > 0 else None
         self._marks: list = []      # (records seen after a chunk, wall time) for alarm times
         self._drift: dict | None = None  # resent each sync until a new generation arrives
         self._warm_sent = 0
+        self.scored = 0             # records scored by this member
+        self.urgent = False         # a new drift report: sync now, not at the interval
+        self._scored_at_take = 0
 
     # --------------------------------------------------------------- Detector link protocol
     def learn(self, model, X, resp, log_density) -> None:
@@ -49,7 +53,11 @@ class MemberLink:
 
     def scores(self, X, scores, is_anomaly) -> None:
         now = time.time()
-        self._scores.add(np.asarray(scores)[~np.asarray(is_anomaly)], now)
+        self.scored += len(scores)
+        if self._scores_gen != self.det.model_version:  # a refit: other scores from now on
+            self._scores.take()
+            self._scores_gen = self.det.model_version
+        self._scores.add(np.asarray(scores), now)  # all of them, as the single detector
         if self._rows is not None:
             self._rows.add(np.asarray(X, dtype=np.float64), now)
         seen = self.det.scheduler_.n_seen
@@ -60,7 +68,16 @@ class MemberLink:
     def drift(self, alarm) -> None:
         self._drift = {"generation": int(self.det.model_version),
                        "detector": alarm.detector, "change_time": self._time_of(alarm.change_start),
-                       "member": self.member_id}
+                       "member": self.member_id, "at": self.scored}
+        self.urgent = True
+
+    def records_since_drift(self) -> int:
+        """Records scored since this member reported a drift the group has not refitted
+        for yet (0 when none is pending)."""
+        d = self._drift
+        if d is None or d["generation"] != self.det.model_version:
+            return 0
+        return self.scored - d["at"]
 
     def _time_of(self, record: int) -> float:
         """Wall time when the member scored record number `record` (the chunk's time)."""
@@ -73,7 +90,10 @@ class MemberLink:
         det = self.det
         meta = {"member": self.member_id, "version": int(version),
                 "generation": int(det.model_version), "ready": bool(det.ready),
-                "n": 0, "steps": 0, "n_mixtures": 0, "drift": None, "sent_at": time.time()}
+                "n": 0, "steps": 0, "n_mixtures": 0, "drift": None, "sent_at": time.time(),
+                "scored": self.scored - self._scored_at_take}
+        self._scored_at_take = self.scored
+        self.urgent = False
         arrays = {}
         if self._stats is not None and self._stats[2] == det.model_version:
             stats, n, _ = self._stats
