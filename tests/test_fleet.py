@@ -262,7 +262,9 @@ def test_leader_killed_another_takes_over_and_a_new_member_restores(bootstrap, t
         codes = fl.stop()
     assert codes[old] is not None and codes[old] != 0            # the killed one
     assert all(codes[k] == 0 for k in codes if k != old), codes
-    assert took <= 6.0 + 15, took
+    # Kafka moves the coordination partition once the session timeout (6 s here) expires and
+    # the group rejoins; the margin covers the rejoin and this test's 0.2 s scrape loop
+    assert took <= 6.0 + 6.0, took
 
 
 def test_one_member_alone_behaves_as_the_single_daemon(bootstrap, tmp_path):
