@@ -488,6 +488,31 @@ class Detector:
         self._warm = []
         return self._run(Xw, [])
 
+    def train(self, X):
+        """Fit scaler, model and calibrated threshold on X and return them without swapping
+        them in (``install`` does): reads only the configuration, so it may run in another
+        thread while this detector keeps scoring (a fleet leader's group refit)."""
+        X = self._check(X)
+        return self._fit_fn(X)
+
+    def install(self, trained):
+        """Swap a ``train`` result in: a new model generation (``model_version`` + 1)."""
+        self._ensure_scheduler()
+        self._install(trained)
+        return self
+
+    def buffered(self):
+        """Rows waiting for a first model (warm-up, or a follower's first version), oldest
+        first, as one array (empty when none)."""
+        if not self._warm:
+            return np.zeros((0, self.n_features_ or 0))
+        return np.vstack(self._warm)
+
+    @property
+    def records_seen(self):
+        """Records this detector has scored and learned from (its stream position)."""
+        return 0 if self.scheduler_ is None else int(self.scheduler_.n_seen)
+
     def min_fit_records(self):
         """The fewest records a fit accepts (10, or twice the fixed component count)."""
         k = self.config.n_components

@@ -135,7 +135,7 @@ class Fleet:
             self._sync_and_lead()
         if self.det.model_version == gen:
             log.warning("fleet: no group refit within %.0fs; scoring on", REFIT_WAIT_SECONDS)
-            self.link._drift = None
+            self.link.forget_drift()
         return res
 
     def _adopt_newest(self) -> DetectionResult:

@@ -92,7 +92,6 @@ class Leader:
         self.version = int(version)
         if self.det is not None:
             self.det.reconfigure(self.detector_config)
-            self.det._ensure_scheduler()
 
     # ------------------------------------------------------------------------- inbox
     def receive(self, rec) -> None:
@@ -168,17 +167,13 @@ class Leader:
         return self.version
 
     def _start_fit(self, X, reason: str) -> None:
-        if self.det is None:
-            det = self.Detector(self.detector_config, feature_names=self.feature_names)
-            det._check(X)
-            det._ensure_scheduler()
-        else:
-            det = self.det
+        det = self.det if self.det is not None else \
+            self.Detector(self.detector_config, feature_names=self.feature_names)
         box: dict = {}
 
         def work():
             try:
-                box["trained"] = det._fit_fn(X)
+                box["trained"] = det.train(X)
             except BaseException as exc:  # noqa: BLE001 - reported as refit_failed
                 box["error"] = exc
 
@@ -201,7 +196,7 @@ class Leader:
                 "reason": reason}))
             self.drift = None
             return
-        det._install(box["trained"])
+        det.install(box["trained"])
         if reason != "warmup":
             det.counters["refits"] += 1
         self.det, self.drift = det, None

@@ -60,7 +60,7 @@ class MemberLink:
         self._scores.add(np.asarray(scores), now)  # all of them, as the single detector
         if self._rows is not None:
             self._rows.add(np.asarray(X, dtype=np.float64), now)
-        seen = self.det.scheduler_.n_seen
+        seen = self.det.records_seen
         self._marks.append((seen, now))
         if len(self._marks) > 4096:
             del self._marks[:2048]
@@ -70,6 +70,10 @@ class MemberLink:
                        "detector": alarm.detector, "change_time": self._time_of(alarm.change_start),
                        "member": self.member_id, "at": self.scored}
         self.urgent = True
+
+    def forget_drift(self) -> None:
+        """Stop reporting the pending drift (the group did not refit for it)."""
+        self._drift = None
 
     def records_since_drift(self) -> int:
         """Records scored since this member reported a drift the group has not refitted
@@ -116,9 +120,10 @@ class MemberLink:
 
     def _warm_rows(self):
         """Rows buffered for the first version not sent yet (at most warmup_records)."""
-        warm = self.det._warm
-        if not warm or self._warm_sent >= self.warmup_records:
+        if self._warm_sent >= self.warmup_records:
             return None, None
-        X = np.vstack(warm)[self._warm_sent:self.warmup_records]
+        X = self.det.buffered()[self._warm_sent:self.warmup_records]
+        if not len(X):
+            return None, None
         self._warm_sent += len(X)
         return np.asarray(X, dtype=np.float64), np.full(len(X), time.time())
