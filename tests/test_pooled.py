@@ -147,3 +147,24 @@ def test_version_headers_round_trip():
     assert version_of(version_header(17)) == 17
     assert version_of([("other", b"1")]) is None
     assert version_of([(version_header(1)[0][0], b"x")]) is None
+
+
+def test_an_ensembles_members_pool_like_its_own_online_step():
+    """The default detector's model is an ensemble of mixtures: pooled statistics step each
+    member as the ensemble's own online step does."""
+    X = _data(8000)
+    det = Detector({"warmup_records": 2000, "random_state": 0})
+    det.process(X[:2000])
+    a = det.model_
+    assert hasattr(a, "members") and len(a.members) > 1
+    b = copy.deepcopy(a)
+    Xs = det.scaler_.transform(X[2000:3000], det.dtype)
+    _, _, resp, logd = a.decide(Xs)
+    a.partial_fit_posteriors(Xs, resp, logd)
+    s1, n1 = pooled.statistics_of(b, Xs[:400], resp[:400], logd[:400])
+    s2, n2 = pooled.statistics_of(b, Xs[400:], resp[400:], logd[400:])
+    pooled.apply(b, *pooled.merge(b, s1, n1, s2, n2), 1)
+    for ma, mb in zip(a.members, b.members):
+        np.testing.assert_allclose(mb.means_, ma.means_, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(mb.covariances_, ma.covariances_, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(b.score_samples(Xs), a.score_samples(Xs), rtol=1e-10)
