@@ -1,7 +1,7 @@
 """Fleet mode (issue 11): throughput of 1, 2 and 3 members, the cost of syncing and merging,
 and the time for a new member to become ready, against the Tansu test broker.
 
-    python3 bench/bench_fleet.py                  # 300,000 records, 2 rounds (~7 minutes)
+    python3 bench/bench_fleet.py                  # 300,000 records, 2 rounds (~5-6 minutes)
     python3 bench/bench_fleet.py --quick          # a small smoke run (~2 minutes)
     python3 bench/bench_fleet.py --records 600000 --rounds 3
 
@@ -25,8 +25,7 @@ bench/bench_daemon.py. All processes, the broker included, share this machine's 
    (bench_daemon.bare_consume: poll and count, no group) over the last run's topic (the same
    records). Medians over rounds.
    Projection to one core per member: a member's capacity is 1e6 / (its CPU us per record);
-   with the partitions spread evenly the slowest member (the leader, which also merges) sets
-   the pace, so projected rate = members x 1e6 / max over members of CPU us/record, capped by
+   with the partitions spread evenly the slowest member sets the pace, so projected rate = members x 1e6 / max over members of CPU us/record, capped by
    members x 1e6 / (the bare loop's CPU us per record): a member cannot read faster than the
    bare consumer loop on the same core. It ignores the broker (which here shares the same
    cores) and any contention a real deployment would have.
@@ -148,8 +147,9 @@ def snapshot(daemons) -> list:
 
 
 def settled(daemons, total: int, timeout: float, fleet: bool) -> list:
-    """Wait until every daemon is ready (and holds a fleet version), the group's counters
-    sum to `total` and no rebalance happened for 2 s; returns the last metrics."""
+    """Wait until every daemon is ready (a fleet: holds a version, and one member leads), the
+    group's counters sum to `total` and no rebalance happened for 2 s; returns the last
+    metrics."""
     deadline = time.monotonic() + timeout
     last_key, since = None, time.monotonic()
     while True:
@@ -159,8 +159,10 @@ def settled(daemons, total: int, timeout: float, fleet: bool) -> list:
                 raise SystemExit(f"{d.tag} exited ({d.proc.returncode}): see {d.log_path}")
         ok = all(m is not None for m in ms) and all(
             d.value(m, "streamgmm_ready") == 1 for d, m in zip(daemons, ms)) and (
-            not fleet or all(d.value(m, "streamgmm_fleet_model_version") >= 1
-                             for d, m in zip(daemons, ms)))
+            not fleet or (all(d.value(m, "streamgmm_fleet_model_version") >= 1
+                              for d, m in zip(daemons, ms)) and
+                          sum(d.value(m, "streamgmm_fleet_leader") == 1
+                              for d, m in zip(daemons, ms)) == 1))
         done = sum(d.value(m, "streamgmm_records_processed_total") for d, m in zip(daemons, ms)) \
             if ok else -1
         key = (done, tuple(d.value(m, "streamgmm_rebalances_total") for d, m in zip(daemons, ms))
@@ -257,18 +259,32 @@ def throughput_run(bootstrap, io, state, seed, n_members, backlog, args, work, t
                for k in range(n_members)]
     res: dict = {"members": n_members, "group": group, "topic": topic}
     try:
-        settled(members, 0, 180, fleet=True)
+        ms0 = settled(members, 0, 180, fleet=True)
+        res["settle_seconds"] = time.perf_counter() - min(d.t_start for d in members)
+        # seconds from the start to partitions assigned / leadership, from the logs
+        res["assigned_s"], res["leader_s"] = [], None
+        for d in members:
+            for ln in d.log().splitlines():
+                if "partitions assigned" in ln:
+                    res["assigned_s"].append(round(log_time(ln) - d.t_wall, 1))
+                    break
+            for ln in d.log().splitlines():
+                if "is the leader" in ln:
+                    res["leader_s"] = round(log_time(ln) - d.t_wall, 1)
+                    break
         for d in members:
             d.signal(signal.SIGSTOP)
+        # counters as the members stopped (a stopped member serves no metrics), CPU while
+        # stopped (it does not move), then the clock starts with SIGCONT
+        k0 = [d.value(m, "streamgmm_records_processed_total") for d, m in zip(members, ms0)]
+        reb0 = [d.value(m, "streamgmm_rebalances_total") for d, m in zip(members, ms0)]
         res["produce_seconds"] = bd.produce_all(bootstrap, topic, backlog)
+        cpu0 = [d.cpu() for d in members]
         for d in members:
             d.signal(signal.SIGCONT)
-        start = snapshot(members)
-        k0 = [d.value(m, "streamgmm_records_processed_total") for d, (m, _, _) in
-              zip(members, start)]
+        t0 = time.perf_counter()
+        start = [(None, c, t0) for c in cpu0]
         n_records = sum(k0) + len(backlog)
-        t0 = start[0][2]
-        reb0 = [d.value(m, "streamgmm_rebalances_total") for d, (m, _, _) in zip(members, start)]
         last = [(k, c, t) for k, (_, c, t) in zip(k0, start)]  # at each member's last change
         t_end, stall = None, time.monotonic()
         while t_end is None:
@@ -306,7 +322,7 @@ def throughput_run(bootstrap, io, state, seed, n_members, backlog, args, work, t
                     "seed_version": seed[0]})
         busy = [p for p in per if p["records"]]
         res["cpu_us_mean"] = float(np.mean([p["cpu_us"] for p in busy]))
-        # the slowest member (usually the leader, which also merges) sets the pace
+        # with the partitions spread evenly, the slowest member sets the pace
         res["cpu_us_max"] = float(np.max([p["cpu_us"] for p in busy]))
         return res
     finally:
@@ -492,7 +508,9 @@ def main() -> int:
                           + ", ".join(f"{p['rate']:,.0f}/s {p['cpu_us']:.2f} us/rec"
                                       f"{' (leader)' if p['leader'] else ''}"
                                       for p in run["per_member"])
-                          + f"; versions {run['versions']}; backlog produced in "
+                          + f"; versions {run['versions']}; partitions at "
+                          f"{run['assigned_s']} s, leader at {run['leader_s']} s after start; "
+                          f"backlog produced in "
                           f"{run['produce_seconds']:.1f}s; load {os.getloadavg()[0]:.1f}",
                           flush=True)
                 rate_, cpu_ = bd.bare_consume(bootstrap, run["topic"], args.records,
@@ -530,7 +548,7 @@ def main() -> int:
             print(f"Bare kafka-python consumer (C crc32c), same topic: {bare:,.0f} records/s, "
                   f"{bare_cpu:.2f} CPU us/record\n")
             print("| members | aggregate records/s (rounds) | ratio to bare | records/s per "
-                  "member | CPU us/record per member: mean / slowest (leader) | projected "
+                  "member | CPU us/record per member: mean / slowest member | projected "
                   "records/s, one core per member |")
             print("|---|---|---|---|---|---|")
             for t in table:
@@ -581,7 +599,7 @@ def main() -> int:
                           f"model.sync_seconds {SYNC:g}\n")
                     print("| daemon | records | CPU s/s | coordination sent B/s | coordination "
                           "received B/s | state sent B/s | state received B/s | stats "
-                          "published / merged | versions published |")
+                          "published / merged | versions adopted |")
                     print("|---|---|---|---|---|---|---|---|---|")
                     for x in rows:
                         name = x["member"] + (" (leader)" if x.get("leader") else "") + \
