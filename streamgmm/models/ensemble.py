@@ -32,7 +32,8 @@ from .online import OnlineGaussianMixture
 
 SCALE_PERCENTILES = (25, 50, 75)
 STATE_FORMAT = "streamgmm.MixtureEnsemble"
-STATE_VERSION = 2
+STATE_VERSION = 3
+COMBINATIONS = ("min", "mean")
 
 _DELEGATED = ("n_components", "covariance_type", "weights_", "means_", "covariances_",
               "precisions_cholesky_", "n_features_in_", "n_steps_", "n_seen_", "n_reseeds_",
@@ -43,9 +44,13 @@ _DELEGATED = ("n_components", "covariance_type", "weights_", "means_", "covarian
 class MixtureEnsemble:
     """Online mixtures scored together (see the module docstring)."""
 
-    def __init__(self, members, loc=None, scale=None, log_density_units=True):
+    def __init__(self, members, loc=None, scale=None, log_density_units=True,
+                 combination="min"):
         self.members = list(members)
         self.log_density_units = bool(log_density_units)
+        if combination not in COMBINATIONS:
+            raise ValueError(f"combination must be one of {COMBINATIONS}, got {combination!r}")
+        self.combination = combination
         m = len(self.members)
         self.loc_ = np.zeros(m) if loc is None else np.asarray(loc, dtype=np.float64)
         self.scale_ = np.ones(m) if scale is None else np.asarray(scale, dtype=np.float64)
@@ -154,12 +159,21 @@ class MixtureEnsemble:
         return self.combine(logd), comp, resp_t.T, logd
 
     def combine(self, logd):
-        """Combined score of member log-densities ``logd`` (n, M): the mean robust z-score,
-        mapped onto the primary member's log-density scale (see the module docstring)."""
+        """Combined score of member log-densities ``logd`` (n, M): the lowest (``min``, the
+        default) or the mean robust z-score of the members, mapped onto the primary member's
+        log-density scale (see the module docstring)."""
         logd = np.asarray(logd)
         if self.n_members == 1:
             return (logd[:, 0].copy() if self.log_density_units
                     else (logd[:, 0] - self.loc_[0]) / self.scale_[0])
+        if self.combination == "min":
+            z = logd - self.loc_
+            z /= self.scale_
+            out = z.min(axis=1)
+            if self.log_density_units:
+                out *= self.scale_[0]
+                out += self.loc_[0]
+            return out
         # mean_m (l_m - loc_m) / scale_m, times scale_0 plus loc_0, as one matrix-vector product
         w = 1.0 / (self.n_members * self.scale_)
         b = -float(np.dot(w, self.loc_))
@@ -244,7 +258,7 @@ class MixtureEnsemble:
         state = {"format": STATE_FORMAT, "format_version": STATE_VERSION,
                  "n_members": self.n_members, "loc": self.loc_.copy(),
                  "log_density_units": self.log_density_units,
-                 "scale": self.scale_.copy()}
+                 "combination": self.combination, "scale": self.scale_.copy()}
         for i, m in enumerate(self.members):
             state.update({f"m{i}.{k}": v for k, v in m.get_state().items()})
         return state
@@ -278,7 +292,13 @@ class MixtureEnsemble:
         units = state.get("log_density_units", False) if version >= 2 else False
         if isinstance(units, np.ndarray) and units.ndim == 0:
             units = units.item()
-        return cls(members, loc, scale, log_density_units=bool(units))
+        combination = state.get("combination", "mean") if version >= 3 else "mean"
+        if isinstance(combination, np.ndarray):
+            combination = combination.item()
+        if combination not in COMBINATIONS:
+            raise ValueError(f"ensemble state has an unknown combination {combination!r}")
+        return cls(members, loc, scale, log_density_units=bool(units),
+                   combination=str(combination))
 
 
 def is_ensemble_state(state):
