@@ -9,13 +9,17 @@ Each member is an ``OnlineGaussianMixture`` with its own sufficient statistics, 
 from the same batches. Each member's log-density is put on a common scale by a robust
 z-score, ``z_m = (log p_m(x) - loc_m) / scale_m``, with ``loc_m``/``scale_m`` the median and
 interquartile range of member m's log-densities on its (clean) fit window, so that no member
-dominates by the scale of its densities. The combined score is the mean z mapped back onto
-the primary member's log-density scale by a fixed affine map,
-``score = loc_0 + scale_0 * mean_m z_m``: it reads as a log-density in nats (a record scored
-like the primary member's median on the fit window gets ``loc_0``, one IQR lower is one of
-the primary's IQRs lower), and ranking and thresholding are those of the mean z-score. Lower
-is more anomalous. ``loc``/``scale`` are fixed at fit time (a refit sets them again).
-(States written before this mapping, format version 1, keep scoring in z units.)
+dominates by the scale of its densities. The combined score is the *lowest* z (since branch
+``rank4``; ``combination="mean"`` gives the mean, as before) mapped back onto the primary
+member's log-density scale by a fixed affine map,
+``score = loc_0 + scale_0 * min_m z_m``: it reads as a log-density in nats (a record scored
+like the primary member's median on the fit window by every member gets ``loc_0``), and
+ranking and thresholding are those of the lowest z-score: a record is as anomalous as the
+member that finds it most anomalous (each member's own scale). The mean diluted the one member
+that sees a record's anomaly (measured in BENCHMARKS.md, "rank4"). Lower is more anomalous.
+``loc``/``scale`` are fixed at fit time (a refit sets them again).
+(States written before this mapping, format version 1, keep scoring in z units; states of
+format version 2 keep the mean.)
 
 The first member is the *primary*: its parameters are the ensemble's ``weights_``,
 ``means_``, ... (for explanations, ``component`` and ``describe``).
