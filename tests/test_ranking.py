@@ -70,12 +70,17 @@ def test_ensemble_members_learn_online_and_scores_are_what_the_threshold_sees():
     res = det.process(X)
     assert all(m.n_steps_ > s for m, s in zip(ens.members, steps))
     np.testing.assert_array_equal(res.is_anomaly, res.scores < res.threshold)
-    # the ensemble's score is the mean robust z-score of its members' log-densities, mapped
+    # the ensemble's score is the lowest robust z-score of its members' log-densities, mapped
     # onto the primary member's log-density scale (nats) by its fit-window median and IQR
     Xs = det.scaler_.transform(X[:50])
     z = [(m.score_samples(Xs) - lo) / sc for m, lo, sc in zip(ens.members, ens.loc_, ens.scale_)]
+    assert ens.combination == "min"
+    np.testing.assert_allclose(det.model_.score_samples(Xs),
+                               ens.loc_[0] + ens.scale_[0] * np.min(z, axis=0), rtol=1e-10)
+    ens.combination = "mean"
     np.testing.assert_allclose(det.model_.score_samples(Xs),
                                ens.loc_[0] + ens.scale_[0] * np.mean(z, axis=0), rtol=1e-10)
+    ens.combination = "min"
     np.testing.assert_allclose(det.score(X[:50]).scores, det.model_.score_samples(Xs),
                                rtol=1e-10)
 
@@ -90,14 +95,34 @@ def test_ensemble_scores_read_as_log_densities():
     Xs = det.scaler_.transform(X)
     primary = ens.members[0].score_samples(Xs)
     combined = ens.score_samples(Xs)
-    assert abs(np.median(combined) - np.median(primary)) < 0.5 * ens.scale_[0]
+    # the lowest of the members' z-scores sits below the primary's median, within an IQR
+    assert 0 < np.median(primary) - np.median(combined) < 1.5 * ens.scale_[0]
     # same order of magnitude as the primary member's log-density (not z units around 0)
     assert np.percentile(primary, 1) - 5 * ens.scale_[0] < det.threshold_ < np.median(primary)
-    # ranking is that of the mean z-score
-    z = np.mean([(m.score_samples(Xs) - lo) / sc
-                 for m, lo, sc in zip(ens.members, ens.loc_, ens.scale_)], axis=0)
+    # ranking is that of the lowest z-score
+    z = np.min([(m.score_samples(Xs) - lo) / sc
+                for m, lo, sc in zip(ens.members, ens.loc_, ens.scale_)], axis=0)
     np.testing.assert_array_equal(np.argsort(combined, kind="stable"),
                                   np.argsort(z, kind="stable"))
+
+
+def test_version_2_ensemble_state_keeps_the_mean_combination():
+    det = Detector({"warmup_records": 1000}, background_refit=False)
+    det.process(mixture_stream(1000))
+    ens = det.model_
+    state = ens.get_state()
+    assert state["combination"] == "min"
+    state["format_version"] = 2
+    del state["combination"]
+    old = MixtureEnsemble.from_state(state)
+    assert old.combination == "mean"
+    Xs = det.scaler_.transform(mixture_stream(100, seed=3))
+    z = np.mean([(m.score_samples(Xs) - lo) / sc
+                 for m, lo, sc in zip(ens.members, ens.loc_, ens.scale_)], axis=0)
+    np.testing.assert_allclose(old.score_samples(Xs), ens.loc_[0] + ens.scale_[0] * z,
+                               rtol=1e-10)
+    with pytest.raises(ValueError):
+        MixtureEnsemble(ens.members, combination="max")
 
 
 def test_version_1_ensemble_state_keeps_z_units():

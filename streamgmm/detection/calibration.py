@@ -6,10 +6,20 @@ stream. K-fold cross-validation of the whole training procedure gives each fit-w
 a held-out score; each fold's scores are shifted onto the final model's scale (by the
 difference of the in-sample medians of the final and the fold model), and the threshold
 ring starts from them.
+
+For the auto model (a ``MixtureEnsemble``) the folds are ensembles with the final model's
+members: each member's held-out log-densities are shifted onto the final member's scale (the
+same median difference, member by member) and combined by the final model's ``combine``, so
+the threshold starts from held-out scores of the score it thresholds (the lowest member
+z-score has a heavier lower tail than any one mixture's log-density).
 """
 import dataclasses
 
 import numpy as np
+
+# EM starts of each member in a calibration fold of an ensemble (the final fit uses
+# training.N_INIT): the folds only place the threshold, and six members per fold cost.
+FOLD_N_INIT = 1
 
 
 def held_out_scores(X_raw, trained, cfg, fit_fn, folds, random_state=0):
@@ -19,6 +29,8 @@ def held_out_scores(X_raw, trained, cfg, fit_fn, folds, random_state=0):
     final model's component count (no new model selection), ``folds`` in [2, 10].
     """
     n = len(X_raw)
+    if hasattr(trained.model, "members"):
+        return _held_out_ensemble(X_raw, trained, cfg, folds, random_state)
     k_final = int(trained.model.n_components)
     if folds < 2 or n < folds * max(2 * k_final, 10):
         return None
@@ -34,4 +46,31 @@ def held_out_scores(X_raw, trained, cfg, fit_fn, folds, random_state=0):
         s_in = t.model.score_samples(t.scaler.transform(X_raw[~test]))
         s_out = t.model.score_samples(t.scaler.transform(X_raw[test]))
         out[test] = s_out + (med_final - float(np.median(s_in)))
+    return out[np.isfinite(out)]
+
+
+def _held_out_ensemble(X_raw, trained, cfg, folds, random_state=0):
+    """``held_out_scores`` for a ``MixtureEnsemble``: folds fitted as ensembles of the final
+    model's members, member log-densities shifted member by member, combined as the final."""
+    from .training import fit_ensemble  # training imports nothing from here; no cycle
+    ens = trained.model
+    n = len(X_raw)
+    specs = [(m.covariance_type, int(m.n_components)) for m in ens.members]
+    kmax = max(k for _, k in specs)
+    if folds < 2 or n < folds * max(2 * kmax, 10):
+        return None
+    rng = np.random.default_rng(random_state)
+    fold_of = rng.permutation(n) % folds
+    Xs = trained.scaler.transform(X_raw)
+    med_final = np.array([np.median(m.score_samples(Xs)) for m in ens.members])
+    logd = np.empty((n, len(specs)))
+    for f in range(folds):
+        test = fold_of == f
+        scaler, fe, Xtr, _ = fit_ensemble(X_raw[~test], cfg, specs=specs,
+                                           n_init=FOLD_N_INIT)
+        Xte = scaler.transform(X_raw[test])
+        for j, m in enumerate(fe.members):
+            logd[test, j] = (m.score_samples(Xte)
+                             + (med_final[j] - float(np.median(m.score_samples(Xtr)))))
+    out = ens.combine(logd)
     return out[np.isfinite(out)]

@@ -53,8 +53,11 @@ class PercentileThreshold:
     live_: int = 0      # scores added by update() since fit
 
 
-    def fit(self, scores):
-        """Reset from (held-out) scores of the fit window."""
+    def fit(self, scores, fit_fence_iqr=None):
+        """Reset from (held-out) scores of the fit window. ``fit_fence_iqr``: the fence's
+        multiple of the IQR while these scores are in the window (default ``fence_iqr``;
+        wider for calibration scores whose lower tail is steadily heavy, see
+        ``Detector._fit_fn``)."""
         scores = np.asarray(scores, dtype=np.float64)
         scores = scores[np.isfinite(scores)]
         self.ring_ = np.empty(self.window, dtype=np.float64)
@@ -62,6 +65,7 @@ class PercentileThreshold:
         self._push(scores)
         self.n_prior_, self.live_ = min(len(scores), self.window), 0
         # the fit window may hold gross anomalies: flag them in full while it is in the window
+        self.fit_fence_iqr_ = fit_fence_iqr
         self.burst_, self.fit_burst_ = True, True
         self._rerank()
         return self
@@ -197,6 +201,9 @@ class PercentileThreshold:
         stride = max(1, n // SORTED_MAX)
         self.sorted_ = np.sort(data[::stride])
         self.fence_ = -np.inf if self.fence_iqr is None else fence
+        wide = getattr(self, "fit_fence_iqr_", None)
+        if wide is not None and self.n_prior_ and self.fence_iqr is not None:
+            self.fence_ = float(q1 - wide * (q3 - q1))  # calibration scores in the window
         self._qp = qp
 
     def _burst(self):
@@ -271,7 +278,8 @@ class PercentileThreshold:
                  "fence_iqr": self.fence_iqr, "value": self.value_, "fence": self.fence_,
                  "n_filled": self.n_filled_, "pos": 0, "ring_layout": "recent",
                  "since": self.since_, "n_prior": self.n_prior_, "live": self.live_,
-                 "burst": self.burst_, "fit_burst": bool(getattr(self, "fit_burst_", False))},
+                 "burst": self.burst_, "fit_burst": bool(getattr(self, "fit_burst_", False)),
+                 "fit_fence_iqr": getattr(self, "fit_fence_iqr_", None)},
                 {"ring": self.recent() if self.ring_ is not None else np.empty(0)})
 
     @classmethod
@@ -298,4 +306,5 @@ class PercentileThreshold:
         t.n_prior_, t.live_ = int(meta.get("n_prior", 0)), int(meta.get("live", 0))
         t.burst_ = bool(meta.get("burst", True))
         t.fit_burst_ = bool(meta.get("fit_burst", False))
+        t.fit_fence_iqr_ = meta.get("fit_fence_iqr")
         return t

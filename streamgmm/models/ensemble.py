@@ -9,13 +9,17 @@ Each member is an ``OnlineGaussianMixture`` with its own sufficient statistics, 
 from the same batches. Each member's log-density is put on a common scale by a robust
 z-score, ``z_m = (log p_m(x) - loc_m) / scale_m``, with ``loc_m``/``scale_m`` the median and
 interquartile range of member m's log-densities on its (clean) fit window, so that no member
-dominates by the scale of its densities. The combined score is the mean z mapped back onto
-the primary member's log-density scale by a fixed affine map,
-``score = loc_0 + scale_0 * mean_m z_m``: it reads as a log-density in nats (a record scored
-like the primary member's median on the fit window gets ``loc_0``, one IQR lower is one of
-the primary's IQRs lower), and ranking and thresholding are those of the mean z-score. Lower
-is more anomalous. ``loc``/``scale`` are fixed at fit time (a refit sets them again).
-(States written before this mapping, format version 1, keep scoring in z units.)
+dominates by the scale of its densities. The combined score is the *lowest* z (since branch
+``rank4``; ``combination="mean"`` gives the mean, as before) mapped back onto the primary
+member's log-density scale by a fixed affine map,
+``score = loc_0 + scale_0 * min_m z_m``: it reads as a log-density in nats (a record scored
+like the primary member's median on the fit window by every member gets ``loc_0``), and
+ranking and thresholding are those of the lowest z-score: a record is as anomalous as the
+member that finds it most anomalous (each member's own scale). The mean diluted the one member
+that sees a record's anomaly (measured in BENCHMARKS.md, "rank4"). Lower is more anomalous.
+``loc``/``scale`` are fixed at fit time (a refit sets them again).
+(States written before this mapping, format version 1, keep scoring in z units; states of
+format version 2 keep the mean.)
 
 The first member is the *primary*: its parameters are the ensemble's ``weights_``,
 ``means_``, ... (for explanations, ``component`` and ``describe``).
@@ -32,7 +36,8 @@ from .online import OnlineGaussianMixture
 
 SCALE_PERCENTILES = (25, 50, 75)
 STATE_FORMAT = "streamgmm.MixtureEnsemble"
-STATE_VERSION = 2
+STATE_VERSION = 3
+COMBINATIONS = ("min", "mean")
 
 _DELEGATED = ("n_components", "covariance_type", "weights_", "means_", "covariances_",
               "precisions_cholesky_", "n_features_in_", "n_steps_", "n_seen_", "n_reseeds_",
@@ -43,9 +48,13 @@ _DELEGATED = ("n_components", "covariance_type", "weights_", "means_", "covarian
 class MixtureEnsemble:
     """Online mixtures scored together (see the module docstring)."""
 
-    def __init__(self, members, loc=None, scale=None, log_density_units=True):
+    def __init__(self, members, loc=None, scale=None, log_density_units=True,
+                 combination="min"):
         self.members = list(members)
         self.log_density_units = bool(log_density_units)
+        if combination not in COMBINATIONS:
+            raise ValueError(f"combination must be one of {COMBINATIONS}, got {combination!r}")
+        self.combination = combination
         m = len(self.members)
         self.loc_ = np.zeros(m) if loc is None else np.asarray(loc, dtype=np.float64)
         self.scale_ = np.ones(m) if scale is None else np.asarray(scale, dtype=np.float64)
@@ -154,12 +163,21 @@ class MixtureEnsemble:
         return self.combine(logd), comp, resp_t.T, logd
 
     def combine(self, logd):
-        """Combined score of member log-densities ``logd`` (n, M): the mean robust z-score,
-        mapped onto the primary member's log-density scale (see the module docstring)."""
+        """Combined score of member log-densities ``logd`` (n, M): the lowest (``min``, the
+        default) or the mean robust z-score of the members, mapped onto the primary member's
+        log-density scale (see the module docstring)."""
         logd = np.asarray(logd)
         if self.n_members == 1:
             return (logd[:, 0].copy() if self.log_density_units
                     else (logd[:, 0] - self.loc_[0]) / self.scale_[0])
+        if self.combination == "min":
+            z = logd - self.loc_
+            z /= self.scale_
+            out = z.min(axis=1)
+            if self.log_density_units:
+                out *= self.scale_[0]
+                out += self.loc_[0]
+            return out
         # mean_m (l_m - loc_m) / scale_m, times scale_0 plus loc_0, as one matrix-vector product
         w = 1.0 / (self.n_members * self.scale_)
         b = -float(np.dot(w, self.loc_))
@@ -244,7 +262,7 @@ class MixtureEnsemble:
         state = {"format": STATE_FORMAT, "format_version": STATE_VERSION,
                  "n_members": self.n_members, "loc": self.loc_.copy(),
                  "log_density_units": self.log_density_units,
-                 "scale": self.scale_.copy()}
+                 "combination": self.combination, "scale": self.scale_.copy()}
         for i, m in enumerate(self.members):
             state.update({f"m{i}.{k}": v for k, v in m.get_state().items()})
         return state
@@ -278,7 +296,13 @@ class MixtureEnsemble:
         units = state.get("log_density_units", False) if version >= 2 else False
         if isinstance(units, np.ndarray) and units.ndim == 0:
             units = units.item()
-        return cls(members, loc, scale, log_density_units=bool(units))
+        combination = state.get("combination", "mean") if version >= 3 else "mean"
+        if isinstance(combination, np.ndarray):
+            combination = combination.item()
+        if combination not in COMBINATIONS:
+            raise ValueError(f"ensemble state has an unknown combination {combination!r}")
+        return cls(members, loc, scale, log_density_units=bool(units),
+                   combination=str(combination))
 
 
 def is_ensemble_state(state):
