@@ -304,3 +304,31 @@ def test_one_member_alone_behaves_as_the_single_daemon(bootstrap, tmp_path):
         plain.proc.terminate()
         code = plain.wait(30)
     assert codes == {0: 0} and code == 0
+
+
+def test_state_tail_finds_an_old_version_behind_other_groups_records(bootstrap, make_topics):
+    """The tail reads the newest records first; when another group's versions fill them, it
+    reads the whole topic and still finds this group's newest version."""
+    from types import SimpleNamespace
+
+    from kafka_helpers import make_producer
+    from streamgmm.service.fleet.messages import version_header
+    from streamgmm.service.fleet.tail import RECENT, StateTail
+
+    topic = make_topics("fl-tail")
+    p = make_producer(bootstrap, linger_ms=0)
+    for v in (1, 2):
+        p.send(topic, b"ours-%d" % v, key=b"g-ours", headers=version_header(v)).get(30)
+    for v in range(RECENT + 10):
+        p.send(topic, b"theirs", key=b"g-theirs", headers=version_header(v + 1)).get(30)
+    p.send(topic, b"no-version", key=b"g-ours").get(30)   # a plain checkpoint: not a version
+    p.close(5)
+    kcfg = SimpleNamespace(bootstrap_servers=[bootstrap], client_id="tail-test", security={})
+    tail = StateTail(kcfg, topic, "g-ours", max_bytes=1 << 20)
+    tail.start()
+    try:
+        assert tail.caught_up.wait(30)
+        assert tail.error is None
+        assert tail.newest() == (2, b"ours-2")
+    finally:
+        tail.stop()

@@ -9,6 +9,8 @@ from .messages import version_of
 
 log = logging.getLogger("streamgmm.fleet")
 
+RECENT = 64   # state records read first at start (the newest version is among them)
+
 
 class StateTail(threading.Thread):
     """Reads the state topic from its start for ever (an assigned consumer, no group) and
@@ -48,20 +50,27 @@ class StateTail(threading.Thread):
                 **dict(kc.security or {}))
             tp = TopicPartition(self.topic, 0)
             consumer.assign([tp])
-            consumer.seek_to_beginning(tp)
+            begin = consumer.beginning_offsets([tp])[tp]
             end = consumer.end_offsets([tp])[tp]
+            # The newest version is near the end: read the last RECENT records first, and the
+            # whole topic only if they hold none of this group's (compaction lags behind the
+            # active segment, so a long-lived group's topic holds many old versions).
+            start = max(begin, end - RECENT)
+            consumer.seek(tp, start)
         except BaseException as exc:  # noqa: BLE001
             self.error = exc
             self.caught_up.set()
             return
         try:
-            if consumer.position(tp) >= end:
-                self.caught_up.set()
             while not self._halt.is_set():
                 for recs in consumer.poll(timeout_ms=200).values():
                     for r in recs:
                         self._offer(r)
                 if not self.caught_up.is_set() and consumer.position(tp) >= end:
+                    if self.newest() is None and start > begin:
+                        consumer.seek(tp, begin)   # none of ours near the end: everything
+                        end, start = start, begin
+                        continue
                     self.caught_up.set()
         except BaseException as exc:  # noqa: BLE001
             self.error = exc
