@@ -188,10 +188,17 @@ def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args
                 break
             if proc.poll() is not None:
                 raise SystemExit(f"daemon exited early: see {work / (tag + '.log')}")
-            # each scrape renders every metric in the daemon's process: poll once a second
-            # (a 10 Hz poll cost the daemon ~5% of a core), finely only near the two marks
-            near = (t_start is None and k >= 0.8 * start_mark) or k >= 0.97 * n
-            time.sleep(0.02 if near else 1.0)
+            # each scrape renders every metric in the daemon's process: poll at most once a
+            # second (a 10 Hz poll cost the daemon ~5% of a core), finely only near the two
+            # marks. The end mark is approached by sleeping a third of the time the rate so
+            # far says is left: a fixed 1 s sleep could see the last record up to 1 s late
+            # and count that idle second as the daemon's (300,000 records take ~3 s)
+            if t_start is None:
+                pause = 0.02 if k >= 0.8 * start_mark else 1.0
+            else:
+                rate = (k - k_start) / (now - t_start) if k > k_start else 0.0
+                pause = 1.0 if rate <= 0 else (n - k) / rate / 3.0
+            time.sleep(min(1.0, max(0.02, pause)))
         done = max(k - k_start, 1)
         out_ = {"rate": (k - k_start) / (t_end - t_start), "rss_first": rss_first,
                 "cpu_us": (cpu_end[0] - cpu_start[0]) / done * 1e6,

@@ -493,6 +493,45 @@ def test_typed_fast_path_with_imputes_and_no_meta_fields(values):
                                    "impute": {"amount": -1.0}})
 
 
+_PLAIN = ('{"amount":%s,"latency_ms":%s,"sensor":{"temp":%s,"rpm":%s},"id":%s,"ts":%s}')
+_num = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-10**6, 10**6))
+
+
+@st.composite
+def _plain_record(draw):
+    nums = [json.dumps(draw(_num)) for _ in range(4)]
+    return (_PLAIN % (*nums, json.dumps(draw(st.text(max_size=3))),
+                      json.dumps(draw(_num)))).encode()
+
+
+# records that decode alone one way and, newline-joined with their neighbours, another
+_BOUNDARY = [b'{"amount":1,\n"latency_ms":2,"sensor":{"temp":3,"rpm":4}}',
+             b'{"amount":1,"latency_ms":2,"sensor":{"temp":3,"rpm":4},"id":"a',
+             b'b"}', b'{"amount":1,"latency_ms":2,"sensor":{"temp":3,"rpm":4}}\n',
+             b'{"amount":1,"latency_ms":2,"sensor":{"temp":3,"rpm":4}},{"amount":1}',
+             b"  ", b"\n", b"[", b"]", b"", b'{"amount":1e400,"latency_ms":2,'
+             b'"sensor":{"temp":3,"rpm":4}}', b'{"amount":1,"latency_ms":2,"sensor":'
+             b'{"temp":3,"rpm":4},"id":"\xc3\xa9"}', b"{" * 300 + b"}" * 300]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_plain_record(), min_size=2, max_size=12),
+       st.lists(st.tuples(st.integers(0, 12), st.sampled_from(_BOUNDARY)), max_size=2))
+def test_whole_batch_decoding_matches_the_general_path(values, inserts):
+    """A batch of plain records takes one msgspec call (`_decode_whole_batch`); one that
+    cannot (a newline inside a record, a record split or doubled across the join, blank,
+    non-ASCII, out of range, deep) falls back, and either way the outcome is the general
+    path's, record by record."""
+    from streamgmm.service import records
+
+    for i, raw in inserts:
+        values.insert(min(i, len(values)), raw)
+    _assert_same_decoding(values, TYPED_SPEC)
+    whole = records._decode_whole_batch(values, records.compile_spec(TYPED_SPEC))
+    if not inserts:
+        assert whole is not None  # plain records: the one-call path is taken
+
+
 def test_typed_fast_path_is_used_for_plain_records_only():
     fast = _assert_same_decoding(
         [b'{"amount":1,"latency_ms":2,"sensor":{"temp":3,"rpm":4},"id":"r1","ts":5}'],

@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -171,6 +172,14 @@ class RecordSpec:
         return _typed_decoder(self.features, self.key_field, self.timestamp_field)
 
     @functools.cached_property
+    def _typed_batch(self):
+        """(decode_lines, feature getters) for a whole batch in one call, or None; off when
+        the record-by-record typed path is (`_typed` None)."""
+        if self._typed is None:
+            return None
+        return _typed_lines(self.features, self.key_field, self.timestamp_field)
+
+    @functools.cached_property
     def _key_get(self):
         return None if self.key_field is None else _compile_getter([self.key_field])
 
@@ -271,6 +280,25 @@ def _typed_decoder(features, key_field, timestamp_field):
     return msgspec.json.Decoder(root).decode, row
 
 
+@functools.lru_cache(maxsize=64)
+def _typed_lines(features, key_field, timestamp_field):
+    """(decode_lines, one attrgetter per feature) for the same Struct shape as
+    `_typed_decoder`: a whole batch, newline-joined, in one msgspec call."""
+    typed = _typed_decoder(features, key_field, timestamp_field)
+    if typed is None:
+        return None
+    root = typed[0].__self__.type
+    getters = []
+    for path in features:  # the Struct attribute path of each feature's JSON path
+        node, attrs = root, []
+        for seg in path.split("."):
+            fld = {f.encode_name: f for f in msgspec.structs.fields(node)}[seg]
+            attrs.append(fld.name)
+            node = fld.type
+        getters.append(operator.attrgetter(".".join(attrs)))
+    return msgspec.json.Decoder(root).decode_lines, tuple(getters)
+
+
 def _plain_name(name: str) -> bool:
     """Printable ASCII without quotes or backslashes: a key that JSON writes as itself."""
     return name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
@@ -332,6 +360,10 @@ def _slow_row(obj: dict, spec: RecordSpec) -> tuple[list | None, str | None, str
 def decode_batch(values: Sequence[bytes | str | None], spec: Any) -> DecodedBatch:
     """Decode a batch of raw JSON records (bytes or str) into a feature matrix and errors."""
     spec = compile_spec(spec)
+    if len(values) > 1 and spec._typed_batch is not None:
+        whole = _decode_whole_batch(values, spec)
+        if whole is not None:
+            return whole
     max_bytes = spec.max_bytes
     fast_get = spec._fast_get
     numeric = _NUMERIC_TYPES
@@ -407,6 +439,49 @@ def decode_batch(values: Sequence[bytes | str | None], spec: Any) -> DecodedBatc
     return _finish(rows, good, keys, stamps, errors, spec, len(values))
 
 
+def _decode_whole_batch(values, spec: RecordSpec) -> DecodedBatch | None:
+    """The typed fast path for a whole batch in one msgspec call, with no per-record Python
+    work: the values newline-joined and decoded line by line (`decode_lines`), each feature
+    column gathered by one attrgetter over the Structs. Only when every record would take
+    the typed path on its own: bytes, none empty, none over max_bytes, all ASCII, no newline
+    inside a record (the join's newlines are then exactly the record boundaries, and each
+    line is decoded as that record alone), none both long and bracket-heavy (see
+    _FAST_MAX_NESTING), and msgspec accepts every line. Otherwise None: the record-by-record
+    loop decides, with its errors."""
+    n = len(values)
+    try:
+        joined = b"\n".join(values)
+    except TypeError:  # str or None among the values
+        return None
+    if not joined.isascii() or joined.count(b"\n") != n - 1 or not all(values):
+        return None
+    longest = max(map(len, values))
+    if longest > spec.max_bytes:
+        return None
+    short = 2 * _FAST_MAX_NESTING
+    if longest > short and any(_brackets(v) >= _FAST_MAX_NESTING
+                               for v in values if len(v) > short):
+        return None
+    decode_lines, getters = spec._typed_batch
+    try:
+        recs = decode_lines(joined)
+    except _MSGSPEC_ERRORS:
+        return None
+    if len(recs) != n:  # a blank (whitespace-only) record: decode_lines skips it
+        return None
+    X = np.empty((n, len(getters)), dtype=np.float64)
+    for j, get in enumerate(getters):  # Struct fields typed float: finite floats only
+        X[:, j] = np.fromiter(map(get, recs), np.float64, n)
+    if not np.isfinite(X).all():  # not expected; the loop explains it record by record
+        return None
+    keys = list(map(_KEY, recs)) if spec.key_field is not None else None
+    stamps = list(map(_TS, recs)) if spec.timestamp_field is not None else None
+    return _finish_matrix(X, None, np.arange(n, dtype=np.intp), keys, stamps, [], spec, n)
+
+
+_KEY, _TS = operator.attrgetter("key"), operator.attrgetter("ts")
+
+
 def _meta_get(obj: dict, get, path: str):
     """The value at ``path`` (None when absent), fast path first."""
     try:
@@ -434,8 +509,13 @@ def _finish(rows, good, keys, stamps, errors, spec: RecordSpec, n_input: int) ->
         X = X.reshape(len(rows), d)
     else:
         X = np.empty((0, d), dtype=np.float64)
-    good_index = np.asarray(good, dtype=np.intp)
+    return _finish_matrix(X, rows, np.asarray(good, dtype=np.intp), keys, stamps, errors, spec,
+                          n_input)
 
+
+def _finish_matrix(X, rows, good_index, keys, stamps, errors, spec: RecordSpec,
+                   n_input: int) -> DecodedBatch:
+    """`_finish` once the matrix is built (`rows` are only read to explain non-finite rows)."""
     finite = np.isfinite(X)
     if not finite.all():
         for j, v in spec._impute_cols:

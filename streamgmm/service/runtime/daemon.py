@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import operator
 import os
 import signal
 import sys
@@ -53,6 +54,9 @@ OUTAGE_AFTER_SECONDS = 3.0      # no connection to any broker for this long: clu
 FLUSH_SLICE_SECONDS = 1.0       # a flush waits in slices, so a stop request is seen
 OUTPUTS_LATE_SECONDS = 10.0     # outputs unacknowledged this long: say so (once)
 REBUILD_BACKOFF_MAX_SECONDS = 30.0
+
+
+_VALUE = operator.attrgetter("value")
 
 
 class StopRequested(Exception):
@@ -448,7 +452,7 @@ class Daemon:
         header = getattr(self.source, "csv_header", None)
         if header is not None:
             return decode_csv_rows(header, [r.row for r in recs], self.cfg.records)
-        return decode_batch([r.value for r in recs], self.cfg.records)
+        return decode_batch(list(map(_VALUE, recs)), self.cfg.records)
 
     def _accept(self, batch, dec, decode_seconds: float) -> None:
         """Dead letters, scoring and outputs (sent, not yet flushed) for one decoded batch."""
