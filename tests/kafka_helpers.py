@@ -468,6 +468,12 @@ class BackgroundProducer:
         self._thread.start()
         return self
 
+    def stop(self, timeout: float = 120.0) -> int:
+        """Stop sending (the record in flight is finished); the number of records sent."""
+        self._stop.set()
+        self.join(timeout)
+        return self.sent
+
     def join(self, timeout: float = 120.0) -> None:
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "producer did not finish"

@@ -62,7 +62,7 @@ def test_daemons_joining_and_leaving_mid_stream_lose_nothing(bootstrap, make_top
 
     src, out, dlq = make_topics("reb-in", "reb-out", "reb-dlq", partitions=2)
     group = unique("g-reb")
-    n = 4000
+    n = 40000   # at most: the producer runs until B owns both partitions (any machine speed)
     X = mixture_rows(n, seed=43)
     records = [to_record(i, x) for i, x in enumerate(X)]
     ports = [free_port(), free_port()]
@@ -87,7 +87,9 @@ def test_daemons_joining_and_leaving_mid_stream_lose_nothing(bootstrap, make_top
         wait_for(lambda: len(b.daemon.source.assignment()) == 2, 30, what="B owns both")
         assert prod.sent < n, "not mid-stream"
         b_rebalances = metric(scrape(ports[1])[1], "streamgmm_rebalances_total")
-        prod.join()
+        sent = prod.sent
+        wait_for(lambda: prod.sent >= sent + 300, 30, what="records after B took over")
+        n = prod.stop()
         wait_for(lambda: {json.loads(e.value)["key"] for e in read_topic(bootstrap, out)}
                  >= {f"r{i}" for i in range(n)}, 60, interval=1.0, what="every outcome")
     finally:
