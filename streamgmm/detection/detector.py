@@ -476,6 +476,17 @@ class Detector:
         self.link_ = link
         return self
 
+    def unfollow(self):
+        """Run its own policy again (a fleet member alone in its group). Records buffered
+        while following are processed now, as a single detector would have: their results
+        are returned (none while the buffer is still short of the warm-up)."""
+        self.link_ = None
+        if self.ready or self.pending < self.config.warmup_records:
+            return DetectionResult.empty()
+        X = np.vstack(self._warm)
+        self._warm = []
+        return self.process(X)
+
     def adopt(self, other):
         """Score with ``other``'s scaler, model and threshold from now on (a published
         version of the shared model). A new model generation (a refit) restarts the drift

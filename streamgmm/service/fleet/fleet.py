@@ -12,13 +12,14 @@ from ...persistence import CheckpointError
 from .coordination import Coordinator, ensure_topic
 from .leader import Leader
 from .member import MemberLink
-from .messages import encode_sync
+from .messages import encode_sync, member_header, member_of, version_header
 from .status import FleetStatus
 from .tail import StateTail
 
 log = logging.getLogger("streamgmm.fleet")
 
 CATCH_UP_SECONDS = 30.0
+ALONE_SYNCS = 3          # sync intervals without another member's sync: the leader is alone
 REFIT_WAIT_SECONDS = 30.0
 
 
@@ -27,7 +28,15 @@ class FleetError(RuntimeError):
 
 
 class Fleet:
-    """Member (always) and leader (while it holds the coordination partition)."""
+    """Member (always) and leader (while it holds the coordination partition).
+
+    A leader that hears no other member runs *solo*: its Detector runs its own policy
+    exactly as a single daemon's (online steps every batch_size records, threshold, drift,
+    refits) and its state is published as a version every `model.sync_seconds`, so a lone
+    member is today's daemon with its checkpoints in Kafka. The first sync of another member
+    turns the group shared again: the leader's model becomes the group's, its Detector a
+    follower; after ALONE_SYNCS intervals without another member it goes solo again.
+    """
 
     def __init__(self, cfg, store, Detector, detector_config):
         self.cfg, self.store, self.Detector = cfg, store, Detector
@@ -48,6 +57,8 @@ class Fleet:
         self._epoch = 0
         self._last_offset = None
         self._drift_seen = None
+        self.solo = False
+        self._others_at = None   # when another member's sync last arrived (as leader)
         self.coordinator = Coordinator(cfg.kafka, cfg.fleet.topic, self.group, self.member_id)
         self.tail = StateTail(cfg.kafka, store.topic, self.group, cfg.checkpoint.max_bytes)
 
@@ -83,6 +94,8 @@ class Fleet:
         return res
 
     def close(self, timeout: float = 5.0) -> None:
+        if self.solo and self.coordinator.leader:  # the final checkpoint of a lone member
+            self._publish_own(self._epoch)
         try:
             if self._producer is not None:
                 self._producer.flush(timeout)
@@ -102,17 +115,18 @@ class Fleet:
                 raise FleetError(f"fleet: {t.name} failed: {type(t.error).__name__}: "
                                  f"{t.error}")
         res = self._adopt_newest()
-        self._sync_and_lead()
-        if self.link.records_since_drift() > self._starve_limit:
+        res = _joined(res, self._sync_and_lead())
+        if not self.solo and self.link.records_since_drift() > self._starve_limit:
             res = self._wait_for_refit(res)
         return res
 
-    def _sync_and_lead(self) -> None:
+    def _sync_and_lead(self) -> DetectionResult:
         now = time.monotonic()
-        if self.link.urgent or now - self._last_sync >= self.cfg.model.sync_seconds:
+        if not self.solo and (self.link.urgent or
+                              now - self._last_sync >= self.cfg.model.sync_seconds):
             self._last_sync = now
             self._send_sync()
-        self._lead()
+        return self._lead()
 
     @property
     def _starve_limit(self) -> int:
@@ -129,10 +143,10 @@ class Fleet:
                  REFIT_WAIT_SECONDS)
         while self.det.model_version == gen and time.monotonic() < deadline:
             time.sleep(0.05)
-            more = self._adopt_newest()
-            if len(more):
-                res = DetectionResult.concat([res, more], list(res.events) + more.events)
-            self._sync_and_lead()
+            res = _joined(res, self._adopt_newest())
+            res = _joined(res, self._sync_and_lead())
+            if self.solo:
+                break
         if self.det.model_version == gen:
             log.warning("fleet: no group refit within %.0fs; scoring on", REFIT_WAIT_SECONDS)
             self.link.forget_drift()
@@ -140,7 +154,7 @@ class Fleet:
 
     def _adopt_newest(self) -> DetectionResult:
         newest = self.tail.newest()
-        if newest is None:
+        if newest is None or self.solo:  # solo: the newest version is this member's own
             return DetectionResult.empty()
         version, data = newest
         if version <= self.version:
@@ -167,27 +181,48 @@ class Fleet:
         if not meta["n"] and not arrays and not meta["drift"]:
             return
         data = encode_sync(meta, arrays)
-        self._producer.send(self.cfg.fleet.topic, value=data, key=self.group.encode())
+        self._producer.send(self.cfg.fleet.topic, value=data, key=self.group.encode(),
+                            headers=member_header(self.member_id))
         self.status.published += 1
         self.status.bytes[("coordination", "sent")] = \
             self.status.bytes.get(("coordination", "sent"), 0) + len(data)
 
-    def _lead(self) -> None:
+    def _lead(self) -> DetectionResult:
+        res = DetectionResult.empty()
         epoch, recs = self.coordinator.take()
         if not self.coordinator.leader:
-            return
+            if self.solo:
+                self._to_follower()
+            return res
+        now = time.monotonic()
         if epoch != self._epoch:
             self._epoch = epoch
             self.leader.take_over(self.tail.newest())
             self._last_offset = None
-            self._lead_sync_at = time.monotonic()
+            self._lead_sync_at = now
+            self._others_at = None
+            if not self.solo:  # alone until another member is heard from
+                res = _joined(res, self._to_solo())
         key = self.group.encode()
         for r in recs:
             if r.key == key and r.value is not None:
                 self.status.bytes[("coordination", "received")] = \
                     self.status.bytes.get(("coordination", "received"), 0) + len(r.value)
-                self.leader.receive(r)
+                if member_of(r.headers) != self.member_id:
+                    self._others_at = now
+                    if self.solo and not self._to_fleet():
+                        continue   # a refit of its own is running: shared from the next sync
+                if not self.solo:
+                    self.leader.receive(r)
             self._last_offset = r.offset + 1
+        if self.solo:
+            if now - self._lead_sync_at >= self.cfg.model.sync_seconds:
+                self._lead_sync_at = now
+                self._publish_own(epoch)
+            return res
+        if (self._others_at is None or now - self._others_at >
+                ALONE_SYNCS * self.cfg.model.sync_seconds) and self.leader._job is None:
+            return _joined(res, self._to_solo())
         news = self.leader.drift is not None and self.leader.drift is not self._drift_seen
         self._drift_seen = self.leader.drift
         if news or time.monotonic() - self._lead_sync_at >= self.cfg.model.sync_seconds:
@@ -197,9 +232,64 @@ class Fleet:
                 self.leader.sync()
             except Exception as exc:  # noqa: BLE001 - retried at the next interval
                 log.error("fleet: publishing version %d failed: %s", before + 1, exc)
-                return
+                return res
             if self._last_offset is not None and self.leader.version > before:
                 self.coordinator.commit(self._last_offset, epoch)
+        return res
+
+    # ------------------------------------------------------------------- alone or shared
+    def _to_solo(self) -> DetectionResult:
+        """Alone in the group: this member's Detector runs its own policy from the group's
+        current model (the leader's copy, when there is one)."""
+        res = DetectionResult.empty()
+        if self.leader.det is not None and self.leader.det.ready:
+            res = self.det.adopt(self.Detector.loads(self.leader.det.dumps()))
+        self.link.forget_drift()
+        res = _joined(res, self.det.unfollow())
+        self.solo = True
+        log.info("fleet: member %s is alone in group %s: it runs the model itself, as a "
+                 "single daemon, and publishes it every %.1fs", self.member_id, self.group,
+                 self.cfg.model.sync_seconds)
+        return res
+
+    def _to_fleet(self) -> bool:
+        """Another member is here: this member's model becomes the group's; False (stay solo
+        for now) while a refit of its own is running."""
+        if self.det.refit_running:
+            return False
+        self.leader.det = (self.Detector.loads(self.det.dumps()) if self.det.ready else None)
+        self.leader.version = self.version
+        self.leader.drift = None
+        self.link.restart_warm_rows()
+        self.det.follow(self.link)
+        self.solo = False
+        log.info("fleet: another member joined group %s: one shared model from version %d",
+                 self.group, self.version)
+        return True
+
+    def _to_follower(self) -> None:
+        """Leadership went elsewhere while solo: follow the group's versions again."""
+        self.link.restart_warm_rows()
+        self.det.follow(self.link)
+        self.solo = False
+
+    def _publish_own(self, epoch: int) -> None:
+        """Solo: this member's Detector is the group's model; publish it as the next
+        version (it is also the checkpoint a new or restarted member restores)."""
+        if not self.det.ready:
+            return
+        try:
+            data = self.det.dumps()
+            self.store.save(data, headers=version_header(self.version + 1))
+        except Exception as exc:  # noqa: BLE001 - retried at the next interval
+            log.error("fleet: publishing version %d failed: %s", self.version + 1, exc)
+            return
+        self.version += 1
+        self.leader.version = self.version
+        self.leader.bytes_sent += len(data)
+        self._synced_at = time.monotonic()
+        if self._last_offset is not None:
+            self.coordinator.commit(self._last_offset, epoch)
 
     def take_events(self) -> list:
         return self.leader.take_events()
@@ -212,9 +302,18 @@ class Fleet:
         s.sync_age = 0.0 if newest is None or newest[0] <= self.version else \
             time.monotonic() - (self.tail.seen_at or time.monotonic())
         s.merged = self.leader.merged
-        s.members = sum(1 for t in self.leader.members.values()
-                        if time.time() - t <= 3 * self.cfg.model.sync_seconds) \
-            if s.leader else 0
+        s.members = 0 if not s.leader else 1 if self.solo else \
+            sum(1 for t in self.leader.members.values()
+                if time.time() - t <= ALONE_SYNCS * self.cfg.model.sync_seconds)
         s.bytes[("state", "received")] = self.tail.bytes_read
         s.bytes[("state", "sent")] = self.leader.bytes_sent
         return s
+
+
+def _joined(a: DetectionResult, b: DetectionResult) -> DetectionResult:
+    """Two consecutive results as one (events of both)."""
+    if not len(b) and not b.events:
+        return a
+    if not len(a) and not a.events:
+        return b
+    return DetectionResult.concat([a, b], list(a.events) + list(b.events))

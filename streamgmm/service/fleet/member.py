@@ -71,6 +71,10 @@ class MemberLink:
                        "member": self.member_id, "at": self.scored}
         self.urgent = True
 
+    def restart_warm_rows(self) -> None:
+        """Send the rows buffered for a first version again (a solo member turned shared)."""
+        self._warm_sent = 0
+
     def forget_drift(self) -> None:
         """Stop reporting the pending drift (the group did not refit for it)."""
         self._drift = None

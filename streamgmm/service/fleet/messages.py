@@ -6,6 +6,7 @@ from __future__ import annotations
 from ...persistence import CheckpointError, dumps_state, loads_state
 
 VERSION_HEADER = "streamgmm-fleet-version"
+MEMBER_HEADER = "streamgmm-fleet-member"
 KIND = "streamgmm-fleet-sync"
 
 
@@ -23,6 +24,18 @@ def decode_sync(data: bytes, origin: str):
 
 def version_header(version: int) -> list:
     return [(VERSION_HEADER, str(int(version)).encode())]
+
+
+def member_header(member_id: str) -> list:
+    return [(MEMBER_HEADER, member_id.encode())]
+
+
+def member_of(headers) -> str | None:
+    """The member that sent a sync (from its headers), None when unsaid."""
+    for k, v in headers or ():
+        if k == MEMBER_HEADER:
+            return v.decode(errors="replace")
+    return None
 
 
 def version_of(headers) -> int | None:
