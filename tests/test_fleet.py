@@ -357,3 +357,40 @@ def test_state_tail_finds_an_old_version_behind_other_groups_records(bootstrap, 
         assert tail.newest() == (2, b"ours-2")
     finally:
         tail.stop()
+
+
+def test_a_torn_newest_version_is_refused_and_the_one_before_used(bootstrap, tmp_path):
+    """Integrity as with the file checkpoint: a member starting on a state topic whose newest
+    version is torn refuses it, starts on the one before (no warm-up), and publishes its next
+    version above the refused one."""
+    from kafka_helpers import create_topics, make_producer
+    from streamgmm import Detector
+    from streamgmm.service.fleet.messages import version_header
+
+    fl = Fleet(bootstrap, tmp_path, partitions=1)
+    create_topics(bootstrap, [fl.state])
+    det = Detector({"n_components": 3, "max_components": 3, "warmup_records": WARMUP,
+                    "threshold": {"percentile": P}},
+                   feature_names=["amount", "latency_ms", "sensor.temp", "sensor.rpm"])
+    det.fit(mixture_rows(3000, seed=51))
+    good = det.dumps()
+    p = make_producer(bootstrap, linger_ms=0)
+    p.send(fl.state, good, key=fl.group.encode(), headers=version_header(1)).get(30)
+    p.send(fl.state, good[: len(good) // 2], key=fl.group.encode(),
+           headers=version_header(2)).get(30)
+    p.close(5)
+    fl.start(0)
+    try:
+        wait_for(lambda: "starts on version" in fl.log(0), 60, what="start-up")
+        text = fl.log(0)
+        assert "version 2 refused" in text
+        assert "starts on version 1 " in text
+        produce(bootstrap, fl.src, _records(mixture_rows(3000, seed=52), 0))
+        events = _outcomes(fl, 3000)
+        _has_every_outcome(events, 3000)
+        assert "waits for the group's first version" not in fl.log(0)
+        wait_for(lambda: (fl.metric(0, "streamgmm_fleet_model_version") or 0) >= 3, 20,
+                 what="a version published above the refused one")
+    finally:
+        codes = fl.stop()
+    assert codes == {0: 0}

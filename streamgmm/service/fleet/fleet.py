@@ -58,6 +58,7 @@ class Fleet:
         self._last_offset = None
         self._drift_seen = None
         self.solo = False
+        self._refused: set = set()   # versions that did not verify
         self._others_at = None   # when another member's sync last arrived (as leader)
         self.coordinator = Coordinator(cfg.kafka, cfg.fleet.topic, self.group, self.member_id)
         self.tail = StateTail(cfg.kafka, store.topic, self.group, cfg.checkpoint.max_bytes)
@@ -153,20 +154,27 @@ class Fleet:
         return res
 
     def _adopt_newest(self) -> DetectionResult:
-        newest = self.tail.newest()
-        if newest is None or self.solo:  # solo: the newest version is this member's own
+        """Adopt the newest version that verifies (a torn or corrupt one is refused, once,
+        and the one before it is used, as with the file checkpoint)."""
+        if self.solo:  # solo: the newest version is this member's own
             return DetectionResult.empty()
-        version, data = newest
-        if version <= self.version:
-            self._synced_at = time.monotonic()
-            return DetectionResult.empty()
-        try:
-            other = self.Detector.loads(data, origin=f"fleet version {version}")
-        except CheckpointError as exc:
-            log.warning("fleet: version %d refused (%s); keeping version %d", version, exc,
-                        self.version)
-            self.version = version  # do not retry the same bytes
-            return DetectionResult.empty()
+        for version, data in self.tail.candidates():
+            if version <= self.version:
+                self._synced_at = time.monotonic()
+                return DetectionResult.empty()
+            if version in self._refused:
+                continue
+            try:
+                other = self.Detector.loads(data, origin=f"fleet version {version}")
+            except CheckpointError as exc:
+                log.warning("fleet: version %d refused (%s); trying the one before",
+                            version, " ".join(str(exc).split()))
+                self._refused.add(version)
+                continue
+            return self._adopt(version, other)
+        return DetectionResult.empty()
+
+    def _adopt(self, version, other) -> DetectionResult:
         generation = self.det.model_version
         res = self.det.adopt(other)
         if self.det.model_version != generation:
@@ -197,7 +205,7 @@ class Fleet:
         now = time.monotonic()
         if epoch != self._epoch:
             self._epoch = epoch
-            self.leader.take_over(self.tail.newest())
+            self.leader.take_over(self.tail.candidates())
             self._last_offset = None
             self._lead_sync_at = now
             self._others_at = None
@@ -278,13 +286,15 @@ class Fleet:
         version (it is also the checkpoint a new or restarted member restores)."""
         if not self.det.ready:
             return
+        newest = self.tail.newest()  # numbers go on above every version seen (a refused too)
+        nxt = max(self.version, self.leader.version, newest[0] if newest else 0) + 1
         try:
             data = self.det.dumps()
-            self.store.save(data, headers=version_header(self.version + 1))
+            self.store.save(data, headers=version_header(nxt))
         except Exception as exc:  # noqa: BLE001 - retried at the next interval
-            log.error("fleet: publishing version %d failed: %s", self.version + 1, exc)
+            log.error("fleet: publishing version %d failed: %s", nxt, exc)
             return
-        self.version += 1
+        self.version = nxt
         self.leader.version = self.version
         self.leader.bytes_sent += len(data)
         self._synced_at = time.monotonic()

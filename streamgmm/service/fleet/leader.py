@@ -73,25 +73,26 @@ class Leader:
         self._dirty = False
 
     # --------------------------------------------------------------------- taking over
-    def take_over(self, newest) -> None:
-        """Become leader from the newest published version (or none: warm-up)."""
+    def take_over(self, candidates) -> None:
+        """Become leader from the newest published version that verifies (candidates:
+        newest first; none: warm-up). Version numbers go on from the newest."""
         self._reset_pending()
         self.rows = _Ring(self.cfg.detector.refit.window)
         self.scores = _Ring(self.cfg.detector.threshold.window)
         self.drift = None
-        if newest is None:
-            self.det, self.version = None, 0
-            return
-        version, data = newest
-        try:
-            self.det = self.Detector.loads(data, origin=f"fleet version {version}")
-        except CheckpointError as exc:
-            log.error("fleet: the newest version %d cannot be read (%s); warming the group "
-                      "up again", version, exc)
-            self.det = None
-        self.version = int(version)
+        self.det = None
+        self.version = int(candidates[0][0]) if candidates else 0
+        for version, data in candidates:
+            try:
+                self.det = self.Detector.loads(data, origin=f"fleet version {version}")
+                break
+            except CheckpointError as exc:
+                log.warning("fleet: version %d refused (%s); trying the one before", version,
+                            " ".join(str(exc).split()))
         if self.det is not None:
             self.det.reconfigure(self.detector_config)
+        elif candidates:
+            log.error("fleet: no published version verifies; warming the group up again")
 
     # ------------------------------------------------------------------------- inbox
     def receive(self, rec) -> None:

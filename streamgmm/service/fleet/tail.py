@@ -10,11 +10,13 @@ from .messages import version_of
 log = logging.getLogger("streamgmm.fleet")
 
 RECENT = 64   # state records read first at start (the newest version is among them)
+KEEP = 4      # newest versions kept: a torn or corrupt newest one falls back to these
 
 
 class StateTail(threading.Thread):
     """Reads the state topic from its start for ever (an assigned consumer, no group) and
-    keeps the newest fleet version of `key`: `newest()` is (version, bytes) or None.
+    keeps the newest fleet versions of `key`: `newest()` is (version, bytes) or None,
+    `candidates()` the last few, newest first (a refused one falls back to the one before).
     `caught_up` is set once the end offsets found at start have been read."""
 
     def __init__(self, kcfg, topic: str, key: str, max_bytes: int):
@@ -23,7 +25,7 @@ class StateTail(threading.Thread):
         self.max_bytes = int(max_bytes)
         self.caught_up = threading.Event()
         self._lock = threading.Lock()
-        self._newest = None
+        self._recent: list = []   # (version, bytes), ascending, at most KEEP
         self.seen_at = None      # when the newest version was first read
         self.bytes_read = 0
         self._halt = threading.Event()
@@ -31,7 +33,11 @@ class StateTail(threading.Thread):
 
     def newest(self):
         with self._lock:
-            return self._newest
+            return self._recent[-1] if self._recent else None
+
+    def candidates(self) -> list:
+        with self._lock:
+            return list(reversed(self._recent))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._halt.set()
@@ -89,6 +95,7 @@ class StateTail(threading.Thread):
             return
         self.bytes_read += len(rec.value)
         with self._lock:
-            if self._newest is None or version > self._newest[0]:
-                self._newest = (version, rec.value)
+            if not self._recent or version > self._recent[-1][0]:
+                self._recent.append((version, rec.value))
+                del self._recent[:-KEEP]
                 self.seen_at = time.monotonic()
