@@ -44,6 +44,24 @@ class Mixture:
         return self.draw(50_000)[:, 0].std()
 
 
+def contaminate(X, frac=0.01, offset=30.0, seed=0):
+    """X with a fraction ``frac`` of its rows moved by ``offset`` in every feature (far-away
+    anomalies, i.i.d. along the stream); returns (X, mask)."""
+    far = np.random.default_rng(seed).random(len(X)) < frac
+    X = np.array(X, dtype=np.float64)
+    X[far] += offset
+    return X, far
+
+
+def daemon_bench_rows(n, seed=0):
+    """The daemon benchmark's stream (bench_daemon.payloads, tests/kafka_helpers.mixture_rows):
+    a fixed 3-component mixture in 4 features, 1% of rows moved by +30 in every feature."""
+    means = np.array([[0.0, 0.0, 0.0, 0.0], [6.0, 6.0, 0.0, 0.0], [0.0, 6.0, 6.0, 6.0]])
+    rng = np.random.default_rng(seed)
+    comp = rng.choice(3, size=n, p=[0.5, 0.3, 0.2])
+    return contaminate(means[comp] + rng.normal(size=(n, 4)), 0.01, 30.0, seed + 1)
+
+
 def windowed_rates(flags, window):
     """Flagged fraction in consecutive non-overlapping windows (a trailing part dropped)."""
     flags = np.asarray(flags, dtype=float)

@@ -38,7 +38,9 @@ class OnlineConfig:
     t0: float = setting(Num(0), 10.0, "step-size delay, in mini-batches")
     half_life: float = setting(Optional(Num(0, lo_open=True)), None,
                                "`exponential`: records after which old data weighs half")
-    learn_from_anomalies: bool = setting(Bool(), False, "learn from flagged records too")
+    learn_from_anomalies: bool = setting(Bool(), False, "learn from flagged records and "
+                                         "gross outliers (scores below the threshold's "
+                                         "far-out fence) too")
     batch_size: int = setting(Int(1), 1000, "records per online-EM step, counting every "
                               "record (flagged or not), whatever the call or poll size")
 

@@ -251,7 +251,7 @@ class Detector:
                 out[i] = contrib
         return out
 
-    def _learn_from(self, Xs, is_anomaly, resp, scores):
+    def _learn_from(self, Xs, is_anomaly, gross, resp, scores):
         """Queue a segment's rows to learn from; step when ``online.batch_size`` records
         (flagged or not) have been scored since the last step.
 
@@ -260,7 +260,12 @@ class Detector:
         """
         o = self.config.online
         if not o.learn_from_anomalies:
-            keep = ~is_anomaly
+            # Neither the flagged records nor gross outliers (below the threshold's far-out
+            # fence, Q1 - 3 IQR of the window's scores), which the percentile leaves unflagged
+            # when the stream holds more far anomalies than p: one record 30 sd out pulls a
+            # component's covariance, the normal records' scores wander for thousands of
+            # records, and the drift tests see a change of the scores that is not in the data.
+            keep = ~(is_anomaly | gross)
             if not keep.all():
                 Xs, resp, scores = Xs[keep], resp[keep], scores[keep]
         if len(Xs):
@@ -287,7 +292,8 @@ class Detector:
         contributions = self._explain(Xs, comp, is_anomaly)
         if learn:
             self._fill += len(Xs)
-            self._learn_from(Xs, is_anomaly, resp, log_density)
+            self._learn_from(Xs, is_anomaly, scores < self.threshold_model_.fence_, resp,
+                             log_density)
         return scores, comp, is_anomaly, np.full(len(Xs), thr_value), contributions
 
     def _score_chunk(self, X, learn):
