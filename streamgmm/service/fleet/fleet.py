@@ -10,7 +10,7 @@ import time
 from ...detection.detector import DetectionResult
 from ...persistence import CheckpointError
 from .coordination import Coordinator, ensure_topic
-from .leader import Leader
+from .leader import PUBLISH_TIMEOUT_SECONDS, Leader
 from .member import MemberLink
 from .messages import encode_sync, member_header, member_of, version_header
 from .status import FleetStatus
@@ -59,6 +59,7 @@ class Fleet:
         self._drift_seen = None
         self.solo = False
         self._refused: set = set()   # versions that did not verify
+        self._failing_since = None   # publishes failing since (monotonic), or None
         self._others_at = None   # when another member's sync last arrived (as leader)
         self.coordinator = Coordinator(cfg.kafka, cfg.fleet.topic, self.group, self.member_id)
         self.tail = StateTail(cfg.kafka, store.topic, self.group, cfg.checkpoint.max_bytes)
@@ -239,8 +240,9 @@ class Fleet:
             try:
                 self.leader.sync()
             except Exception as exc:  # noqa: BLE001 - retried at the next interval
-                log.error("fleet: publishing version %d failed: %s", before + 1, exc)
+                self._publish_failed(before + 1, exc)
                 return res
+            self._published_ok()
             if self._last_offset is not None and self.leader.version > before:
                 self.coordinator.commit(self._last_offset, epoch)
         return res
@@ -290,16 +292,34 @@ class Fleet:
         nxt = max(self.version, self.leader.version, newest[0] if newest else 0) + 1
         try:
             data = self.det.dumps()
-            self.store.save(data, headers=version_header(nxt))
+            self.store.save(data, headers=version_header(nxt), timeout=PUBLISH_TIMEOUT_SECONDS)
         except Exception as exc:  # noqa: BLE001 - retried at the next interval
-            log.error("fleet: publishing version %d failed: %s", nxt, exc)
+            self._publish_failed(nxt, exc)
             return
+        self._published_ok()
         self.version = nxt
         self.leader.version = self.version
         self.leader.bytes_sent += len(data)
         self._synced_at = time.monotonic()
         if self._last_offset is not None:
             self.coordinator.commit(self._last_offset, epoch)
+
+    def _publish_failed(self, version: int, exc: BaseException) -> None:
+        """One error line per episode of failed publishes (a broker outage), not one per
+        sync; retried at every sync meanwhile."""
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.error("fleet: publishing version %d to %s failed (%s: %s); retrying every "
+                      "%.1fs, members keep the version they have", version, self.store.topic,
+                      type(exc).__name__, exc, self.cfg.model.sync_seconds)
+        else:
+            log.debug("fleet: publishing version %d failed again: %s", version, exc)
+
+    def _published_ok(self) -> None:
+        if self._failing_since is not None:
+            log.info("fleet: versions are published again after %.1fs",
+                     time.monotonic() - self._failing_since)
+            self._failing_since = None
 
     def take_events(self) -> list:
         return self.leader.take_events()

@@ -22,6 +22,10 @@ from .messages import decode_sync, version_header
 
 log = logging.getLogger("streamgmm.fleet")
 
+# A publish waits at most this long for its ack (the main loop, and /healthz, wait with it);
+# an unacknowledged version is simply published again at the next sync.
+PUBLISH_TIMEOUT_SECONDS = 5.0
+
 
 class _Ring:
     """The newest `cap` rows (2-D) or values (1-D) with their wall times."""
@@ -212,7 +216,8 @@ class Leader:
 
     def _publish(self) -> None:
         data = self.det.dumps()
-        self.store.save(data, headers=version_header(self.version + 1))
+        self.store.save(data, headers=version_header(self.version + 1),
+                        timeout=PUBLISH_TIMEOUT_SECONDS)
         self.version += 1
         self.bytes_sent += len(data)
 

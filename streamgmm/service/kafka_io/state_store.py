@@ -93,8 +93,10 @@ class KafkaStateStore:
                         "newest one", self.topic, value)
 
     # ------------------------------------------------------------------------------- save
-    def save(self, data: bytes, headers: list | None = None) -> int:
-        """Write one checkpoint record (acks=all) and wait for its ack: its offset."""
+    def save(self, data: bytes, headers: list | None = None,
+             timeout: float = SEND_TIMEOUT_SECONDS) -> int:
+        """Write one checkpoint record (acks=all) and wait for its ack (at most `timeout`
+        seconds): its offset."""
         if len(data) > self.max_bytes:
             raise StateTooLarge(
                 f"the state is {len(data):,} bytes, over checkpoint.max_bytes "
@@ -108,8 +110,7 @@ class KafkaStateStore:
                 self.kcfg, client_id=kw.pop("client_id"), acks="all", linger_ms=0,
                 max_request_size=self.max_bytes + RECORD_OVERHEAD_BYTES)
         meta = self._producer.send(self.topic, value=bytes(data), key=self.key,
-                                   headers=headers).get(
-            timeout=SEND_TIMEOUT_SECONDS)
+                                   headers=headers).get(timeout=timeout)
         return meta.offset
 
     def close(self, timeout: float | None = 5.0) -> None:
