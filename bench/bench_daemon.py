@@ -221,6 +221,27 @@ def run_daemon(bootstrap: str, topics: tuple, n: int, work: Path, tag: str, args
             proc.kill()
 
 
+def crc32c_module() -> str | None:
+    """The module of kafka-python's C crc32c (None: it is not in use)."""
+    from kafka.record import util as kafka_record_util
+    c = kafka_record_util.crc32c_c
+    return None if c is None else c.__module__
+
+
+def bench_setup(prefix: str, bootstrap: str | None):
+    """Refuse to run without kafka-python's C crc32c (the peer must be what a user would
+    run); a work folder; the given broker, or a Tansu test broker started in it:
+    (work, broker or None, bootstrap)."""
+    if crc32c_module() is None:
+        raise SystemExit("kafka-python is not using the C crc32c package here: install "
+                         "kafka-python[crc32c] (the peer must be what a user would run)")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    if bootstrap:
+        return work, None, bootstrap
+    broker = kh.start_broker(kh.broker_binary(), str(work / "broker.log"))
+    return work, broker, broker.bootstrap
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -245,24 +266,14 @@ def main() -> int:
                          "under the same load")
     args = ap.parse_args()
     n = args.records
-    from kafka.record import util as kafka_record_util
-    if kafka_record_util.crc32c_c is None:
-        raise SystemExit("kafka-python is not using the C crc32c package here: install "
-                         "kafka-python[crc32c] (the peer must be what a user would run)")
-    work = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
-    broker = None
-    if args.bootstrap:
-        bootstrap = args.bootstrap
-    else:
-        broker = kh.start_broker(kh.broker_binary(), str(work / "broker.log"))
-        bootstrap = broker.bootstrap
+    work, broker, bootstrap = bench_setup("bench-daemon-", args.bootstrap)
     try:
         topics = (kh.unique("bench-in"), kh.unique("bench-out"), kh.unique("bench-dlq"))
         kh.create_topics(bootstrap, list(topics), partitions=1)
         t_prod = produce_all(bootstrap, topics[0], payloads(n))
         print(f"produced {n:,} records in {t_prod:.1f}s ({n / t_prod:,.0f}/s); "
               f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}; kafka-python CRC-32C: "
-              f"C crc32c {kafka_record_util.crc32c_c.__module__}", flush=True)
+              f"C crc32c {crc32c_module()}", flush=True)
         bares, bare_cpus, daemons, inlines, bases = [], [], [], [], []
         worker_env = ({} if args.decode_worker == "auto"
                       else {"STREAMGMM_DECODE_WORKER": args.decode_worker})

@@ -212,20 +212,8 @@ def real(data_dir, n_after, quick):
                 f"{worst:5.2f} (normals only {worst_clean:4.2f}), overall {f.mean() / P:.2f}, "
                 f"AUC {roc_auc(yy, -s[warm:]):.3f}, drifts {det.counters['drift_events']}")
         # class switch: the anomaly class becomes the normal data
-        Xs, ys, cp = class_switch(X, y, 10_000, n_after, seed=1)
-        det = Detector({}, background_refit=True)
-        s, f, ev = run(det, Xs, 250)
-        det.close()
-        dd = [e for e in ev if e.kind == "drift" and e.detail["record"] > cp]
-        post = slice(cp + n_after // 4, None)
-        auc = roc_auc(ys[post], -s[post])
-        hst = None if quick else hst_scores(Xs, 0)
-        hst_auc = roc_auc(ys[post], hst[post]) if hst is not None else float("nan")
-        band = first_in_band(f & (ys == 0), cp, P)
-        print(line + f"\n    class switch at {cp}: drift delay "
-              f"{dd[0].detail['record'] - cp if dd else None}, back in band {band}, "
-              f"post-change AUC {auc:.3f} (HalfSpaceTrees {hst_auc:.3f}), "
-              f"false drifts before {sum(e.kind == 'drift' and e.detail['record'] <= cp for e in ev)}")
+        print(line + "\n    " + switch_line(class_switch(X, y, 10_000, n_after, seed=1),
+                                            n_after, quick, "class switch"))
         print("    " + switch_line(normal_split_switch(X, y, 10_000, n_after, seed=1), n_after,
                                    quick, "normal-split switch"))
 

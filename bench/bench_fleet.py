@@ -49,7 +49,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -468,17 +467,7 @@ def main() -> int:
         args.records, args.rounds, args.live_seconds, args.join_rounds = 60_000, 1, 10.0, 1
     skip = {s for s in args.skip.split(",") if s}
     sizes = [int(s) for s in args.sizes.split(",")]
-    from kafka.record import util as kafka_record_util
-    if kafka_record_util.crc32c_c is None:
-        raise SystemExit("kafka-python is not using the C crc32c package: install "
-                         "kafka-python[crc32c] (the bare peer must be what a user runs)")
-    work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
-    broker = None
-    if args.bootstrap:
-        bootstrap = args.bootstrap
-    else:
-        broker = kh.start_broker(kh.broker_binary(), str(work / "broker.log"))
-        bootstrap = broker.bootstrap
+    work, broker, bootstrap = bd.bench_setup("bench-fleet-", args.bootstrap)
     t_run = time.perf_counter()
     res: dict = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
                  "records": args.records, "rounds": args.rounds, "work": str(work)}

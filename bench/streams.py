@@ -93,6 +93,17 @@ def roc_auc(y, s):
     return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def _mixed(rng, normal, anom, n, contamination):
+    """n rows drawn with replacement: normal ones, and anomalies at the `contamination` rate,
+    shuffled; (rows, labels 1 = anomaly)."""
+    na = rng.binomial(n, contamination)
+    rows = np.vstack([normal[rng.integers(0, len(normal), n - na)],
+                      anom[rng.integers(0, len(anom), na)]])
+    lab = np.r_[np.zeros(n - na), np.ones(na)]
+    o = rng.permutation(n)
+    return rows[o], lab[o]
+
+
 def class_switch(X, y, n_before, n_after, seed=0, contamination=0.01):
     """Normals first, then a new normal made of the anomaly class (a switch of regime).
 
@@ -102,17 +113,8 @@ def class_switch(X, y, n_before, n_after, seed=0, contamination=0.01):
     """
     rng = np.random.default_rng(seed)
     X0, X1 = X[y == 0], X[y == 1]
-
-    def part(normal, anom, n):
-        na = rng.binomial(n, contamination)
-        rows = np.vstack([normal[rng.integers(0, len(normal), n - na)],
-                          anom[rng.integers(0, len(anom), na)]])
-        lab = np.r_[np.zeros(n - na), np.ones(na)]
-        o = rng.permutation(n)
-        return rows[o], lab[o]
-
-    a, la = part(X0, X1, n_before)
-    b, lb = part(X1, X0, n_after)
+    a, la = _mixed(rng, X0, X1, n_before, contamination)
+    b, lb = _mixed(rng, X1, X0, n_after, contamination)
     # tiny jitter: rows drawn with replacement would otherwise repeat exactly
     Xs = np.vstack([a, b])
     Xs = Xs + rng.normal(0, 1e-3, Xs.shape) * (Xs.std(axis=0) + 1e-12)
@@ -131,17 +133,8 @@ def normal_split_switch(X, y, n_before, n_after, seed=0, contamination=0.01):
     v = np.linalg.svd(Z, full_matrices=False)[2][0]
     proj = Z @ v
     A, B = X0[proj <= np.median(proj)], X0[proj > np.median(proj)]
-
-    def part(normal, n):
-        na = rng.binomial(n, contamination)
-        rows = np.vstack([normal[rng.integers(0, len(normal), n - na)],
-                          X1[rng.integers(0, len(X1), na)]])
-        lab = np.r_[np.zeros(n - na), np.ones(na)]
-        o = rng.permutation(n)
-        return rows[o], lab[o]
-
-    a, la = part(A, n_before)
-    b, lb = part(B, n_after)
+    a, la = _mixed(rng, A, X1, n_before, contamination)
+    b, lb = _mixed(rng, B, X1, n_after, contamination)
     Xs = np.vstack([a, b])
     Xs = Xs + rng.normal(0, 1e-3, Xs.shape) * (Xs.std(axis=0) + 1e-12)
     return Xs, np.r_[la, lb], n_before

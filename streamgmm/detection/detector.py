@@ -29,10 +29,6 @@ from .config import DetectorConfig
 from .drift import DriftMonitor
 from .explain import feature_shares, precision_matrices, top_contributions
 from .calibration import held_out_scores
-
-# Fence (multiple of the IQR below Q1) of the threshold while the fit window's held-out scores
-# are in it, for the auto ensemble (its lowest-member score; see _fit_fn).
-FIT_FENCE_IQR = 20.0
 from .refit import RefitScheduler
 from .threshold import PercentileThreshold
 from .training import fit_window
@@ -40,6 +36,9 @@ from .training import fit_window
 
 # Threshold, drift and refit policy run at least this often inside one process() call.
 POLICY_CHUNK = 1000
+# Fence (multiple of the IQR below Q1) of the threshold while the fit window's held-out scores
+# are in it, for the auto ensemble (its lowest-member score; see _fit_fn).
+FIT_FENCE_IQR = 20.0
 # Scores kept at least when the threshold restarts after a drift alarm.
 MIN_RESTART_SCORES = 200
 
@@ -255,7 +254,7 @@ class Detector:
         """Queue a segment's rows to learn from; step when ``online.batch_size`` records
         (flagged or not) have been scored since the last step.
 
-        Segments end at step boundaries (``_segments``), so the queue only ever holds rows
+        Segments end at step boundaries (``_score_chunk``), so the queue only ever holds rows
         scored with the current parameters and their posteriors from scoring are reused.
         """
         o = self.config.online
@@ -489,9 +488,7 @@ class Detector:
         self.link_ = None
         if self.ready or self.pending < self.config.warmup_records:
             return DetectionResult.empty()
-        X = np.vstack(self._warm)
-        self._warm = []
-        return self.process(X)
+        return self.process(self._pop_warm())
 
     def adopt(self, other):
         """Score with ``other``'s scaler, model and threshold from now on (a published
@@ -512,9 +509,7 @@ class Detector:
             self._new_monitor()
         if not self._warm:
             return DetectionResult.empty()
-        Xw = np.vstack(self._warm)
-        self._warm = []
-        return self._run(Xw, [])
+        return self._run(self._pop_warm(), [])
 
     def train(self, X):
         """Fit scaler, model and calibrated threshold on X and return them without swapping
@@ -535,6 +530,11 @@ class Detector:
         if not self._warm:
             return np.zeros((0, self.n_features_ or 0))
         return np.vstack(self._warm)
+
+    def _pop_warm(self):
+        """The buffered rows as one array; the buffer is emptied."""
+        X, self._warm = np.vstack(self._warm), []
+        return X
 
     @property
     def records_seen(self):
@@ -558,8 +558,7 @@ class Detector:
         return self._complete_warmup(self._poll_refit())
 
     def _complete_warmup(self, events):
-        Xw = np.vstack(self._warm)
-        self._warm = []
+        Xw = self._pop_warm()
         trained = self._fit_fn(Xw)
         self.scheduler_.observe(Xw)
         self._install(trained)

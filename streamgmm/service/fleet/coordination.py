@@ -13,33 +13,20 @@ import collections
 import logging
 import threading
 
+from ..kafka_io.topics import ensure_topic
+
 log = logging.getLogger("streamgmm.fleet")
 
 
-def ensure_topic(kcfg, topic: str, policy: str = "delete") -> bool:
-    """Create a one-partition topic if missing (the cluster's replication factor); True when
-    created here. Raises with a one-line message naming the topic when that fails."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=list(kcfg.bootstrap_servers),
-                             client_id=f"{kcfg.client_id}-fleet", **dict(kcfg.security or {}))
+def ensure_coordination_topic(kcfg, topic: str) -> bool:
+    """Create the coordination topic if missing (1 partition, delete policy); True when
+    created here. Raises with a one-line message naming the key and the topic."""
     try:
-        if topic in set(admin.list_topics()):
-            return False
-        try:
-            admin.create_topics([NewTopic(topic, 1, -1, topic_configs={"cleanup.policy": policy})])
-        except TopicAlreadyExistsError:
-            return False
-        admin.wait_for_topics([topic], timeout_ms=10000)
-        log.info("created the fleet topic %s (1 partition, cleanup.policy=%s)", topic, policy)
-        return True
-    except Exception as exc:  # noqa: BLE001
+        return ensure_topic(kcfg, topic, "delete", f"{kcfg.client_id}-fleet",
+                            what="coordination topic")
+    except Exception as exc:  # noqa: BLE001 - authorization, cluster policy, ...
         raise RuntimeError(f"fleet.topic: cannot create the coordination topic {topic!r}: "
                            f"{type(exc).__name__}: {exc}") from None
-    finally:
-        admin.close()
 
 
 class Coordinator(threading.Thread):

@@ -9,7 +9,7 @@ import time
 
 from ...detection.detector import DetectionResult
 from ...persistence import CheckpointError
-from .coordination import Coordinator, ensure_topic
+from .coordination import Coordinator, ensure_coordination_topic
 from .leader import PUBLISH_TIMEOUT_SECONDS, Leader
 from .member import MemberLink
 from .messages import encode_sync, member_header, member_of, version_header
@@ -70,7 +70,7 @@ class Fleet:
         from ..kafka_io.producer import make_producer
 
         try:
-            ensure_topic(self.cfg.kafka, self.cfg.fleet.topic)
+            ensure_coordination_topic(self.cfg.kafka, self.cfg.fleet.topic)
         except RuntimeError as exc:
             raise FleetError(str(exc)) from None
         self._producer = make_producer(self.cfg.kafka, client_id=f"{self.cfg.kafka.client_id}"
@@ -230,7 +230,7 @@ class Fleet:
                 self._publish_own(epoch)
             return res
         if (self._others_at is None or now - self._others_at >
-                ALONE_SYNCS * self.cfg.model.sync_seconds) and self.leader._job is None:
+                ALONE_SYNCS * self.cfg.model.sync_seconds) and not self.leader.fitting:
             return _joined(res, self._to_solo())
         news = self.leader.drift is not None and self.leader.drift is not self._drift_seen
         self._drift_seen = self.leader.drift

@@ -70,6 +70,11 @@ class Leader:
         self.events: list = []
         self.bytes_sent = 0
 
+    @property
+    def fitting(self) -> bool:
+        """A group fit or refit is running (or finished, not yet swapped in)."""
+        return self._job is not None
+
     def _reset_pending(self):
         self._stats = None
         self._n = self._steps = 0

@@ -15,6 +15,7 @@ import logging
 import time
 
 from .producer import make_producer
+from .topics import ensure_topic
 
 log = logging.getLogger("streamgmm.state_store")
 
@@ -51,29 +52,13 @@ class KafkaStateStore:
     def ensure_topic(self) -> bool:
         """Create the topic if missing (1 partition, cleanup.policy=compact, the cluster's
         default replication factor). True when it was created here."""
-        from kafka import KafkaAdminClient
-        from kafka.admin import NewTopic
-        from kafka.errors import TopicAlreadyExistsError
-
-        admin = KafkaAdminClient(**self._client_kwargs())
         try:
-            if self.topic in set(admin.list_topics()):
-                self._check_policy(admin)
-                return False
-            try:
-                admin.create_topics([NewTopic(self.topic, 1, -1,
-                                              topic_configs={"cleanup.policy": "compact"})])
-            except TopicAlreadyExistsError:  # another member was first
-                return False
-            admin.wait_for_topics([self.topic], timeout_ms=10000)
-            log.info("created the state topic %s (1 partition, cleanup.policy=compact)",
-                     self.topic)
-            return True
+            return ensure_topic(self.kcfg, self.topic, "compact",
+                                f"{self.kcfg.client_id}-state", what="state topic",
+                                on_existing=self._check_policy)
         except Exception as exc:  # noqa: BLE001 - authorization, cluster policy, ...
             raise StateStoreError(f"checkpoint.topic: cannot create the state topic "
                                   f"{self.topic!r}: {type(exc).__name__}: {exc}") from None
-        finally:
-            admin.close()
 
     def _check_policy(self, admin) -> None:
         """Warn when an existing topic is not compacted (it would grow without bound, or

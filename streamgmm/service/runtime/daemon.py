@@ -5,8 +5,9 @@
 `Detector.process` over the good records → events → flush sinks → commit, per partition, up to
 the lowest offset still buffered in the Detector's warm-up (so nothing is committed before its
 outcome is handed on); while full batches keep coming (a backlog) the flush and commit happen
-every FLUSH_INTERVAL_SECONDS rather than every batch. SIGTERM/SIGINT stop polling; the batch in hand is finished, flushed and
-committed, the detector checkpointed, and the process exits within `shutdown_timeout_seconds`.
+every FLUSH_INTERVAL_SECONDS rather than every batch. SIGTERM/SIGINT stop polling; the batch in
+hand is finished, flushed and committed, the detector checkpointed, and the process exits
+within `shutdown_timeout_seconds`.
 
 Also runnable on its own: `python -m streamgmm.service.runtime.daemon --config FILE`.
 """
@@ -199,15 +200,8 @@ class Daemon:
 
     def _fleet_tick(self) -> None:
         """Adopt, sync, lead (service/fleet); emit records that waited for a version."""
-        res = self.fleet.tick()
-        for ev in list(res.events) + self.fleet.take_events():
-            self.metrics.observe_event(ev)
-            _log_event(ev)
-        if len(res):
-            self._emit(res, self.pending.pop(len(res)))
-        observe = getattr(self.metrics, "observe_fleet", None)
-        if observe is not None:
-            observe(self.fleet.snapshot())
+        self._hand_on(self.fleet.tick(), self.fleet.take_events())
+        self.metrics.observe_fleet(self.fleet.snapshot())
 
     def _connect(self) -> bool:
         """Wait for the Kafka cluster (not ready meanwhile); False when stopped first."""
@@ -482,27 +476,25 @@ class Daemon:
         grecs = recs if len(good) == len(recs) else [recs[i] for i in good]
         keys = dec.keys if self.cfg.records.key_field is not None else None
         self.pending.push(Chunk(grecs, keys, record_ts_ms(grecs, dec.timestamps)))
-        res = self.det.process(dec.X)
-        for ev in res.events:
+        if not self._hand_on(self.det.process(dec.X)) and self.det.pending:
+            log.debug("warm-up: %d records buffered", self.det.pending)
+
+    def _hand_on(self, res, more_events=()) -> int:
+        """Events to metrics and the log; outputs for the scored records (the oldest pending
+        ones, in order). Returns how many records were scored."""
+        for ev in (*res.events, *more_events):
             self.metrics.observe_event(ev)
             _log_event(ev)
         if len(res):
             self._emit(res, self.pending.pop(len(res)))
-        elif self.det.pending:
-            log.debug("warm-up: %d records buffered", self.det.pending)
+        return len(res)
 
     def finish_input(self) -> None:
         """End of a finite source during warm-up: fit on the short buffer and score it, so no
         record is left without an outcome (unless there are too few to fit at all)."""
         if self.det.ready or not self.det.pending:
             return
-        res = self.det.finish_warmup()
-        for ev in res.events:
-            self.metrics.observe_event(ev)
-            _log_event(ev)
-        if len(res):
-            self._emit(res, self.pending.pop(len(res)))
-        else:
+        if not self._hand_on(self.det.finish_warmup()):
             log.warning("end of input with only %d records, fewer than the %d a fit needs: "
                         "they are not scored", self.det.pending, self.det.min_fit_records())
 
@@ -578,11 +570,11 @@ class Daemon:
                         type(error).__name__, error)
 
     def _maybe_checkpoint(self, force: bool = False) -> bool:
+        if self.fleet is not None:  # the leader's published versions are the checkpoints
+            return True
         path = self.cfg.checkpoint.path
         if self.store is not None:
             path = f"state topic {self.store.topic}"
-        if self.fleet is not None:  # the leader's published versions are the checkpoints
-            return True
         if not path or not self.det.ready:
             return True
         if not force and time.monotonic() - self._last_ckpt < self.cfg.checkpoint.interval_seconds:
