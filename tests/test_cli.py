@@ -244,6 +244,34 @@ def test_fit_inspect_score_round_trip(tmp_path, fmt):
     assert "key" not in rows2[-1]
 
 
+@pytest.mark.parametrize("fmt,name", [("jsonl", "d.jsonl.gz"), ("csv", "d.csv.gz"),
+                                      ("jsonl", "d.jsonl")])
+def test_gzip_inputs_are_read_like_plain_ones(tmp_path, fmt, name):
+    """fit and score read gzip-compressed files (recognised by content, so also a gzip file
+    whose name does not end in .gz) and give the same scores as the plain file."""
+    import gzip
+
+    X, _ = make_data(800)
+    plain = tmp_path / f"plain.{fmt}"
+    (write_jsonl if fmt == "jsonl" else write_csv)(plain, X, bad_at=(40,))
+    packed = tmp_path / name
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    cfg = write_config(tmp_path / "c.yaml", key_field="id")
+    fmt_args = ("--format", "csv") if fmt == "csv" and not name.endswith(".csv.gz") else ()
+    scores = []
+    for data in (plain, packed):
+        model = tmp_path / f"{data.name}.npz"
+        r = cli("fit", "-c", cfg, "-i", data, "-o", model, *fmt_args)
+        assert r.returncode == 0, r.stderr
+        assert "skipped 1 of" in r.stderr
+        r = cli("score", "-m", model, "-i", data, "-o", "-", "-c", cfg, *fmt_args)
+        assert r.returncode == 0, r.stderr
+        rows = read_jsonl(r.stdout)
+        assert len(rows) == len(X) + 1 and sum("error" in row for row in rows) == 1
+        scores.append([row.get("score") for row in rows])
+    assert scores[0] == scores[1]
+
+
 def test_score_from_stdin(tmp_path):
     X, _ = make_data(600)
     data = tmp_path / "d.jsonl"

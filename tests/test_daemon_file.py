@@ -89,6 +89,26 @@ def test_csv_file_source_in_process(tmp_path):
     assert dead["bad2"]["reason"] == "missing_field"
 
 
+def test_gzip_file_source_is_read_by_content(tmp_path):
+    """A gzip-compressed input is decompressed whatever its name; .csv.gz is CSV."""
+    import gzip
+
+    X = mixture_rows(400, seed=7)
+    text = "id," + ",".join(FEATURES) + "\n" + "".join(
+        f"r{i}," + ",".join(f"{v:.6f}" for v in x) + "\n" for i, x in enumerate(X))
+    for name, fmt in (("events.csv.gz", "auto"), ("events.data", "csv")):
+        data = tmp_path / name
+        data.write_bytes(gzip.compress(text.encode()))
+        out, dl = tmp_path / f"{name}.out.jsonl", tmp_path / f"{name}.dead.jsonl"
+        cfg = _cfg({"type": "file", "path": str(data), "format": fmt},
+                   {"type": "file", "path": str(out)}, {"type": "file", "path": str(dl)})
+        d = DaemonThread(cfg).start()
+        wait_for(lambda: not d.alive, 60, what="end of file")
+        assert d.stop() == 0
+        assert [s["key"] for s in _lines(out)] == [f"r{i}" for i in range(400)]
+        assert not dl.exists() or not _lines(dl)
+
+
 def test_stdin_source_to_stdout(tmp_path):
     X = mixture_rows(300, seed=7)
     text = "".join(json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(X)) + "[]\n"

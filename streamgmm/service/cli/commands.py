@@ -14,13 +14,14 @@ Subcommands::
     streamgmm generate ...                      synthetic event stream (streamgmm.tools.generator)
 
 DATA is a JSON-lines file (one object per line) or a CSV file with a header row (chosen by
-``--format``, default by extension: ``.csv`` is CSV); ``-`` reads stdin / writes stdout.
+``--format``, default by extension: ``.csv`` and ``.csv.gz`` are CSV; gzip-compressed inputs are recognised by content and decompressed); ``-`` reads stdin / writes stdout.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import gc
+import io
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from typing import IO, Any, Iterator
 
 from ..._version import __version__
 from ..config import ConfigError, detector_dict, load_config
+from ..local_io.files import detect_format, open_input
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -354,7 +356,7 @@ def _check_input(path: str) -> None:
 def _format_hint(path: str, fmt: str, counts: dict) -> str:
     """A hint when a CSV file was read as JSON lines (every record invalid JSON and the first
     line looks like a CSV header)."""
-    if _resolve_format(path, fmt) != "jsonl" or path == "-" or \
+    if detect_format(path, fmt) != "jsonl" or path == "-" or \
             counts.get("invalid_json", 0) != sum(counts.values()):
         return ""
     try:
@@ -370,12 +372,6 @@ def _format_hint(path: str, fmt: str, counts: dict) -> str:
 
 def _reason_counts(counts: dict) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-
-
-def _resolve_format(path: str, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    return "csv" if str(path).lower().endswith(".csv") else "jsonl"
 
 
 class _Progress:
@@ -405,13 +401,14 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
     from ..records import compile_spec, decode_batch, decode_csv_rows, missing_csv_columns
 
     spec = compile_spec(spec)
-    fmt = _resolve_format(path, fmt)
+    fmt = detect_format(path, fmt)
     stdin = path == "-"
     total = 0 if stdin else os.path.getsize(path)
     progress = _Progress(path, total)
     n_records = 0
     if fmt == "csv":
-        f = (sys.stdin if stdin else open(path, newline="", encoding="utf-8-sig"))
+        f = (sys.stdin if stdin else
+             io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline=""))
         try:
             counted = [0]
 
@@ -447,7 +444,7 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
             if not stdin:
                 f.close()
     else:
-        f = sys.stdin.buffer if stdin else open(path, "rb")
+        f = sys.stdin.buffer if stdin else open_input(path)
         try:
             from ..local_io.files import BoundedLineReader
 

@@ -91,9 +91,9 @@ class SourceConfig:
     type: str = setting(Choice("kafka", "file", "stdin"), "kafka",
         doc='`kafka`, `file` (CSV or JSON lines) or `stdin`')
     path: str | None = setting(Optional(PathStr()), None, path=True,
-        doc='file source: the file to read')
+        doc='file source: the file to read (gzip-compressed files are recognised by content and decompressed)')
     format: str = setting(Choice("auto", "jsonl", "csv"), "auto",
-        doc='`auto` (by extension: `.csv` is CSV), `jsonl` or `csv`')
+        doc='`auto` (by extension: `.csv` and `.csv.gz` are CSV), `jsonl` or `csv`')
     follow: bool = setting(Bool(), False,
         doc=('file source: keep reading at end of file (like `tail -f`); otherwise the run ends '
              'with exit 0 at the end'))

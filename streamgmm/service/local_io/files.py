@@ -23,6 +23,16 @@ def detect_format(path: str | None, fmt: str) -> str:
     return "csv" if name.endswith(".csv") or name.endswith(".csv.gz") else "jsonl"
 
 
+def open_input(path: str):
+    """A local input file opened for binary reading; gzip-compressed files (by their magic
+    bytes, whatever the name) are decompressed as they are read."""
+    fh = open(path, "rb")
+    if fh.peek(2)[:2] == b"\x1f\x8b":
+        import gzip
+        return gzip.GzipFile(fileobj=fh, mode="rb")
+    return fh
+
+
 DEFAULT_MAX_BYTES = 1048576
 SKIP_CHUNK = 1 << 16
 
@@ -152,11 +162,7 @@ class FileSource(_LocalSource):
         self.follow = follow
         self.topic = name if name is not None else os.path.basename(path)
         self._parser = _LineParser(detect_format(path, fmt))
-        if path.endswith(".gz"):
-            import gzip
-            self._fh = gzip.open(path, "rb")
-        else:
-            self._fh = open(path, "rb")
+        self._fh = open_input(path)
         self._lines = BoundedLineReader(self._fh, max_bytes, follow)
         self._next_offset = 0
         self.exhausted = False
