@@ -164,7 +164,6 @@ def test_detector_dict_is_accepted_by_the_detectors_own_config():
      "not one of records.features"),
     ({"records": {"features": ["a"], "impute": {"a": "zero"}}}, "records.impute.a",
      "a finite number"),
-    ({"model": {"path": "m.joblib"}}, "model.path", "trusted"),
 ])
 def test_bad_values_name_the_key_and_what_was_expected(d, key, fragment):
     full = {"records": {"features": ["amount", "latency_ms"]}}

@@ -517,6 +517,18 @@ def test_model_files_are_identified_by_their_magic_bytes(tmp_path, model):
     cfg = local_config(tmp_path, model={"path": str(tmp_path / "data.joblib"), "trusted": True})
     r = streamgmm("run", "--config", cfg)
     assert_one_line_failure(r, "model.path", "CSV")
+    # by content, not by name: an untrusted .joblib that is CSV is not sent towards trust,
+    # a real pickle is refused without model.trusted, an .npz model named .joblib is fine
+    cfg = local_config(tmp_path, model={"path": str(tmp_path / "data.joblib")})
+    r = streamgmm("check-config", "--quiet", cfg)
+    assert r.returncode == 1 and "CSV" in r.stderr and "trusted" not in r.stderr, r.stderr
+    cfg = local_config(tmp_path, model={"path": str(tmp_path / "plain.pkl")})
+    r = streamgmm("check-config", "--quiet", cfg)
+    assert r.returncode == 1 and "model.trusted" in r.stderr, r.stderr
+    (tmp_path / "real.joblib").write_bytes(model.read_bytes())
+    cfg = local_config(tmp_path, model={"path": str(tmp_path / "real.joblib")})
+    r = streamgmm("check-config", "--quiet", cfg)
+    assert r.returncode == 0, r.stderr
 
 
 # ------------------------------------------------------------------------ env override errors

@@ -564,12 +564,7 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
             raise ConfigError(f"records.impute.{name}", f"is not one of records.features{hint}")
 
     cfg.detector.validate()
-    if cfg.model.path is not None and cfg.model.path.endswith(".joblib") and \
-            not cfg.model.trusted:
-        raise ConfigError("model.path", "a .joblib model is a pickle that runs code when "
-                          "loaded; set model.trusted: true only if you trust the file, or "
-                          "convert it to a streamgmm .npz model")
-    return cfg
+    return cfg  # model.path's content (npz, or pickle needing model.trusted) is checked at start-up
 
 
 # --------------------------------------------------------------------------------------------
