@@ -237,12 +237,13 @@ class DriftMonitor:
         # Over-dispersion of the flag counts against the binomial (>= 1).
         phi = np.maximum(1.0, lrv[:, -1] * infl[:, 0] / (m * p0 * (1 - p0)))
         d = self.shift
-        llr = [d * (-z[:, 0]) - d * d / 2,
-               (c * np.log(p1 / p0) + (m - c) * np.log((1 - p1) / (1 - p0))) / phi]
+        L = np.empty((n_blocks, len(self.S_)))  # (blocks, cusums): the LLR of each block
+        L[:, 0] = d * (-z[:, 0]) - d * d / 2
+        L[:, 1] = (c * np.log(p1 / p0) + (m - c) * np.log((1 - p1) / (1 - p0))) / phi
         if self.feature_tests:
-            zf = z[:, 1:]
-            llr += list((d * zf - d * d / 2).T) + list((-d * zf - d * d / 2).T)
-        L = np.stack(llr, axis=1)  # (blocks, cusums)
+            zf, f = z[:, 1:], self.n_features_
+            L[:, 2:2 + f] = d * zf - d * d / 2
+            L[:, 2 + f:] = -d * zf - d * d / 2
         # S_t = C_t - min(-S_0, min_{j<=t} C_j), the CUSUM recursion in closed form.
         C = np.cumsum(L, axis=0)
         S = C - np.minimum(-self.S_, np.minimum.accumulate(C, axis=0))
@@ -264,10 +265,7 @@ class DriftMonitor:
         self.nb_ += used
         self.mu_ = (self.off_ + self.sum1_ / self.nb_)[:-1]
         self.sd_ = np.sqrt(self._lrv(self.nb_, self.sum1_, self.sum2_, self.lag1_))[:-1]
-        for j in range(S.shape[1]):
-            idx = np.nonzero(zero_s[:, j])[0]
-            if len(idx):
-                self.last_zero_[j] = ends[idx[-1]]
+        self._note_last_zeros(zero_s, ends)
         self.S_ = S[-1].copy()
         self.record_ = int(ends[-1]) if first is None else self.record_ + n_blocks * m
         if first is None:
@@ -287,6 +285,13 @@ class DriftMonitor:
         self.S_[:] = 0.0
         self.last_zero_[:] = self.record_
         return [alarm]
+
+    def _note_last_zeros(self, low, ends):
+        """Per CUSUM with a low block among ``low`` (blocks, cusums): its last such block's
+        end ``ends[b]`` becomes its last zero (all CUSUMs at once, no loop over them)."""
+        seen = low.any(axis=0)
+        last = len(low) - 1 - np.argmax(low[::-1], axis=0)
+        self.last_zero_[seen] = ends[last[seen]]
 
     _MOMENTS = ("off", "sum1", "sum2", "lag1", "prev", "grid")
 
