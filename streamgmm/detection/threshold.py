@@ -36,8 +36,9 @@ BURST_RATIO = 3.0
 
 
 def order_statistics(data, k, pairs, sample, stride):
-    """(the k + 1 lowest values of ``data``, sorted; its order statistics at the ranks
-    ``pairs`` (m, 2), same shape): exactly what sorting ``data`` gives.
+    """(the k + 1 lowest values of ``data`` (finite, like the threshold's window), sorted;
+    its order statistics at the ranks ``pairs`` (m, 2), same shape): exactly what sorting
+    ``data`` gives.
 
     ``sample`` is ``np.sort(data[::stride])``. With stride 1 it is the sorted data. Otherwise
     a band of values around each wanted rank is read off the sample, and only the values of
@@ -215,10 +216,11 @@ class PercentileThreshold:
         return t
 
     def _refresh(self):
-        """Percentiles, fence and the lower tail's exact order statistics in one partition,
-        and a sorted sample for the bulk's rarity: O(window) (the sort is of at most
-        SORTED_MAX strided scores; the bulk needs no more resolution, and the tail, where the
-        threshold sits, is read from the exact lowest scores)."""
+        """Percentiles, fence and the lower tail's exact order statistics, and a sorted
+        sample for the bulk's rarity: O(window) (the sort is of at most SORTED_MAX strided
+        scores; the bulk needs no more resolution, and the tail, where the threshold sits, is
+        read from the exact lowest scores; ``order_statistics`` finds those and the
+        percentiles' neighbours from bands of the sample)."""
         data = self.ring_[: self.n_filled_]
         n = len(data)
         if n == 0:
