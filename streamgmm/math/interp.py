@@ -21,14 +21,13 @@ class RowInterp:
         if n_knots < 2:
             raise ValueError("RowInterp needs at least two knots per row")
         fp = np.broadcast_to(np.asarray(fp, dtype=np.float64), (c, n_knots))
-        self.n_knots = n_knots
         self.first_x, self.last_x = xp[:, :1].copy(), xp[:, -1:].copy()
         self.first_f, self.last_f = fp[:, :1].copy(), fp[:, -1:].copy()
-        # Rows padded to a power of two (knots with +inf, so the search never passes them),
-        # flattened: knot j of row i sits at i * width + j. The search ends at the position
+        # Rows padded with +inf knots (at least one) to a power of two, so the search never
+        # passes the real ones, and flattened: knot j of row i sits at i * width + j. The search ends at the position
         # after the last knot <= x; the "before" tables hold, at each position, the knot (its
         # value, its slope) just before it, so the interval is read without index arithmetic.
-        self.width = 1 << (n_knots - 1).bit_length()
+        self.width = 1 << n_knots.bit_length()
         self.row_start = np.arange(c, dtype=np.intp)[:, None] * self.width
         self.x = self._padded(xp, np.inf)
         self.first_probe = self.x.reshape(c, self.width)[:, self.width // 2 - 1:self.width // 2]
