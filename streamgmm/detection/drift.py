@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..math.interp import RowInterp
+
 DETECTORS = ("score_cusum", "anomaly_rate", "feature_cusum")
 Z_CLIP = 4.0  # standardised block means are clipped to +-Z_CLIP before the LLR
 RANK_GRID = 32  # reference quantiles per column that define the ranks (at (i + 0.5) / RANK_GRID)
@@ -53,33 +55,45 @@ def reference_grid(R, k=RANK_GRID):
     return np.percentile(R, 100.0 * (np.arange(k) + 0.5) / k, axis=0)
 
 
+@dataclass(frozen=True)
+class RankTables:
+    """The piecewise-linear CDFs of :func:`mid_ranks`, all columns stacked: the right-
+    continuous one of every column, and the left-continuous one (on -x) of the columns whose
+    quantiles tie (``tied``: their indices; ``left`` is None when there are none)."""
+
+    right: RowInterp
+    tied: np.ndarray
+    left: RowInterp = None
+
+
 def rank_tables(grid):
-    """Per column of ``grid``: the interpolation tables of :func:`mid_ranks` (the right-
-    continuous CDF, and the left-continuous one where quantiles coincide, else None)."""
+    """The :class:`RankTables` of the columns of ``grid`` (reference quantiles, see
+    :func:`reference_grid`): knots at the quantiles, padded just outside them with 0 and 1."""
+    grid = np.asarray(grid, dtype=np.float64)
     k = len(grid)
     P = (np.arange(k) + 0.5) / k
     fr, fl = np.concatenate([[0.0], P, [1.0]]), np.concatenate([[0.0], 1.0 - P[::-1], [1.0]])
-    tables = []
-    for g in np.asarray(grid, dtype=np.float64).T:
-        pad = 1e-300 + 1e-12 * np.abs(g[[0, -1]])
-        lo, hi = g[0] - pad[0], g[-1] + pad[1]
-        xr = np.concatenate([[lo], g, [hi]])
-        ties = bool((np.diff(g) == 0).any())
-        xl = np.concatenate([[-hi], -g[::-1], [-lo]]) if ties else None
-        tables.append((xr, fr, xl, fl))
-    return tables
+    pad = 1e-300 + 1e-12 * np.abs(grid[[0, -1]])
+    lo, hi = grid[0] - pad[0], grid[-1] + pad[1]
+    xr = np.vstack([lo, grid, hi]).T
+    tied = np.flatnonzero((np.diff(grid, axis=0) == 0).any(axis=0))
+    left = None
+    if len(tied):
+        xl = np.vstack([-hi, -grid[::-1], -lo]).T[tied]
+        left = RowInterp(xl, fl)
+    return RankTables(RowInterp(xr, fr), tied, left)
 
 
 def mid_ranks(V, tables):
     """Each column of V mapped to its mid-rank in [0, 1] against the reference quantiles
     behind ``tables`` (piecewise linear through (grid[i], (i + 0.5) / k); 0 below, 1 above;
-    at a value several quantiles share, the middle of their span)."""
+    at a value several quantiles share, the middle of their span). All columns in one
+    branch-free lookup (:class:`RowInterp`, the same values as ``np.interp`` per column)."""
     Vt = np.ascontiguousarray(np.asarray(V, dtype=np.float64).T)
-    U = np.empty(Vt.shape)
-    for j, (xr, fr, xl, fl) in enumerate(tables):
-        U[j] = np.interp(Vt[j], xr, fr)
-        if xl is not None:  # ties in the reference: average with the left-continuous CDF
-            U[j] = 0.5 * (U[j] + 1.0 - np.interp(-Vt[j], xl, fl))
+    U = tables.right(Vt)
+    if tables.left is not None:  # ties in the reference: average with the left-continuous CDF
+        t = tables.tied
+        U[t] = 0.5 * (U[t] + 1.0 - tables.left(-Vt[t]))
     return U.T
 
 
@@ -223,12 +237,13 @@ class DriftMonitor:
         # Over-dispersion of the flag counts against the binomial (>= 1).
         phi = np.maximum(1.0, lrv[:, -1] * infl[:, 0] / (m * p0 * (1 - p0)))
         d = self.shift
-        llr = [d * (-z[:, 0]) - d * d / 2,
-               (c * np.log(p1 / p0) + (m - c) * np.log((1 - p1) / (1 - p0))) / phi]
+        L = np.empty((n_blocks, len(self.S_)))  # (blocks, cusums): the LLR of each block
+        L[:, 0] = d * (-z[:, 0]) - d * d / 2
+        L[:, 1] = (c * np.log(p1 / p0) + (m - c) * np.log((1 - p1) / (1 - p0))) / phi
         if self.feature_tests:
-            zf = z[:, 1:]
-            llr += list((d * zf - d * d / 2).T) + list((-d * zf - d * d / 2).T)
-        L = np.stack(llr, axis=1)  # (blocks, cusums)
+            zf, f = z[:, 1:], self.n_features_
+            L[:, 2:2 + f] = d * zf - d * d / 2
+            L[:, 2 + f:] = -d * zf - d * d / 2
         # S_t = C_t - min(-S_0, min_{j<=t} C_j), the CUSUM recursion in closed form.
         C = np.cumsum(L, axis=0)
         S = C - np.minimum(-self.S_, np.minimum.accumulate(C, axis=0))
@@ -250,10 +265,7 @@ class DriftMonitor:
         self.nb_ += used
         self.mu_ = (self.off_ + self.sum1_ / self.nb_)[:-1]
         self.sd_ = np.sqrt(self._lrv(self.nb_, self.sum1_, self.sum2_, self.lag1_))[:-1]
-        for j in range(S.shape[1]):
-            idx = np.nonzero(zero_s[:, j])[0]
-            if len(idx):
-                self.last_zero_[j] = ends[idx[-1]]
+        self._note_last_zeros(zero_s, ends)
         self.S_ = S[-1].copy()
         self.record_ = int(ends[-1]) if first is None else self.record_ + n_blocks * m
         if first is None:
@@ -273,6 +285,13 @@ class DriftMonitor:
         self.S_[:] = 0.0
         self.last_zero_[:] = self.record_
         return [alarm]
+
+    def _note_last_zeros(self, low, ends):
+        """Per CUSUM with a low block among ``low`` (blocks, cusums): its last such block's
+        end ``ends[b]`` becomes its last zero (all CUSUMs at once, no loop over them)."""
+        seen = low.any(axis=0)
+        last = len(low) - 1 - np.argmax(low[::-1], axis=0)
+        self.last_zero_[seen] = ends[last[seen]]
 
     _MOMENTS = ("off", "sum1", "sum2", "lag1", "prev", "grid")
 
