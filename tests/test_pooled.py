@@ -131,6 +131,31 @@ def test_member_link_sends_statistics_scores_and_warm_rows():
         decode_sync(data[:-10], "torn")
 
 
+def test_scores_of_a_replaced_generation_are_not_sent():
+    """A member that adopts a refit's version and syncs before scoring a record with it
+    must not send the old model's scores as the new generation's: the leader would rank
+    the new threshold on them (the group then under-flagged after a refit, 0.07-0.5p)."""
+    X = _data(3000)
+    leader = Detector({"warmup_records": 500, "n_components": 2, "random_state": 0})
+    leader.process(X[:500])
+    det = Detector({"warmup_records": 500, "n_components": 2, "random_state": 0})
+    link = MemberLink("m1", sample_records=100, warmup_records=500)
+    link.det = det
+    det.follow(link)
+    det.process(X[500:1000])                               # buffered until a version
+    det.adopt(Detector.loads(leader.dumps()))
+    det.process(X[1000:1500])
+    refit = Detector({"warmup_records": 500, "n_components": 2, "random_state": 1})
+    refit.process(X[1000:1500])
+    refit.model_version = det.model_version + 1          # the group's next generation
+    det.adopt(Detector.loads(refit.dumps()))
+    meta, arrays = link.take(2)
+    assert meta["generation"] == det.model_version and "scores" not in arrays
+    det.process(X[1500:1600])
+    meta, arrays = link.take(3)
+    assert len(arrays["scores"]) == 100                     # the new generation's own
+
+
 def test_thinned_sample_is_bounded_and_spread_over_the_interval():
     t = Thinned(100)
     for i in range(100):

@@ -113,7 +113,9 @@ class MemberLink:
         else:
             self._drift = None
         scores, stimes = self._scores.take()
-        if scores is not None:
+        # scores under a replaced generation (a version adopted since the last score, none
+        # scored with it yet) would pull the new model's threshold towards the old one's
+        if scores is not None and self._scores_gen == det.model_version:
             arrays["scores"], arrays["score_times"] = scores, stimes
         rows, rtimes = self._rows.take() if self._rows is not None else (None, None)
         if not det.ready:  # before the first version: the buffered records, for its fit
