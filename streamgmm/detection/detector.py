@@ -378,7 +378,8 @@ class Detector:
             # stream), so the same stream gives the same decisions whatever the call sizes.
             to_boundary = POLICY_CHUNK - self.scheduler_.n_seen % POLICY_CHUNK
             to_early = self._to_early_rerank()
-            j = min(len(X), i + min(to_boundary, to_early or to_boundary))
+            step = to_boundary if to_early is None else min(to_boundary, to_early)
+            j = min(len(X), i + step)
             parts.append(self._run_chunk(X[i:j], events, j - i == to_boundary,
                                          j - i == to_early))
             i = j
@@ -389,16 +390,12 @@ class Detector:
         self.counters["anomalies"] += int(res.is_anomaly.sum())
 
     def _to_early_rerank(self):
-        """Live scores to the threshold's next early re-rank (EARLY_RERANK, twice that, ...
-        live scores since the fit: fixed record counts, so call sizes do not matter), or
-        None once the calibration scores have left its window."""
-        th = self.threshold_model_
-        if self.link_ is not None or self._since_change is not None or not th.n_prior_:
+        """Records to the threshold's next early re-rank (see
+        ``PercentileThreshold.to_early_rerank``), or None: none due, or the threshold is not
+        this detector's to re-rank (a follower's, or the short one after a drift alarm)."""
+        if self.link_ is not None or self._since_change is not None:
             return None
-        at = EARLY_RERANK
-        while at <= th.live_:
-            at *= 2
-        return at - th.live_
+        return self.threshold_model_.to_early_rerank(EARLY_RERANK)
 
     def _run_chunk(self, X, events, at_boundary, at_early=False):
         Xs, res = self._score_chunk(X, learn=True)
@@ -412,7 +409,7 @@ class Detector:
                 self._on_drift(alarm, events)
         if at_boundary:
             self._policy(events)
-        elif at_early and self._since_change is None:
+        elif at_early:
             self.threshold_model_.refresh()
         self._count(res)
         return res

@@ -140,6 +140,17 @@ class PercentileThreshold:
         were of them, and at least 10/p (ten expected flags)."""
         return int(min(self.window, max(self.n_prior_, 10 / (self.percentile / 100.0))))
 
+    def to_early_rerank(self, first):
+        """Live scores until the next early re-rank while the fit's calibration scores are in
+        the window (after ``first`` live scores, then twice, four times as many...: fixed
+        counts, so call sizes do not matter), or None once they have left it."""
+        if not self.n_prior_:
+            return None
+        at = first
+        while at <= self.live_:
+            at *= 2
+        return at - self.live_
+
     def restarted(self, scores):
         """A threshold on only ``scores`` (those since a detected change), re-ranked now, with
         a short window (20/p records, at least 1,000) and no fence: the flagged fraction
