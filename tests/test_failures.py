@@ -111,6 +111,26 @@ def test_check_config_runs_the_start_up_checks(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_a_warm_up_too_small_for_the_features_is_warned_about(tmp_path):
+    # 13 features and the auto ensemble: 100 records needed (100 / percentile; 4 d = 52)
+    feats = [f"f{i}" for i in range(13)]
+    base = {"records": {"features": feats}, "metrics": {"enabled": False},
+            "source": {"type": "file", "path": str(write_jsonl(tmp_path / "in.jsonl"))}}
+    small = write_yaml(tmp_path / "small.yaml", {**base, "detector": {"warmup_records": 30}})
+    r = streamgmm("check-config", "-q", "--offline", small)
+    assert r.returncode == 0, r.stderr
+    warn = [ln for ln in r.stderr.splitlines() if "warning" in ln]
+    assert len(warn) == 1 and "detector.warmup_records: 30" in warn[0], r.stderr
+    assert "the 100 a model of 13 features needs" in warn[0]
+    enough = write_yaml(tmp_path / "ok.yaml", {**base, "detector": {"warmup_records": 100}})
+    r = streamgmm("check-config", "-q", "--offline", enough)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    # the daemon logs the same line at start-up (the records here lack the features: all
+    # go to the dead letter, which is beside the point)
+    r = streamgmm("run", "--config", small)
+    assert "detector.warmup_records: 30 records are fewer than the 100" in r.stderr
+
+
 def test_check_config_checks_the_kafka_cluster(tmp_path):
     port = free_port()
     cfg = write_yaml(tmp_path / "k.yaml", {
@@ -434,10 +454,14 @@ def test_fit_refuses_too_few_rows_and_says_how_many(tmp_path):
     auto = {"n_components": "auto", "max_components": 8, "covariance_type": "full",
             "threshold": {"percentile": 1.0}}
     need = min_training_records(auto, 2)
-    assert need == 100  # 100 / percentile: more than twice the 47 free parameters
-    # 5 features: twice the free parameters of 8 full components (15 covariance entries,
-    # 5 means each, 7 free weights)
-    assert min_training_records(auto, 5) == 2 * (8 * 15 + 8 * 5 + 7)
+    assert need == 100  # 100 / percentile: more than 4 d
+    # the auto ensemble: twice the free parameters of its simplest member, one diagonal
+    # Gaussian (2 d), once that exceeds 100 / percentile
+    assert min_training_records(auto, 5) == 100
+    assert min_training_records(auto, 64) == 4 * 64
+    # a fixed size: twice the mixture's free parameters (8 full components of 5 features:
+    # 15 covariance entries, 5 means each, 7 free weights)
+    assert min_training_records(dict(auto, n_components=8), 5) == 2 * (8 * 15 + 8 * 5 + 7)
     assert r.returncode == 1 and f"at least {need}" in r.stderr and "3 valid" in r.stderr
     assert not (tmp_path / "m.npz").exists()
     assert min_training_records({"n_components": 1, "covariance_type": "full",

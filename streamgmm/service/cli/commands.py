@@ -206,7 +206,8 @@ def cmd_check_config(args) -> int:
         sys.stdout.flush()
     # the same checks as the daemon's start-up: files, then the Kafka cluster
     try:
-        warnings = [] if args.offline else preflight.run_preflight(cfg)
+        warnings = preflight.check_warmup(cfg)
+        warnings += [] if args.offline else preflight.run_preflight(cfg)
     except preflight.PreflightError as exc:
         print(f"streamgmm check-config: error: {exc}", file=sys.stderr)
         return 1
@@ -248,8 +249,9 @@ def cmd_fit(args) -> int:
             f"needed for {len(features)} features, "
             f"{k if isinstance(k, int) else f'up to {cfg.detector.max_components}'} "
             f"{cfg.detector.covariance_type}-covariance components and a "
-            f"{cfg.detector.threshold.percentile:g}% threshold (twice the mixture's free "
-            f"parameters, and 100/percentile records)")
+            f"{cfg.detector.threshold.percentile:g}% threshold (twice the free parameters "
+            f"of {'the mixture' if isinstance(k, int) else 'its simplest member'}, and "
+            f"100/percentile records)")
     det = Detector.from_dict(dcfg, feature_names=features)
     try:
         t0 = time.perf_counter()

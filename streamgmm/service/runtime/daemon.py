@@ -128,6 +128,8 @@ class Daemon:
             preflight.check_files(cfg)
         except preflight.PreflightError as exc:
             raise DaemonError(str(exc)) from None
+        for warning in preflight.check_warmup(cfg):
+            log.warning(warning)
         if preflight.kafka_needed(cfg) and not self._connect():
             return False
         if cfg.checkpoint.store == "kafka":

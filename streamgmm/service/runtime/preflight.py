@@ -298,6 +298,17 @@ def check_topics(cfg, topics: set) -> list[str]:
     return out
 
 
+def check_warmup(cfg) -> list[str]:
+    """A warning when the daemon will warm up (no ``model.path``) on fewer records than a fit
+    of ``records.features`` needs (``detection.sizing``): its first model over-flags."""
+    if cfg.model.path:
+        return []
+    from ...detection.sizing import sizing_warning
+    from ..config import detector_dict
+    w = sizing_warning(detector_dict(cfg), len(cfg.records.features))
+    return [w] if w else []
+
+
 def run_preflight(cfg, network: bool = True, stop_event=None, on_state=None) -> list[str]:
     """All checks: PreflightError for the first problem; returns warnings (one line each).
     Returns None-equivalent early (empty list) when `stop_event` is set while waiting."""
