@@ -185,13 +185,16 @@ class Detector:
             if held is not None and len(held):
                 # The ensemble's score is its members' lowest z-score: on held-out rows its
                 # lower tail is steadily heavy (on real sets 2-13% below Q1 - 3 IQR, up to 4%
-                # below Q1 - 20 IQR), so the fit window's fence at 3 IQR would flag 3-6p until
-                # the stream's own scores replace these; a fence of FIT_FENCE_IQR still flags
-                # gross anomalies of the fit window in full meanwhile.
+                # below Q1 - 20 IQR), so the fence (which also bounds what online EM learns
+                # from) sits at FIT_FENCE_IQR while these are in the window. ``held`` are the
+                # kept rows' scores, so the fit window's gross anomalies lie below their
+                # percentile: the fence need not bind from the start (when it did, it flagged
+                # 2-3p of normal digits over the calibration span), only in a burst.
                 wide = FIT_FENCE_IQR if getattr(trained.model, "combination", "") == "min" \
                     else None
                 trained.threshold = PercentileThreshold(
-                    cfg.threshold.percentile, cfg.threshold.window).fit(held, wide)
+                    cfg.threshold.percentile, cfg.threshold.window).fit(
+                        held, wide, fence_binds=False)
                 trained.info["threshold_source"] = f"{folds}-fold held-out scores"
         return trained
 

@@ -118,11 +118,13 @@ class PercentileThreshold:
     live_: int = 0      # scores added by update() since fit
 
 
-    def fit(self, scores, fit_fence_iqr=None):
+    def fit(self, scores, fit_fence_iqr=None, fence_binds=True):
         """Reset from (held-out) scores of the fit window. ``fit_fence_iqr``: the fence's
-        multiple of the IQR while these scores are in the window (default ``fence_iqr``;
-        wider for calibration scores whose lower tail is steadily heavy, see
-        ``Detector._fit_fn``)."""
+        multiple of the IQR while these scores are in the window (default ``fence_iqr``).
+        ``fence_binds``: the fence may set the threshold from the start (the fit window may
+        hold gross anomalies); False when ``scores`` are of the rows the fit kept, whose
+        percentile already lies above any gross anomaly (then the fence binds only in a
+        burst of the stream's own scores, see ``_burst``)."""
         scores = np.asarray(scores, dtype=np.float64)
         scores = scores[np.isfinite(scores)]
         self.ring_ = np.empty(self.window, dtype=np.float64)
@@ -131,7 +133,7 @@ class PercentileThreshold:
         self.n_prior_, self.live_ = min(len(scores), self.window), 0
         # the fit window may hold gross anomalies: flag them in full while it is in the window
         self.fit_fence_iqr_ = fit_fence_iqr
-        self.burst_, self.fit_burst_ = True, True
+        self.burst_ = self.fit_burst_ = bool(fence_binds)
         self._rerank()
         return self
 
@@ -306,9 +308,9 @@ class PercentileThreshold:
         if len(self.sorted_):
             # The fence sets the threshold only in a burst: from its onset (the newest scores
             # fall below the fence far more often than the rest) while more than p% of the
-            # window lies below it; and on the fit's calibration window. On a steady heavy
-            # tail (optdigits, d=64: 5% of normal scores below Q1 - 3 IQR) a fence that
-            # always bound flagged 4-5 p.
+            # window lies below it; and from a fit whose scores may hold gross anomalies
+            # (``fit(fence_binds=True)``). On a steady heavy tail (optdigits, d=64: 5% of
+            # normal scores below Q1 - 3 IQR) a fence that always bound flagged 4-5 p.
             if self._qp >= self.fence_:
                 self.burst_ = False
             elif self._burst():

@@ -50,6 +50,8 @@ class TrainedModel:
     model: object
     threshold: PercentileThreshold
     info: dict = field(default_factory=dict)
+    # True for the fit window's rows the fit kept (not far out, not in a tiny component)
+    clean: np.ndarray = None
 
 
 def _fit_gmm(Xs, cfg, n_components):
@@ -146,7 +148,7 @@ def fit_window(X_raw, cfg, dtype=np.float64):
                     Xs[keep]))),
                 "fit_seconds": round(time.perf_counter() - t_start, 4),
                 "fitted_at": time.time()}
-        return TrainedModel(scaler, model, threshold, info)
+        return TrainedModel(scaler, model, threshold, info, keep)
     scaler = StandardScaler().fit(X_raw)
     Xs = scaler.transform(X_raw, dtype)
     gmm, table = _fit_gmm(Xs, cfg, cfg.n_components)
@@ -171,4 +173,4 @@ def fit_window(X_raw, cfg, dtype=np.float64):
     if table is not None:
         info["selection"] = [{kk: (float(v) if isinstance(v, (np.floating, float)) else v)
                               for kk, v in row.items()} for row in table]
-    return TrainedModel(scaler, model, threshold, info)
+    return TrainedModel(scaler, model, threshold, info, keep)
