@@ -127,6 +127,24 @@ def test_fence_does_not_bind_on_a_steady_heavy_tail():
     assert np.mean(-np.abs(rng.standard_cauchy(20_000)) < th.fence_) > 0.05
 
 
+def test_fence_binds_from_the_fit_only_for_the_fits_gross_rows():
+    """Held-out scores with a heavy tail of kept rows: the percentile sets the threshold; the
+    same scores where 3% are rows the fit dropped, far out: the fence does, so they are all
+    flagged rather than setting the 1% percentile among themselves."""
+    rng = np.random.default_rng(1)
+    normal = -np.abs(rng.standard_cauchy(2000))
+    gross = rng.normal(-1e4, 10, 60)
+    heavy = PercentileThreshold(1.0, 20000).fit(normal, gross=np.empty(0))
+    assert heavy.value_ == pytest.approx(np.percentile(normal, 1.0))
+    assert not heavy.burst_ and heavy.fence_ > heavy.value_
+    both = np.r_[normal, gross]
+    fenced = PercentileThreshold(1.0, 20000).fit(both, gross=gross)
+    assert fenced.burst_ and fenced.value_ == fenced.fence_ > gross.max()
+    assert np.percentile(both, 1.0) < gross.max()  # what the percentile alone would give
+    # without the fit's word on which rows are gross, the fence binds from the start
+    assert PercentileThreshold(1.0, 20000).fit(normal).burst_
+
+
 @pytest.mark.parametrize("kind", ["normal", "cauchy", "discrete", "sorted", "walk",
                                   "far cluster", "periodic"])
 @pytest.mark.parametrize("n", [7, 5000, 8192, 20000])
@@ -177,8 +195,8 @@ def test_calibration_span_flags_near_p_on_a_heavy_tailed_real_stream(digit):
     live scores' tail is heavier than the held-out calibration scores', below the fit
     window's fence. When the fence bound through the calibration span (so that gross
     anomalies of the fit window could not set the percentile), 2.3% (digit 2) and 2.4%
-    (digit 9) of the normal records were flagged over the first 1,000; the calibration now
-    leaves out the rows the fit dropped, so the percentile alone sets the threshold."""
+    (digit 9) of the normal records were flagged over the first 1,000. Now it binds from the
+    fit only when the rows the fit dropped, below it, are more than p% of the window."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     from sklearn.datasets import load_digits
 

@@ -23,14 +23,15 @@ FOLD_N_INIT = 1
 
 
 def held_out_scores(X_raw, trained, cfg, fit_fn, folds, random_state=0):
-    """Held-out scores of the records of ``X_raw`` on ``trained``'s scale, or None.
+    """Held-out scores of the records of ``X_raw`` on ``trained``'s scale, one per row (not
+    all finite), or None.
 
     ``fit_fn(X, cfg)`` is the training procedure (``training.fit_window``); the folds use the
     final model's component count (no new model selection), ``folds`` in [2, 10].
     """
     n = len(X_raw)
     if hasattr(trained.model, "members"):
-        return _clean(_held_out_ensemble(X_raw, trained, cfg, folds, random_state), trained)
+        return _held_out_ensemble(X_raw, trained, cfg, folds, random_state)
     k_final = int(trained.model.n_components)
     if folds < 2 or n < folds * max(2 * k_final, 10):
         return None
@@ -46,19 +47,7 @@ def held_out_scores(X_raw, trained, cfg, fit_fn, folds, random_state=0):
         s_in = t.model.score_samples(t.scaler.transform(X_raw[~test]))
         s_out = t.model.score_samples(t.scaler.transform(X_raw[test]))
         out[test] = s_out + (med_final - float(np.median(s_in)))
-    return _clean(out, trained)
-
-
-def _clean(out, trained):
-    """The finite held-out scores of the rows the final fit kept (``trained.clean``): rows
-    it dropped as far out or as a tiny component's are not part of the p% the threshold
-    places (with them, gross anomalies of the fit window set its percentile and hide)."""
-    if out is None:
-        return None
-    keep = getattr(trained, "clean", None)
-    if keep is not None and len(keep) == len(out):
-        out = out[keep]
-    return out[np.isfinite(out)]
+    return out
 
 
 def _held_out_ensemble(X_raw, trained, cfg, folds, random_state=0):

@@ -182,19 +182,20 @@ class Detector:
             held = held_out_scores(np.asarray(X, dtype=np.float64), trained, cfg,
                                    lambda Xf, c: fit_window(Xf, c, dtype), folds,
                                    cfg.random_state or 0)
-            if held is not None and len(held):
+            ok = None if held is None else np.isfinite(held)
+            if ok is not None and ok.any():
+                dropped = (np.zeros(len(ok), dtype=bool) if trained.clean is None
+                           else ~trained.clean)
                 # The ensemble's score is its members' lowest z-score: on held-out rows its
                 # lower tail is steadily heavy (on real sets 2-13% below Q1 - 3 IQR, up to 4%
                 # below Q1 - 20 IQR), so the fence (which also bounds what online EM learns
-                # from) sits at FIT_FENCE_IQR while these are in the window. ``held`` are the
-                # kept rows' scores, so the fit window's gross anomalies lie below their
-                # percentile: the fence need not bind from the start (when it did, it flagged
-                # 2-3p of normal digits over the calibration span), only in a burst.
+                # from) sits at FIT_FENCE_IQR while these are in the window; it binds from
+                # the start only if the rows the fit dropped are too many for the percentile.
                 wide = FIT_FENCE_IQR if getattr(trained.model, "combination", "") == "min" \
                     else None
                 trained.threshold = PercentileThreshold(
                     cfg.threshold.percentile, cfg.threshold.window).fit(
-                        held, wide, fence_binds=False)
+                        held[ok], wide, gross=held[ok & dropped])
                 trained.info["threshold_source"] = f"{folds}-fold held-out scores"
         return trained
 

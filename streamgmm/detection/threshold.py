@@ -118,13 +118,16 @@ class PercentileThreshold:
     live_: int = 0      # scores added by update() since fit
 
 
-    def fit(self, scores, fit_fence_iqr=None, fence_binds=True):
+    def fit(self, scores, fit_fence_iqr=None, gross=None):
         """Reset from (held-out) scores of the fit window. ``fit_fence_iqr``: the fence's
         multiple of the IQR while these scores are in the window (default ``fence_iqr``).
-        ``fence_binds``: the fence may set the threshold from the start (the fit window may
-        hold gross anomalies); False when ``scores`` are of the rows the fit kept, whose
-        percentile already lies above any gross anomaly (then the fence binds only in a
-        burst of the stream's own scores, see ``_burst``)."""
+        The fit window may hold gross anomalies, so the fence may set the threshold from the
+        start; ``gross`` (the scores, among ``scores``, of the rows the fit dropped as far
+        out) narrows that to when it is needed: more than p% of the window are gross scores
+        below the fence, so that the percentile alone would sit among them and leave some
+        unflagged. Otherwise the fence binds only in a burst of the stream's own scores (a
+        fence bound by the kept rows' heavy held-out tail flagged 2-3p of normal digits
+        through the calibration span)."""
         scores = np.asarray(scores, dtype=np.float64)
         scores = scores[np.isfinite(scores)]
         self.ring_ = np.empty(self.window, dtype=np.float64)
@@ -133,8 +136,13 @@ class PercentileThreshold:
         self.n_prior_, self.live_ = min(len(scores), self.window), 0
         # the fit window may hold gross anomalies: flag them in full while it is in the window
         self.fit_fence_iqr_ = fit_fence_iqr
-        self.burst_ = self.fit_burst_ = bool(fence_binds)
+        self.burst_, self.fit_burst_ = True, True
         self._rerank()
+        if gross is not None and self.burst_:
+            below = np.count_nonzero(np.asarray(gross, dtype=np.float64) < self.fence_)
+            if below <= self.percentile / 100.0 * self.n_filled_:
+                self.burst_ = self.fit_burst_ = False
+                self.value_ = float(self._qp)
         return self
 
     def prior_span(self):
@@ -308,8 +316,8 @@ class PercentileThreshold:
         if len(self.sorted_):
             # The fence sets the threshold only in a burst: from its onset (the newest scores
             # fall below the fence far more often than the rest) while more than p% of the
-            # window lies below it; and from a fit whose scores may hold gross anomalies
-            # (``fit(fence_binds=True)``). On a steady heavy tail (optdigits, d=64: 5% of
+            # window lies below it; and from a fit whose gross anomalies would otherwise set
+            # the percentile (see ``fit``). On a steady heavy tail (optdigits, d=64: 5% of
             # normal scores below Q1 - 3 IQR) a fence that always bound flagged 4-5 p.
             if self._qp >= self.fence_:
                 self.burst_ = False
