@@ -138,8 +138,10 @@ def fit_window(X_raw, cfg, dtype=np.float64):
     if cfg.n_components == "auto":
         scaler, model, Xs, keep = fit_ensemble(X_raw, cfg, dtype)
         scores = model.score_samples(Xs[keep])
+        # in-sample scores of the kept rows: the dropped (gross) ones lie below their
+        # percentile, so the fence need not bind from the start (see PercentileThreshold.fit)
         threshold = PercentileThreshold(cfg.threshold.percentile,
-                                        cfg.threshold.window).fit(scores)
+                                        cfg.threshold.window).fit(scores, gross=())
         info = {"n_records": int(len(X_raw)), "n_dropped": int((~keep).sum()),
                 "n_tiny_components_dropped": 0, "n_components": int(model.n_components),
                 "members": [{"covariance_type": m.covariance_type,
@@ -164,7 +166,8 @@ def fit_window(X_raw, cfg, dtype=np.float64):
         keep[:] = True
     model = make_online(cfg, k).fit_from(gmm, Xs)
     scores = model.score_samples(Xs)
-    threshold = PercentileThreshold(cfg.threshold.percentile, cfg.threshold.window).fit(scores)
+    threshold = PercentileThreshold(cfg.threshold.percentile, cfg.threshold.window).fit(
+        scores, gross=())  # the kept rows' scores, as above
     info = {"n_records": int(len(X_raw)), "n_dropped": int((~keep).sum()),
             "n_tiny_components_dropped": int(n_tiny), "n_components": int(k),
             "mean_log_likelihood": float(np.mean(scores)),
