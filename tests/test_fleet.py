@@ -287,8 +287,9 @@ def test_leader_killed_another_takes_over_and_a_new_member_restores(bootstrap, t
 def test_one_member_alone_behaves_as_the_single_daemon(bootstrap, tmp_path):
     """One fleet member and one plain daemon read the same one-partition topic (separate
     groups): the lone member runs the single daemon's policy, so until the first refit (a
-    background thread: where it lands depends on timing) every score is the same; both give
-    every record an outcome, flag about p, refit once after the shift and come back near p.
+    background thread: where it lands depends on timing) every score is the same (up to
+    rounding); both give every record an outcome, flag about p, refit once after the shift
+    and come back near p.
     Its state is published as versions a new member can restore."""
     fl = Fleet(bootstrap, tmp_path, partitions=1)
     fl.start(0)
@@ -313,7 +314,11 @@ def test_one_member_alone_behaves_as_the_single_daemon(bootstrap, tmp_path):
             flags = {i: e["anomaly"] for i, e in by[name].items()}
             results[name] = (float(np.mean([flags[i] for i in range(2000, n1)])),
                              float(np.mean([flags[i] for i in range(n1 + 9000, n1 + n2)])))
-        same = [i for i in range(n1) if by["fleet"][i]["score"] == by["plain"][i]["score"]]
+        # the same up to rounding: a record that a poll boundary leaves alone in its segment
+        # is scored by a matrix-vector product, which rounds differently (last bits) from
+        # the matrix product of a longer segment
+        same = [i for i in range(n1) if abs(by["fleet"][i]["score"] - by["plain"][i]["score"])
+                <= 1e-9 * max(1.0, abs(by["plain"][i]["score"]))]
         assert len(same) == n1, f"{n1 - len(same)} scores differ, first {min(set(range(n1)) - set(same))}"
         for name, (before, after) in results.items():
             assert 0.8 * P / 100 <= before <= 1.25 * P / 100, (name, results)
