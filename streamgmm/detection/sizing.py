@@ -12,9 +12,9 @@ The minimum chosen here is the largest of:
   - ``auto`` (the ensemble): twice the free parameters of its simplest member, one diagonal
     Gaussian (``2 d``), so ``4 d``. Its larger members are capped at one component per 10
     records and shrunk towards the identity by ``d / n``, so they degrade gracefully on small
-    windows; measured on real data (BENCHMARKS.md, "Warm-up size"), windows of 4 d records
-    rank nearly as well as 16 d and flag close to p, while 2 d flags 4-7% of the first
-    records;
+    windows; measured on real data (BENCHMARKS.md, "The warm-up's minimum size"), windows
+    of 4 d records rank nearly as well as 16 d and flag close to p, while 2 d flags up to
+    6% of the first 200 records;
 * ``ceil(100 / percentile)`` records, so that at least one training record lies at or below
   the threshold percentile;
 * and the warm-up floor of ``max(10, 2 k)``.
