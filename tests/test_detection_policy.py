@@ -197,10 +197,8 @@ def test_calibration_span_flags_near_p_on_a_heavy_tailed_real_stream(digit):
     anomalies of the fit window could not set the percentile), 2.3% (digit 2) and 2.4%
     (digit 9) of the normal records were flagged over the first 1,000. Now it binds from the
     fit only when the rows the fit dropped, below it, are more than p% of the window."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from make_sklearn_sets import one_vs_rest  # bench/, on sys.path above
     from sklearn.datasets import load_digits
-
-    from make_sklearn_sets import one_vs_rest
     d = load_digits()
     X, y = one_vs_rest(d.data, d.target, digit, np.random.default_rng(1))
     o = np.random.default_rng(0).permutation(len(X))

@@ -184,8 +184,6 @@ class Detector:
                                    cfg.random_state or 0)
             ok = None if held is None else np.isfinite(held)
             if ok is not None and ok.any():
-                dropped = (np.zeros(len(ok), dtype=bool) if trained.clean is None
-                           else ~trained.clean)
                 # The ensemble's score is its members' lowest z-score: on held-out rows its
                 # lower tail is steadily heavy (on real sets 2-13% below Q1 - 3 IQR, up to 4%
                 # below Q1 - 20 IQR), so the fence (which also bounds what online EM learns
@@ -195,7 +193,7 @@ class Detector:
                     else None
                 trained.threshold = PercentileThreshold(
                     cfg.threshold.percentile, cfg.threshold.window).fit(
-                        held[ok], wide, gross=held[ok & dropped])
+                        held[ok], wide, gross=held[ok & ~trained.clean])
                 trained.info["threshold_source"] = f"{folds}-fold held-out scores"
         return trained
 

@@ -24,10 +24,15 @@ import math
 from ..math.criteria import n_parameters
 
 
+def _getter(config):
+    """``get(key, default)`` over a DetectorConfig or its plain dict."""
+    return config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
+
+
 def min_training_records(config, n_features):
     """The fewest records ``Detector.fit`` should be given for ``config`` (a DetectorConfig or
     its plain dict) and ``n_features`` features; see the module docstring."""
-    get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
+    get = _getter(config)
     k = get("n_components", "auto")
     d = int(n_features)
     if isinstance(k, int):
@@ -44,8 +49,7 @@ def min_training_records(config, n_features):
 def sizing_warning(config, n_features):
     """A one-line warning when ``warmup_records`` of ``config`` is below
     ``min_training_records``, else None: the first model would flag far more than p%."""
-    get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
-    n = int(get("warmup_records", 2000))
+    n = int(_getter(config)("warmup_records", 2000))
     need = min_training_records(config, n_features)
     if n >= need:
         return None

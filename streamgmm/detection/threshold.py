@@ -127,9 +127,8 @@ class PercentileThreshold:
         percentile's rank, (n - 1) p/100 + 1 scores, can hold (the percentile would sit
         among them). Otherwise the fence binds only in a burst of the stream's own scores (a
         fence bound by the kept rows' heavy held-out tail flagged 2-3p of normal digits
-        through the calibration span, and 6-10% of a skewed stream after a 48-row warm-up;
-        counting instead whether any gross score lies above the percentile bound it on
-        optdigits' and annthyroid's heavy tails again)."""
+        through the calibration span; BENCHMARKS.md, "The fence binds from the fit only for
+        the fit's own gross rows")."""
         scores = np.asarray(scores, dtype=np.float64)
         scores = scores[np.isfinite(scores)]
         self.ring_ = np.empty(self.window, dtype=np.float64)
