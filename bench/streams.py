@@ -40,6 +40,14 @@ class Mixture:
             X[m] = self.rng.normal(size=(m.sum(), self.d)) + new
         return X
 
+    def logpdf(self, X):
+        """The generating mixture's log-density of the rows of X (equal component weights)."""
+        from scipy.special import logsumexp
+        from scipy.stats import multivariate_normal
+        lp = [multivariate_normal(self.means[j], self.A[j] @ self.A[j].T).logpdf(X)
+              for j in range(self.k)]
+        return logsumexp(np.column_stack(lp), axis=1) - np.log(self.k)
+
     def feature_sd(self):
         return self.draw(50_000)[:, 0].std()
 

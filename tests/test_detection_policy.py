@@ -46,6 +46,24 @@ def test_flag_rate_windows_within_band_through_the_warmup_window_turnover():
     assert det.counters["drift_events"] == 0
 
 
+@pytest.mark.parametrize("seed", [1, 3])
+def test_flag_counts_per_10_over_p_window_are_those_of_the_exact_quantile(seed):
+    """On windows of 10/p records the flag count is as steady as flagging with the generating
+    mixture's exact p-quantile allows (binomial noise: no threshold does better)."""
+    mix = Mixture(d=8, k=4, seed=seed)
+    det = sync({"n_components": 4})
+    X = mix.draw(2000 + 100_000)
+    ours = cat(feed(det, X, 1000), "is_anomaly")[2000:]
+    ref = Mixture(d=8, k=4, seed=seed)
+    ref.rng = np.random.default_rng(seed + 1000)
+    exact = mix.logpdf(X[2000:]) < np.quantile(ref.logpdf(ref.draw(300_000)), 0.01)
+    counts = [windowed_rates(f, 1000) * 1000 for f in (ours, exact)]
+    in_band = [np.mean((c >= 8) & (c <= 12.5)) for c in counts]
+    assert in_band[0] >= in_band[1] - 0.12, in_band
+    assert counts[0].std() <= 1.2 * counts[1].std(), (counts[0].std(), counts[1].std())
+    assert abs(counts[0].mean() - 10) < 0.5
+
+
 def test_small_wide_warmup_is_not_flagged_wholesale():
     """80 rows x 19 features: the old fence fixed on the fit window flagged 100% forever."""
     rng = np.random.default_rng(0)
