@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from streamgmm import GaussianMixture, NotFittedError, OnlineGaussianMixture
 from streamgmm import math as gm
 from streamgmm.math import sufficient_stats as ss
+from streamgmm.math.sufficient_stats import posteriors
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 
@@ -360,12 +361,12 @@ def test_constructor_stores_parameters_and_get_set_params():
     model = OnlineGaussianMixture(3, covariance_type="diag", step="exponential", alpha=0.7,
                                   t0=5, half_life=1000, reg_covar=1e-4, weight_floor=0.01,
                                   random_state=7, max_iter=50, tol=1e-4, init_params="random",
-                                  n_init=2)
+                                  n_init=2, robust_dof=4.0)
     params = model.get_params()
     assert params == dict(n_components=3, covariance_type="diag", step="exponential",
                           alpha=0.7, t0=5, half_life=1000, reg_covar=1e-4, weight_floor=0.01,
                           random_state=7, max_iter=50, tol=1e-4, init_params="random",
-                          n_init=2)
+                          n_init=2, robust_dof=4.0)
     model.set_params(alpha=0.9, t0=1.0)
     assert model.alpha == 0.9 and model.t0 == 1.0
     with pytest.raises(ValueError, match="Invalid parameter"):
@@ -396,6 +397,8 @@ def test_defaults():
     (dict(weight_floor=0.5, n_components=2), "weight_floor"),
     (dict(weight_floor=-0.1), "weight_floor"), (dict(init_params="x"), "init_params"),
     (dict(n_init=0), "n_init"), (dict(max_iter=-1), "max_iter"), (dict(tol=-1.0), "tol"),
+    (dict(robust_dof=0), "robust_dof"), (dict(robust_dof=-2.0), "robust_dof"),
+    (dict(robust_dof="5"), "robust_dof"),
 ])
 def test_parameter_validation(kwargs, match):
     X = np.random.default_rng(0).normal(size=(100, 2))
@@ -515,6 +518,79 @@ def test_state_round_trip_without_pickle(tmp_path, mixture, cov):
     stream(copy, X[4000:], 500)
     np.testing.assert_array_equal(copy.means_, model.means_)
     np.testing.assert_array_equal(copy.score_samples(X[:100]), model.score_samples(X[:100]))
+
+
+# ------------------------------------------------------------------------- robust statistics
+def _masked(seed=0, n=1000, n_cluster=30, d=6):
+    """A tight Gaussian with a small cluster off it along its narrowest direction."""
+    rng = np.random.default_rng(seed)
+    scales = np.linspace(0.2, 2.0, d)
+    X = rng.normal(size=(n, d)) * scales
+    C = rng.normal(size=(n_cluster, d)) * 0.2 * scales
+    C[:, 0] += 2.0        # 10 of the main cloud's sd along feature 0
+    return X, C
+
+
+def test_t_weights_are_the_multivariate_t_em_weights():
+    d2 = np.array([[0.0, 6.0], [1e6, np.inf]])
+    np.testing.assert_allclose(gm.t_weights(d2, 6, 5.0), [[11 / 5, 1.0], [11 / 1000005, 0.0]])
+
+
+def test_robust_fit_keeps_a_small_cluster_far_out():
+    """Plain EM widens the component along the cluster's direction and the cluster's records
+    look ordinary; Student-t weights (robust_dof) keep the variance near the main cloud's."""
+    X, C = _masked()
+    data = np.vstack([X, C])
+    plain = OnlineGaussianMixture(1, random_state=0).fit(data)
+    robust = OnlineGaussianMixture(1, random_state=0, robust_dof=5.0).fit(data)
+    clean_var = X[:, 0].var()
+    assert plain.covariances_[0, 0, 0] > 3 * clean_var
+    assert robust.covariances_[0, 0, 0] < 1.6 * clean_var
+    gap = [np.median(m.score_samples(X)) - np.median(m.score_samples(C)) for m in (plain, robust)]
+    assert gap[1] > 3 * gap[0], gap
+    # the weights persist through online steps (each step is weighted too)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        Xb, Cb = _masked(int(rng.integers(1 << 30)), n=250, n_cluster=8)
+        robust.partial_fit(np.vstack([Xb, Cb]))
+    assert robust.covariances_[0, 0, 0] < 1.6 * clean_var
+
+
+def test_robust_dof_none_is_the_plain_model():
+    X, C = _masked()
+    data = np.vstack([X, C])
+    a = OnlineGaussianMixture(2, random_state=0).fit(data)
+    b = OnlineGaussianMixture(2, random_state=0, robust_dof=None).fit(data)
+    np.testing.assert_array_equal(a.covariances_, b.covariances_)
+    assert a.robust_weights(data) is None
+
+
+def test_robust_partial_fit_posteriors_with_the_weights_is_partial_fit():
+    X, C = _masked()
+    a = OnlineGaussianMixture(2, random_state=0, robust_dof=5.0).fit(np.vstack([X, C]))
+    b = OnlineGaussianMixture.from_state(a.get_state())
+    B = np.vstack(_masked(3, n=400, n_cluster=10))
+    a.partial_fit(B)
+    R, S = posteriors(gm.weighted_log_prob(B, b.weights_, b.means_, b.precisions_cholesky_,
+                                           "full"))
+    b.partial_fit_posteriors(B, R * b.robust_weights(B), S)
+    np.testing.assert_allclose(b.means_, a.means_, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(b.covariances_, a.covariances_, rtol=0, atol=1e-12)
+
+
+def test_robust_state_round_trip_and_version_1_states():
+    X, C = _masked()
+    a = OnlineGaussianMixture(2, random_state=0, robust_dof=5.0).fit(np.vstack([X, C]))
+    copy = OnlineGaussianMixture.from_state(a.get_state())
+    assert copy.robust_dof == 5.0
+    B = np.vstack(_masked(4, n=400, n_cluster=10))
+    a.partial_fit(B)
+    copy.partial_fit(B)
+    np.testing.assert_array_equal(copy.covariances_, a.covariances_)
+    old = OnlineGaussianMixture(2, random_state=0).fit(X).get_state()
+    del old["robust_dof"]
+    old["format_version"] = 1
+    assert OnlineGaussianMixture.from_state(old).robust_dof is None
 
 
 def test_state_drops_a_random_state_object():

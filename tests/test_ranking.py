@@ -53,6 +53,48 @@ def test_single_mixture_on_waveform_is_the_old_weak_ranking():
     assert roc_auc_score(y[w:], s) < 0.70
 
 
+VOWELS = os.path.join(os.path.dirname(__file__), "data", "40_vowels.npz")
+
+
+def test_robust_full_members_lift_average_precision_on_real_data(monkeypatch):
+    """The full members' Student-t weights (robust_dof) keep the window's own anomalies from
+    widening them: vowels' average precision 0.37 -> 0.45 streamed, Waveform's 0.19 -> 0.21."""
+    from sklearn.metrics import average_precision_score
+    from streamgmm.detection import training
+    got = {}
+    for dof in (training.ENSEMBLE_ROBUST_DOF, None):
+        monkeypatch.setattr(training, "ENSEMBLE_ROBUST_DOF", dof)
+        for name, path in (("vowels", VOWELS), ("waveform", DATA)):
+            X, y, w = stream(path)
+            s, det = prequential_scores(X, w)
+            got[name, dof] = average_precision_score(y[w:], s)
+            members = det.model_.members
+            assert [m.robust_dof for m in members] == [
+                dof if m.covariance_type == "full" else None for m in members]
+    assert got["vowels", 5.0] >= 0.42 and got["vowels", None] < 0.40, got
+    assert got["waveform", 5.0] > got["waveform", None] + 0.015, got
+
+
+def test_robust_members_step_in_the_stack_as_each_alone():
+    """The ensemble's stacked online step (posteriors times Student-t weights from ``decide``)
+    moves every member as the member's own ``partial_fit`` does."""
+    import copy
+    X, y, w = stream(DATA)
+    det = Detector({"warmup_records": w}, background_refit=False)
+    det.process(X[:w])
+    a = det.model_
+    assert any(m.robust_dof for m in a.members) and not all(m.robust_dof for m in a.members)
+    b = copy.deepcopy(a)
+    Xs = det.scaler_.transform(X[w:w + 1000], det.dtype)
+    _, comp, resp, logd = a.decide(Xs)
+    np.testing.assert_array_equal(comp, b.members[0].predict(Xs))  # unweighted posteriors
+    a.partial_fit_posteriors(Xs, resp, logd)
+    for ma, mb in zip(a.members, b.members):
+        mb.partial_fit(Xs)
+        np.testing.assert_allclose(ma.means_, mb.means_, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(ma.covariances_, mb.covariances_, rtol=0, atol=1e-10)
+
+
 def mixture_stream(n, seed=0, d=4):
     rng = np.random.default_rng(seed)
     centres = np.array([[0.0] * d, [5.0] * d])

@@ -7,6 +7,7 @@ from .gaussian import (COVARIANCE_TYPES, GaussianScorer, compute_precision_chole
                        precision_cholesky_from_precisions, precisions_from_cholesky)
 from .kmeans import kmeans, kmeans_plusplus
 from .logsumexp import log_normalize_rows, logsumexp_rows
+from .robust import t_weights
 from . import sufficient_stats  # noqa: F401  (online-EM statistics)
 
 __all__ = [
@@ -15,5 +16,5 @@ __all__ = [
     "estimate_log_gaussian_prob", "kmeans", "kmeans_plusplus", "log_det_cholesky",
     "log_normalize_rows", "logsumexp_rows", "n_parameters", "precision_cholesky_from_precisions",
     "precisions_from_cholesky", "predict_proba_chunked", "score_samples_chunked",
-    "weighted_log_prob",
+    "t_weights", "weighted_log_prob",
 ]

@@ -14,6 +14,7 @@ posteriors; weights are normalised within each mixture).
 import numpy as np
 
 from .gaussian import GaussianScorer
+from .robust import t_weights
 from .sufficient_stats import (SufficientStats, covariances_from_statistics,
                                regularized_precision_cholesky_mask)
 
@@ -24,13 +25,15 @@ def stacked_scorer(means, precisions_cholesky, covariance_type, dtype=np.float64
     return GaussianScorer(means, precisions_cholesky, covariance_type, dtype)
 
 
-def stacked_log_prob_t(scorer, log_weights, X):
-    """log w_k + log N(x | mu_k, Sigma_k) of every stacked component, (K, n) float64."""
+def stacked_log_prob_t(scorer, log_weights, X, robust_dof=None):
+    """(log w_k + log N(x | mu_k, Sigma_k) of every stacked component, (K, n) float64; and
+    their Student-t weights (K, n) for ``robust_dof``, or None without)."""
     Z = scorer.prepare(X)
     out = scorer.dist_t(Z)
+    u = None if robust_dof is None else t_weights(out, scorer.n_features, robust_dof)
     out *= -0.5
     out += (scorer.const + log_weights)[:, None]
-    return out
+    return out, u
 
 
 def grouped_posteriors_t(wlp_t, offsets, log_density):

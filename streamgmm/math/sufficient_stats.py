@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .gaussian import CHUNK_BYTES, COVARIANCE_TYPES, GaussianScorer
+from .robust import t_weights
 
 STEP_TYPES = ("stepwise", "exponential")
 
@@ -221,13 +222,16 @@ def to_raw_moments(stats, covariance_type):
     return s0, s1, s2
 
 
-def e_step_statistics(X, weights, means, precisions_cholesky, covariance_type, chunk=None):
+def e_step_statistics(X, weights, means, precisions_cholesky, covariance_type, chunk=None,
+                      robust_dof=None):
     """E-step with the given parameters, then the batch's averaged statistics, in row chunks.
 
     Returns ``(stats, log_density, n_valid)``: ``log_density`` (n,) is log p(x_i) under the
     given parameters (float64; -inf/NaN where a row overflowed), and rows whose log-density is
     not finite are left out of the statistics, which average over the ``n_valid`` others.
     The Gaussian part runs in X's dtype (float32 stays float32), the statistics in float64.
+    With ``robust_dof`` the responsibilities are multiplied by the records' Student-t weights
+    (``streamgmm.math.robust``) before the statistics are taken.
     """
     X = np.asarray(X)
     k, d = np.shape(means)
@@ -241,9 +245,12 @@ def e_step_statistics(X, weights, means, precisions_cholesky, covariance_type, c
     for start in range(0, n, step):
         Xc = X[start:start + step]
         wlp = scorer.mahalanobis_sq(Xc)
+        u = None if robust_dof is None else t_weights(wlp, d, robust_dof)
         wlp *= -0.5
         wlp += const
         resp, norm = _posteriors(wlp, log_density[start:start + step])
+        if u is not None:
+            resp *= u
         ok = np.isfinite(norm)
         if not ok.all():
             Xc, resp = Xc[ok], resp[ok]

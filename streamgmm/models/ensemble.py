@@ -92,11 +92,11 @@ class MixtureEnsemble:
             return layout
         by = {}
         for i, m in enumerate(self.members):
-            k = ((m.covariance_type, float(m.reg_covar)) if m.covariance_type != "tied"
-                 else ("tied", i))
+            k = ((m.covariance_type, float(m.reg_covar), getattr(m, "robust_dof", None))
+                 if m.covariance_type != "tied" else ("tied", i))
             by.setdefault(k, []).append(i)
         layout = []
-        for (ct, _), idx in by.items():
+        for (ct, *_), idx in by.items():
             sizes = [int(self.members[i].n_components) for i in idx]
             local = np.concatenate([[0], np.cumsum(sizes)]).astype(np.intp)
             cols = np.concatenate([np.arange(self._offsets[i], self._offsets[i + 1])
@@ -136,29 +136,41 @@ class MixtureEnsemble:
     def decide(self, X):
         """(combined scores, primary member's component, stacked posteriors (n, K),
         member log-densities (n, M)) of the rows: one E-step per group of members of one
-        covariance type (their components stacked), a log-sum-exp per member."""
+        covariance type (their components stacked), a log-sum-exp per member. The posteriors
+        are the members' learning weights: times the Student-t weights of members with
+        ``robust_dof``; the component is the primary member's most probable one."""
         X = np.asarray(X)
         n = X.shape[0]
         resp_t = np.empty((self.total_components, n))
         logd_t = np.empty((self.n_members, n))
+        comp = None
         for g, sc in zip(self._group_layout(), self._scorers()):
+            dof = getattr(self.members[g["idx"][0]], "robust_dof", None)
             if sc is None:
                 i = g["idx"][0]
                 m = self.members[i]
+                u = m.robust_weights(X)
                 wlp = gm.weighted_log_prob(X, m.weights_, m.means_, m.precisions_cholesky_,
                                            m.covariance_type)
                 r, s = posteriors(wlp)
+                if i == 0:
+                    comp = np.argmax(r, axis=1)
+                if u is not None:
+                    r *= u
                 resp_t[g["cols"]] = r.T
                 logd_t[i] = s
                 continue
-            wlp_t = stacked.stacked_log_prob_t(sc[0], sc[1], X)
+            wlp_t, u = stacked.stacked_log_prob_t(sc[0], sc[1], X, dof)
             rows = g["rows"]
             ld = logd_t[rows] if isinstance(rows, slice) else np.empty((len(rows), n))
             stacked.grouped_posteriors_t(wlp_t, g["local"], ld)
             if not isinstance(rows, slice):
                 logd_t[rows] = ld
+            if 0 in g["idx"]:
+                comp = np.argmax(wlp_t[g["slices"][g["idx"].index(0)]], axis=0)
+            if u is not None:
+                wlp_t *= u
             resp_t[g["cols"]] = wlp_t
-        comp = np.argmax(resp_t[self._offsets[0]:self._offsets[1]], axis=0)
         logd = logd_t.T
         return self.combine(logd), comp, resp_t.T, logd
 

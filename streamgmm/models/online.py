@@ -17,11 +17,16 @@ from .gaussian_mixture import INIT_PARAMS, GaussianMixture
 from .validation import check_array, check_is_fitted, check_scalar
 
 STATE_FORMAT = "streamgmm.OnlineGaussianMixture"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: robust_dof
+
+# Robust EM steps that ``fit_from`` takes from the batch fit when ``robust_dof`` is set (the
+# batch EM is plain Gaussian; the Student-t weights settle in a few steps).
+FIT_ROBUST_STEPS = 5
 
 _CONSTRUCTOR_PARAMS = ("n_components", "covariance_type", "step", "alpha", "t0", "half_life",
                        "reg_covar", "weight_floor", "random_state", "max_iter", "tol",
-                       "init_params", "n_init")
+                       "init_params", "n_init", "robust_dof")
+_OPTIONAL_PARAMS = {"robust_dof": None}  # absent from version-1 states
 _STATE_SCALARS = ("n_features_in_", "n_steps_", "n_seen_", "n_reseeds_", "n_repairs_",
                   "converged_", "n_iter_", "lower_bound_")
 _STATE_ARRAYS = ("stats_s0", "stats_means", "stats_scatter", "weights_", "means_",
@@ -79,6 +84,14 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
         (lowest log-density), with the pooled within-component covariance and weight
         ``max(2 * weight_floor, 1e-3)``, taken from the largest component (so no other weight
         moves). ``n_reseeds_`` counts re-seeds.
+    robust_dof : float > 0 or None, default None
+        With a number nu, the statistics weight each record by its Student-t weight
+        (nu + d) / (nu + delta^2) (``streamgmm.math.robust``): a robust M-estimate of each
+        Gaussian component, so a few far records or a small cluster straddled by a component do
+        not widen it and mask themselves. ``fit_from`` takes ``FIT_ROBUST_STEPS`` such EM steps
+        from the batch fit; every update uses the weights (``partial_fit_posteriors`` expects
+        ``resp`` already multiplied by them, as ``MixtureEnsemble.decide`` gives them).
+        None: plain EM statistics.
     random_state, max_iter, tol, init_params, n_init
         Passed to the batch EM of ``fit`` (and ``sample`` uses ``random_state`` like the batch
         model).
@@ -103,7 +116,7 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
 
     def __init__(self, n_components=1, *, covariance_type="full", step="stepwise", alpha=0.6,
                  t0=10.0, half_life=None, reg_covar=1e-6, weight_floor=1e-3, random_state=None,
-                 max_iter=100, tol=1e-3, init_params="kmeans", n_init=1):
+                 max_iter=100, tol=1e-3, init_params="kmeans", n_init=1, robust_dof=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.step = step
@@ -117,6 +130,7 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
         self.tol = tol
         self.init_params = init_params
         self.n_init = n_init
+        self.robust_dof = robust_dof
 
     # ------------------------------------------------------------------ checks
     def _check_params(self):
@@ -133,6 +147,8 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
         check_scalar(self.max_iter, "max_iter", "int", low=0)
         check_scalar(self.tol, "tol", "real", low=0.0)
         check_scalar(self.n_init, "n_init", "int", low=1)
+        if self.robust_dof is not None:
+            check_scalar(self.robust_dof, "robust_dof", "real", low=0.0, low_inclusive=False)
         if self.init_params not in INIT_PARAMS:
             raise ValueError(f"The 'init_params' parameter must be one of {list(INIT_PARAMS)}, "
                              f"got {self.init_params!r}.")
@@ -170,12 +186,17 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
         self.n_components = int(gmm.n_components)
         self.covariance_type = gmm.covariance_type
         self._check_params()
-        stats, log_density, n_valid = ss.e_step_statistics(
-            X, gmm.weights_, gmm.means_, gmm.precisions_cholesky_, self.covariance_type)
-        if n_valid == 0:  # pragma: no cover - only with data that overflows float64
-            raise ValueError("No row of X has a finite log-density under the fitted mixture.")
-        stats, reseeded = self._reseed_dead(stats, X, log_density)
-        params = ss.parameters_from_statistics(stats, self.covariance_type, self.reg_covar)
+        params, reseeded = (gmm.weights_, gmm.means_, None, gmm.precisions_cholesky_), 0
+        for _ in range(1 + (FIT_ROBUST_STEPS - 1 if self.robust_dof is not None else 0)):
+            stats, log_density, n_valid = ss.e_step_statistics(
+                X, params[0], params[1], params[3], self.covariance_type,
+                robust_dof=self.robust_dof)
+            if n_valid == 0:  # pragma: no cover - only with data that overflows float64
+                raise ValueError("No row of X has a finite log-density under the fitted "
+                                 "mixture.")
+            stats, r = self._reseed_dead(stats, X, log_density)
+            reseeded += r
+            params = ss.parameters_from_statistics(stats, self.covariance_type, self.reg_covar)
         self._commit(stats, params, n_steps=0, n_seen=X.shape[0], n_reseeds=reseeded,
                      n_repairs=params[4], eta=0.0)
         self.converged_ = bool(gmm.converged_)
@@ -211,15 +232,17 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
         if n == 0:
             return self
         stats_hat, log_density, n_valid = ss.e_step_statistics(
-            X, self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type)
+            X, self.weights_, self.means_, self.precisions_cholesky_, self.covariance_type,
+            robust_dof=self.robust_dof)
         return self._update(X, stats_hat, log_density, n_valid)
 
     def partial_fit_posteriors(self, X, resp, log_density):
         """``partial_fit`` for a caller that already ran the E-step with the current parameters.
 
-        ``resp`` (n, k) are the posteriors and ``log_density`` (n,) the log p(x) of the rows of
-        X under the model *as it is now*; the detector scores a batch and learns from it with
-        one E-step instead of two. Rows with a non-finite log-density are left out.
+        ``resp`` (n, k) are the posteriors (times the Student-t weights when ``robust_dof`` is
+        set) and ``log_density`` (n,) the log p(x) of the rows of X under the model *as it is
+        now*; the detector scores a batch and learns from it with one E-step instead of two.
+        Rows with a non-finite log-density are left out.
         """
         check_is_fitted(self)
         X = np.asarray(X)
@@ -231,6 +254,14 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
         stats_hat = ss.batch_statistics(X, np.asarray(resp, dtype=np.float64),
                                         self.covariance_type)
         return self._update(X, stats_hat, np.asarray(log_density)[ok], X.shape[0])
+
+    def robust_weights(self, X):
+        """Student-t weights (n, k) of the rows of X for every component (with ``robust_dof``;
+        None without): what ``partial_fit_posteriors`` expects its posteriors multiplied by."""
+        if self.robust_dof is None:
+            return None
+        scorer = gm.GaussianScorer(self.means_, self.precisions_cholesky_, self.covariance_type)
+        return gm.t_weights(scorer.mahalanobis_sq(X), X.shape[1], self.robust_dof)
 
     def _update(self, X, stats_hat, log_density, n_valid):
         """Blend a batch's statistics in with the next step size; re-derive the parameters."""
@@ -354,10 +385,11 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
             raise ValueError(f"unsupported {cls.__name__} state version {version!r} (this "
                              f"library reads versions 1..{STATE_VERSION})")
         missing = [k for k in _CONSTRUCTOR_PARAMS + _STATE_SCALARS + _STATE_ARRAYS
-                   if k not in state]
+                   if k not in state and k not in _OPTIONAL_PARAMS]
         if missing:
             raise ValueError(f"{cls.__name__} state is missing {missing}")
-        model = cls(**{k: _from_plain(state[k]) for k in _CONSTRUCTOR_PARAMS})
+        model = cls(**{k: _from_plain(state.get(k, _OPTIONAL_PARAMS.get(k)))
+                       for k in _CONSTRUCTOR_PARAMS})
         model._check_params()
         k, ct = model.n_components, model.covariance_type
         d = int(state["n_features_in_"])
