@@ -1,7 +1,7 @@
 """Drift, autocorrelation and flag-rate benchmark for the Detector's policy (issue 9, 2-4).
 
     PYTHONPATH=. python3 bench/bench_drift.py [--quick] [--data ../shared/data/adbench]
-                                              [--only SECTION ...]
+                                              [--only SECTION ...] [--config JSON]
 
 Generated streams (d=8, k=4 mixture): stationary flag-rate windows; AR(1) rho 0.3/0.6/0.9
 stationary (false drift alarms per 1M records); stationary with 1% far-away anomalies (the
@@ -29,6 +29,7 @@ from streams import (Mixture, class_switch, contaminate, daemon_bench_rows,  # n
 from streamgmm import Detector  # noqa: E402
 
 P = 0.01
+EXTRA = {}  # --config: detector settings over the defaults, for the auto (ensemble) detectors
 
 
 def run(det, X, call):
@@ -100,7 +101,7 @@ def contaminated(n, seeds):
                                                                  0.01, 30.0, s + 1)[0])):
         alarms, by, t = 0, {}, time.perf_counter()
         for seed in seeds:
-            det = Detector()
+            det = Detector(dict(EXTRA))
             _, _, ev = run(det, make(seed), 1000)
             for e in ev:
                 if e.kind == "drift":
@@ -214,7 +215,7 @@ def real(data_dir, n_after, quick):
         o = rng.permutation(len(X))
         X, y = X[o], y[o]
         warm = int(min(2000, 0.2 * len(X)))
-        det = Detector({"warmup_records": warm}, background_refit=False)
+        det = Detector({**EXTRA, "warmup_records": warm}, background_refit=False)
         s, f, _ = run(det, X, 250)
         f, yy = f[warm:], y[warm:]
         w = int(min(1000, len(f)))
@@ -233,7 +234,7 @@ def real(data_dir, n_after, quick):
 def switch_line(stream, n_after, quick, name):
     """One switch stream: drift delay, back in band, post-change ROC-AUC beside HST."""
     Xs, ys, cp = stream
-    det = Detector({}, background_refit=True)
+    det = Detector(dict(EXTRA), background_refit=True)
     s, f, ev = run(det, Xs, 250)
     det.close()
     dd = [e for e in ev if e.kind == "drift" and e.detail["record"] > cp]
@@ -254,6 +255,8 @@ SECTIONS = ("stationary", "invariance", "changes", "autocorrelated", "contaminat
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--config", help="JSON dict of detector settings over the defaults, for "
+                    "the default (auto) detectors (e.g. '{\"robust_dof\": 5}')")
     ap.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION",
                     help="run only these sections: " + ", ".join(SECTIONS))
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent
@@ -261,6 +264,9 @@ def main():
     a = ap.parse_args()
     q = a.quick
     want = set(a.only or SECTIONS)
+    if a.config:
+        import json
+        EXTRA.update(json.loads(a.config))
     if "stationary" in want:
         stationary(100_000 if q else 400_000, [0] if q else [0, 1])
     if "invariance" in want:

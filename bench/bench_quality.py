@@ -36,10 +36,16 @@ BATCH = 250
 P = 1.0
 
 
-def load(path, seed=SEED, max_rows=MAX_ROWS):
-    """Shuffled (X, y, n_warmup) for one dataset, per the protocol."""
+def load(path, seed=SEED, max_rows=MAX_ROWS, contamination=None):
+    """Shuffled (X, y, n_warmup) for one dataset, per the protocol; ``contamination``: first
+    keep a random max(5, that fraction of the normal rows) of the anomalies (seeded)."""
     with np.load(path, allow_pickle=False) as z:
         X, y = np.asarray(z["X"], dtype=np.float64), np.asarray(z["y"]).astype(int).ravel()
+    if contamination is not None:
+        a = np.flatnonzero(y == 1)
+        n = min(len(a), max(5, int(round(contamination * np.sum(y == 0)))))
+        keep = np.r_[np.flatnonzero(y == 0), np.random.default_rng(5).choice(a, n, replace=False)]
+        X, y = X[keep], y[keep]
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(X))[:max_rows]
     X, y = X[idx], y[idx]
@@ -156,6 +162,9 @@ def main(argv=None):
     ap.add_argument("--no-peers", action="store_true", help="streamgmm only")
     ap.add_argument("--no-pysad", action="store_true", help="skip pysad's detectors")
     ap.add_argument("--config", help="JSON dict of detector settings over the defaults")
+    ap.add_argument("--contamination", type=float,
+                    help="downsample each set's anomalies to this fraction of its normal rows "
+                         "(e.g. 0.01: how a detector fares when anomalies are rare)")
     a = ap.parse_args(argv)
     import json
     config = json.loads(a.config) if a.config else None
@@ -172,7 +181,8 @@ def main(argv=None):
     print(f"{'dataset':<22}{'detector':<17}{'ROC-AUC':>8}{'AP':>7}{'flag%':>7}{'prec':>6}"
           f"{'rec':>6}{'rec/s':>10}")
     for path in files:
-        X, y, n_warm = load(path, max_rows=3000 if a.quick else MAX_ROWS)
+        X, y, n_warm = load(path, max_rows=3000 if a.quick else MAX_ROWS,
+                            contamination=a.contamination)
         if a.quick:
             n_warm = int(min(2000, round(0.2 * len(X))))
         ds = os.path.basename(path)[:-4]

@@ -94,7 +94,7 @@ def test_config_is_frozen_with_attribute_access():
 def test_detector_dict_is_plain_and_has_exactly_the_schema_keys():
     dd = detector_dict(cfg_of({"detector": {"n_components": 3, "threshold": {"percentile": 2}}}))
     assert set(dd) == {"n_components", "max_components", "covariance_type", "reg_covar",
-                       "warmup_records", "random_state", "min_component_weight", "threshold",
+                       "warmup_records", "random_state", "min_component_weight", "robust_dof", "threshold",
                        "online", "drift", "refit"}
     assert dd["threshold"] == {"percentile": 2.0, "window": 20000, "calibration_folds": 5}
     assert set(dd["online"]) == {"enabled", "step", "alpha", "t0", "half_life",
@@ -138,6 +138,8 @@ def test_detector_dict_is_accepted_by_the_detectors_own_config():
     ({"detector": {"n_components": "many"}}, "detector.n_components", '"auto"'),
     ({"detector": {"n_components": 0}}, "detector.n_components", ">= 1"),
     ({"detector": {"reg_covar": float("nan")}}, "detector.reg_covar", "a number >= 0"),
+    ({"detector": {"robust_dof": 0}}, "detector.robust_dof", "> 0"),
+    ({"detector": {"robust_dof": "t"}}, "detector.robust_dof", "number"),
     ({"source": {"type": "ftp"}}, "source.type", "one of kafka, file, stdin"),
     ({"logging": {"format": "xml"}}, "logging.format", "one of plain, json"),
     ({"kafka": {"topics": []}}, "kafka.topics", "an empty list"),

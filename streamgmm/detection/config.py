@@ -94,6 +94,11 @@ class DetectorConfig:
         Num(0, 0.5, hi_open=True), 0.02,
         "at fit, a component lighter than this is taken for a cluster of anomalies: its "
         "records are dropped and the model refitted")
+    robust_dof: float = setting(
+        Optional(Num(0, lo_open=True)), None,
+        "`auto` only: fit the full-covariance members as robust M-estimates (Student-t weights "
+        "with these degrees of freedom, e.g. 5), for warm-ups that may hold clusters of "
+        "anomalies (a few %); null: plain EM. See BENCHMARKS.md, \"Robust full members\"")
     threshold: ThresholdConfig = section(ThresholdConfig)
     online: OnlineConfig = section(OnlineConfig)
     drift: DriftConfig = section(DriftConfig)

@@ -10,8 +10,8 @@ With ``n_components: "auto"`` (the default) the model is a ``MixtureEnsemble`` r
 BIC-selected mixture: full-covariance mixtures of 4, 2 and 1 components and diagonal ones of
 4, 8 and 1 (capped at ``max_components`` and at one component per 10 records), each fitted
 with the recipe above and a covariance floor of max(``ENSEMBLE_REG_COVAR``, d / n) (shrinkage
-towards the identity in standardized units, stronger for small or wide windows), the full ones
-as robust M-estimates (Student-t weights, ``ENSEMBLE_ROBUST_DOF``), scored
+towards the identity in standardized units, stronger for small or wide windows; with
+``robust_dof`` the full ones as robust M-estimates, Student-t weights), scored
 together (a record's score is its lowest member z-score, see ``MixtureEnsemble``). Measured on
 real labelled data it ranks anomalies better than any single mixture we tried, BIC selection
 included (which gives components to anomaly clusters); see BENCHMARKS.md.
@@ -41,12 +41,13 @@ ENSEMBLE_REG_COVAR = 1e-3
 # ENSEMBLE_SHRINK * d / n (n records of d standardized features), e.g. 0.03 for d=64 on
 # 2,000 records, 0.05 for d=21 on 420, and stays 1e-3 on long or narrow windows.
 ENSEMBLE_SHRINK = 1.0
-# The full-covariance members are robust M-estimates: Student-t weights with this many degrees
-# of freedom in their statistics (``OnlineGaussianMixture.robust_dof``), so a small cluster of
-# anomalies or a few far records in the window widen them less and stay far out. Diagonal
-# members stay plain: one record-level weight would discount all of a record's features for
-# one extreme feature. Measured in BENCHMARKS.md ("Robust full members"); 3-10 rank alike.
-ENSEMBLE_ROBUST_DOF = 5.0
+# With ``detector.robust_dof`` (off by default) the full-covariance members are robust
+# M-estimates: Student-t weights in their statistics (``OnlineGaussianMixture.robust_dof``), so
+# a small cluster of anomalies or a few far records in the window widen them less and stay far
+# out. Diagonal members stay plain: one record-level weight would discount all of a record's
+# features for one extreme feature. Measured in BENCHMARKS.md ("Robust full members"): a gain
+# with a few % of clustered anomalies in the window, none at 1%, and on streams whose normal
+# holds small modes of its own those modes are flagged.
 
 
 @dataclass
@@ -118,7 +119,7 @@ def _fit_member(Xs, cfg, covariance_type, k, reg, n_init=N_INIT):
         gmm = fit(Xs[keep])
     else:
         keep[:] = True
-    dof = ENSEMBLE_ROBUST_DOF if covariance_type == "full" else None
+    dof = cfg.robust_dof if covariance_type == "full" else None
     model = make_online(cfg, k, covariance_type, reg, dof).fit_from(gmm, Xs[keep])
     return model, keep
 
