@@ -354,7 +354,10 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
         'stats_scatter' and the fitted parameter arrays.
         """
         check_is_fitted(self)
-        state = {"format": STATE_FORMAT, "format_version": STATE_VERSION}
+        # version 1 when robust_dof is unset: readers of version 1 load such a state as it is
+        # (they ignore the extra key), and refuse a robust one they could not honour
+        state = {"format": STATE_FORMAT,
+                 "format_version": 1 if self.robust_dof is None else STATE_VERSION}
         for name in _CONSTRUCTOR_PARAMS:
             value = getattr(self, name)
             if name == "random_state" and not (value is None or
