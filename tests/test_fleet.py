@@ -399,3 +399,49 @@ def test_a_torn_newest_version_is_refused_and_the_one_before_used(bootstrap, tmp
     finally:
         codes = fl.stop()
     assert codes == {0: 0}
+
+
+def test_a_broker_pause_longer_than_the_session_loses_nothing_and_keeps_one_leader(tmp_path):
+    """The broker stops answering for 15 s (SIGSTOP: every session expires, its data stay):
+    both members stay up, every record gets its outcome, the group has one leader again and
+    every member ends on one version. (A broker restart loses the test broker's in-memory
+    topics; the single daemon's restart test covers that path.)"""
+    import signal
+    from kafka_helpers import broker_binary, start_broker
+    broker = start_broker(broker_binary(), str(tmp_path / "broker.log"))
+    fl = Fleet(broker.bootstrap, tmp_path)
+    for k in range(2):
+        fl.start(k)
+    paused = False
+    try:
+        wait_for(lambda: len(fl.leaders()) == 1, 60, what="one leader")
+        n1 = 3000
+        BackgroundProducer(broker.bootstrap, fl.src, _records(mixture_rows(n1, seed=31), 0),
+                           rate=1000).start().join(120)
+        _has_every_outcome(_outcomes(fl, n1), n1)
+
+        broker.proc.send_signal(signal.SIGSTOP)
+        paused = True
+        time.sleep(15)                                   # > session timeout (6 s)
+        broker.proc.send_signal(signal.SIGCONT)
+        paused = False
+
+        n2 = 3000
+        BackgroundProducer(broker.bootstrap, fl.src, _records(mixture_rows(n2, seed=32), n1),
+                           rate=1000).start().join(120)
+        _has_every_outcome(_outcomes(fl, n1 + n2, timeout=150), n1 + n2)
+        wait_for(lambda: len(fl.leaders()) == 1, 60, what="one leader again")
+        wait_for(lambda: len(set(fl.versions().values())) == 1, 3 * SYNC + 30,
+                 what="every member on one version")
+        assert len(fl.live()) == 2
+        logs = {k: fl.log(k) for k in fl.live()}
+        # the pause was felt: the sessions expired and the group elected a leader again
+        assert any(re.search(r"is the leader \(epoch [2-9]", t) for t in logs.values()), logs
+        for t in logs.values():
+            assert "Traceback" not in t, t[-3000:]
+    finally:
+        if paused:
+            broker.proc.send_signal(signal.SIGCONT)
+        codes = fl.stop()
+        broker.stop()
+    assert all(c == 0 for c in codes.values()), codes
