@@ -240,7 +240,7 @@ class Detector:
                                    m.covariance_type)
         comp = np.argmax(wlp, axis=1)
         resp, scores = posteriors(wlp)
-        u = m.robust_weights(Xs) if getattr(m, "robust_dof", None) is not None else None
+        u = m.robust_weights(Xs)
         if u is not None:  # a robust mixture learns with its Student-t weights
             resp *= u
         return scores, comp, resp, scores

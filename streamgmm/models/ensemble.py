@@ -92,7 +92,7 @@ class MixtureEnsemble:
             return layout
         by = {}
         for i, m in enumerate(self.members):
-            k = ((m.covariance_type, float(m.reg_covar), getattr(m, "robust_dof", None))
+            k = ((m.covariance_type, float(m.reg_covar), m.robust_dof)
                  if m.covariance_type != "tied" else ("tied", i))
             by.setdefault(k, []).append(i)
         layout = []
@@ -145,7 +145,6 @@ class MixtureEnsemble:
         logd_t = np.empty((self.n_members, n))
         comp = None
         for g, sc in zip(self._group_layout(), self._scorers()):
-            dof = getattr(self.members[g["idx"][0]], "robust_dof", None)
             if sc is None:
                 i = g["idx"][0]
                 m = self.members[i]
@@ -160,7 +159,8 @@ class MixtureEnsemble:
                 resp_t[g["cols"]] = r.T
                 logd_t[i] = s
                 continue
-            wlp_t, u = stacked.stacked_log_prob_t(sc[0], sc[1], X, dof)
+            wlp_t, u = stacked.stacked_log_prob_t(sc[0], sc[1], X,
+                                                  self.members[g["idx"][0]].robust_dof)
             rows = g["rows"]
             ld = logd_t[rows] if isinstance(rows, slice) else np.empty((len(rows), n))
             stacked.grouped_posteriors_t(wlp_t, g["local"], ld)

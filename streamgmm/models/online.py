@@ -187,7 +187,7 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
         self.covariance_type = gmm.covariance_type
         self._check_params()
         params, reseeded = (gmm.weights_, gmm.means_, None, gmm.precisions_cholesky_), 0
-        for _ in range(1 + (FIT_ROBUST_STEPS - 1 if self.robust_dof is not None else 0)):
+        for _ in range(FIT_ROBUST_STEPS if self.robust_dof is not None else 1):
             stats, log_density, n_valid = ss.e_step_statistics(
                 X, params[0], params[1], params[3], self.covariance_type,
                 robust_dof=self.robust_dof)
