@@ -98,7 +98,9 @@ class DetectorConfig:
         Optional(Num(0, lo_open=True)), None,
         "`auto` only: fit the full-covariance members as robust M-estimates (Student-t weights "
         "with these degrees of freedom, e.g. 5), for warm-ups that may hold clusters of "
-        "anomalies (a few %); null: plain EM. See BENCHMARKS.md, \"Robust full members\"")
+        "anomalies (a few %); robust full members count in full in the lowest-z combination, "
+        "plain ones at half weight; null: plain EM. See BENCHMARKS.md, \"Robust full "
+        "members\" and \"Full members at half weight\"")
     threshold: ThresholdConfig = section(ThresholdConfig)
     online: OnlineConfig = section(OnlineConfig)
     drift: DriftConfig = section(DriftConfig)
