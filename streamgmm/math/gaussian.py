@@ -21,6 +21,10 @@ FLOAT32_HINT = (
 
 # Extra memory budget of one scoring chunk (score_samples, predict_proba); see ``chunk_rows_t``.
 CHUNK_BYTES = 8 * 1024 * 1024
+# ONE_ROW: a single row is scored as two identical rows. With one row numpy's matmul takes
+# BLAS's matrix-vector path, whose sums can differ from the matrix-matrix path's in the last
+# bit, so a record scored alone would not score exactly as in a batch (measured: diagonal
+# members, 1 ulp); fleet members that score it with the same model version must agree.
 
 
 def _ill_defined(dtype):
@@ -215,6 +219,9 @@ class GaussianScorer:
         m = Z.shape[1]
         if out is None:
             out = np.empty((k, m), dtype=np.float64)
+        if m == 1:  # as two columns: see ONE_ROW
+            out[:] = self.dist_t(np.repeat(Z, 2, axis=1))[:, :1]
+            return out
         if self.covariance_type in ("full", "tied"):
             y = (np.empty(k * d * m, dtype=self.dtype) if work is None
                  else work[:k * d * m]).reshape(k * d, m)
@@ -262,6 +269,8 @@ class GaussianScorer:
         """Squared Mahalanobis distance of every row to every component, float64 (n, k)."""
         X = np.asarray(X, dtype=self.dtype)
         n, k, d = X.shape[0], self.n_components, self.n_features
+        if n == 1:  # as two rows: see ONE_ROW
+            return self.mahalanobis_sq(np.repeat(X, 2, axis=0))[:1]
         if self.covariance_type in ("full", "tied"):
             W, b, ones = self._row_major_params()
             Y = X @ W
