@@ -9,8 +9,9 @@ Each member is an ``OnlineGaussianMixture`` with its own sufficient statistics, 
 from the same batches. Each member's log-density is put on a common scale by a robust
 z-score, ``z_m = (log p_m(x) - loc_m) / scale_m``, with ``loc_m``/``scale_m`` the median and
 interquartile range of member m's log-densities on its (clean) fit window, so that no member
-dominates by the scale of its densities (the IQR divided by the member's weight, if
-``calibrate`` is given weights: the detector gives its full-covariance members 0.5). The combined score is the *lowest* z (since branch
+dominates by the scale of its densities (the IQR divided by the member's weight when
+``calibrate`` is given weights: the detector gives its plain full-covariance members 0.5).
+The combined score is the *lowest* z (since branch
 ``rank4``; ``combination="mean"`` gives the mean, as before) mapped back onto the primary
 member's log-density scale by a fixed affine map,
 ``score = loc_0 + scale_0 * min_m z_m``: it reads as a log-density in nats (a record scored
@@ -82,7 +83,8 @@ class MixtureEnsemble:
         of weight 0.5 needs a z twice as low to set the combined score."""
         w = np.ones(self.n_members) if weights is None else np.asarray(weights, float)
         if w.shape != (self.n_members,) or not (w > 0).all():
-            raise ValueError(f"weights must be {self.n_members} positive numbers, got {weights!r}")
+            raise ValueError(f"weights must be {self.n_members} positive numbers, "
+                             f"got {weights!r}")
         for i, m in enumerate(self.members):
             s = m.score_samples(X)
             lo, q2, hi = np.percentile(s, SCALE_PERCENTILES)
