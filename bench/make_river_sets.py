@@ -8,7 +8,6 @@ is in the ``bench`` extra): ``shuttle``, the UCI Statlog (Shuttle) data as ODDS 
 sensor records of 9 features, 7.2% anomalies (the rare classes). Arrays ``X`` and ``y``
 (1 = anomaly) like ADBench's files, in River's order (``bench_quality.py`` shuffles).
 """
-import os
 import sys
 
 import numpy as np
@@ -24,14 +23,8 @@ def sets():
     yield "shuttle", np.asarray(rows, dtype=np.float64), np.asarray(labels, dtype=np.int8)
 
 
-def main(out):
-    os.makedirs(out, exist_ok=True)
-    for name, X, y in sets():
-        np.savez(os.path.join(out, f"{name}.npz"), X=X, y=y)
-        print(f"{name}: {len(X)} rows x {X.shape[1]}, {int(y.sum())} anomalies")
-
-
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    from make_sklearn_sets import write  # bench/, the script's own folder
+    write(sys.argv[1], sets())

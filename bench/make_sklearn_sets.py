@@ -42,11 +42,16 @@ def sets():
             yield f"{name}_{c}", *one_vs_rest(s.data, s.target, c, rng)
 
 
-def main(out):
+def write(out, named_sets):
+    """Save each (name, X, y) as OUT/name.npz, the layout ``bench_quality.py`` reads."""
     os.makedirs(out, exist_ok=True)
-    for name, X, y in sets():
+    for name, X, y in named_sets:
         np.savez(os.path.join(out, f"{name}.npz"), X=X, y=y)
         print(f"{name}: {len(X)} rows x {X.shape[1]}, {int(y.sum())} anomalies")
+
+
+def main(out):
+    write(out, sets())
 
 
 if __name__ == "__main__":

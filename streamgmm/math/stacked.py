@@ -55,7 +55,9 @@ def grouped_posteriors_t(wlp_t, offsets, log_density):
         for g in range(G):
             a, b = offsets[g], offsets[g + 1]
             block = wlp_t[a:b]
-            total = block.sum(axis=0) if b - a > 1 else block[0].copy()
+            total = block[0].copy()
+            for j in range(1, b - a):  # row by row: the same order for any n (numpy sums a
+                total += block[j]      # single column pairwise, a wider block row by row)
             block /= total
             amax = log_density[g].copy()
             np.log(total, out=log_density[g])

@@ -149,9 +149,6 @@ class MixtureEnsemble:
         ``robust_dof``; the component is the primary member's most probable one."""
         X = np.asarray(X)
         n = X.shape[0]
-        if n == 1:  # as two rows, so that it scores exactly as in a batch (math.gaussian ONE_ROW;
-            # numpy sums a one-column block in another order too)
-            return tuple(a[:1] for a in self.decide(np.repeat(X, 2, axis=0)))
         resp_t = np.empty((self.total_components, n))
         logd_t = np.empty((self.n_members, n))
         comp = None
