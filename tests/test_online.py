@@ -533,7 +533,10 @@ def _masked(seed=0, n=1000, n_cluster=30, d=6):
 
 def test_t_weights_are_the_multivariate_t_em_weights():
     d2 = np.array([[0.0, 6.0], [1e6, np.inf]])
-    np.testing.assert_allclose(gm.t_weights(d2, 6, 5.0), [[11 / 5, 1.0], [11 / 1000005, 0.0]])
+    np.testing.assert_allclose(gm.t_weights(d2, 6, 5.0, floor=0),
+                               [[11 / 5, 1.0], [11 / 1000005, 0.0]])
+    # by default a finite distance never weighs less than the floor
+    np.testing.assert_allclose(gm.t_weights(d2, 6, 5.0), [[11 / 5, 1.0], [0.25, 0.0]])
 
 
 def test_robust_fit_keeps_a_small_cluster_far_out():
@@ -544,16 +547,17 @@ def test_robust_fit_keeps_a_small_cluster_far_out():
     plain = OnlineGaussianMixture(1, random_state=0).fit(data)
     robust = OnlineGaussianMixture(1, random_state=0, robust_dof=5.0).fit(data)
     clean_var = X[:, 0].var()
+    # plain 3.8x the clean variance; robust 1.6x (1.25x with plain t-weights, no floor)
     assert plain.covariances_[0, 0, 0] > 3 * clean_var
-    assert robust.covariances_[0, 0, 0] < 1.6 * clean_var
+    assert robust.covariances_[0, 0, 0] < 2 * clean_var
     gap = [np.median(m.score_samples(X)) - np.median(m.score_samples(C)) for m in (plain, robust)]
-    assert gap[1] > 3 * gap[0], gap
+    assert gap[1] > 2.4 * gap[0], gap   # 2.7x (3.5x without the floor)
     # the weights persist through online steps (each step is weighted too)
     rng = np.random.default_rng(1)
     for _ in range(20):
         Xb, Cb = _masked(int(rng.integers(1 << 30)), n=250, n_cluster=8)
         robust.partial_fit(np.vstack([Xb, Cb]))
-    assert robust.covariances_[0, 0, 0] < 1.6 * clean_var
+    assert robust.covariances_[0, 0, 0] < 2 * clean_var
 
 
 def test_robust_dof_none_is_the_plain_model():

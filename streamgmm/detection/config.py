@@ -97,7 +97,8 @@ class DetectorConfig:
     robust_dof: float = setting(
         Optional(Num(0, lo_open=True)), None,
         "`auto` only: fit the full-covariance members as robust M-estimates (Student-t weights "
-        "with these degrees of freedom, e.g. 5), for warm-ups that may hold clusters of "
+        "with these degrees of freedom, e.g. 5, floored at 0.25 so that a mode that persists "
+        "in the stream is still learned), for warm-ups that may hold clusters of "
         "anomalies (a few %); robust full members count in full in the lowest-z combination, "
         "plain ones at half weight; null: plain EM. See BENCHMARKS.md, \"Robust full "
         "members\" and \"Full members at half weight\"")
