@@ -8,12 +8,13 @@ stay far out instead of widening it and masking themselves. The component stays 
 and the score stays its log-density.
 
 The weight never falls below ``WEIGHT_FLOOR``. Without a floor, a mode that a component does
-not cover (a new regime's sub-population, a few % of the stream) gets a weight near 0, so the
-component tightens and the mode falls further out: the t-EM iteration, online, breaks it off
-for good and it is flagged for good (measured: vowels' class-switch stream flagged 2-3% for
-the 10,000 records after its refit). At a quarter weight such a mode is still learned and
-absorbed; records far enough for the floor to bind (delta^2 > 3 nu + 4 d) are few, and the
-detector learns from neither its flagged records nor gross outliers.
+not cover (a new regime's sub-population, a few % of the stream) gets a weight near 0, so
+the component tightens and the mode falls further out: the t-EM iteration, online, breaks it
+off and it is flagged for good (measured: vowels' class-switch stream, 2.3% flagged over the
+last 5,000 of the 10,000 records after the switch, never back in [0.5p, 2p]). At a quarter
+weight such a mode is still learned and absorbed; records far enough for the floor to bind
+(delta^2 > 3 nu + 4 d) are few, and the detector learns from neither its flagged records nor
+gross outliers.
 """
 import numpy as np
 

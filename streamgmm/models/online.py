@@ -85,13 +85,14 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
         ``max(2 * weight_floor, 1e-3)``, taken from the largest component (so no other weight
         moves). ``n_reseeds_`` counts re-seeds.
     robust_dof : float > 0 or None, default None
-With a number nu, the statistics weight each record by its Student-t weight
+        With a number nu, the statistics weight each record by its Student-t weight
         (nu + d) / (nu + delta^2), at least ``WEIGHT_FLOOR`` = 0.25 (``streamgmm.math.robust``):
         a robust M-estimate of each Gaussian component, so a few far records or a small cluster
         straddled by a component do not widen it and mask themselves, while a mode that
-        persists in the stream is still learned. ``fit_from`` takes ``FIT_ROBUST_STEPS`` such EM steps
-        from the batch fit; every update uses the weights (``partial_fit_posteriors`` expects
-        ``resp`` already multiplied by them, as ``MixtureEnsemble.decide`` gives them).
+        persists in the stream is still learned. ``fit_from`` takes ``FIT_ROBUST_STEPS`` such
+        EM steps from the batch fit; every update uses the weights
+        (``partial_fit_posteriors`` expects ``resp`` already multiplied by them, as
+        ``MixtureEnsemble.decide`` gives them).
         None: plain EM statistics.
     random_state, max_iter, tol, init_params, n_init
         Passed to the batch EM of ``fit`` (and ``sample`` uses ``random_state`` like the batch
