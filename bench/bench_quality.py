@@ -1,6 +1,7 @@
 """Detection quality on labelled real data, streamed as a user would (issue 9's protocol).
 
-    python bench/bench_quality.py --data DIR [--only NAME[,NAME]] [--quick] [--no-peers] [--seeds N]
+    python bench/bench_quality.py --data DIR [--only NAME[,NAME]] [--quick] [--no-peers]
+                                  [--seeds N]
 
 For every ``.npz`` in DIR (arrays ``X``, ``y``: 1 = anomaly): shuffle with a fixed seed,
 subsample to 30,000 rows if larger, warm up on the first min(2,000, 20%) rows, then feed
@@ -167,7 +168,7 @@ def main(argv=None):
     ap.add_argument("--no-pysad", action="store_true", help="skip pysad's detectors")
     ap.add_argument("--config", help="JSON dict of detector settings over the defaults")
     ap.add_argument("--seeds", type=int, default=1,
-                    help="run streamgmm with random_state 0..N-1 and report the means")
+                    help="run every detector with seeds 0..N-1 and report the means")
     ap.add_argument("--contamination", type=float,
                     help="downsample each set's anomalies to this fraction of its normal rows "
                          "(e.g. 0.01: how a detector fares when anomalies are rare)")
@@ -181,7 +182,7 @@ def main(argv=None):
         keys = a.only.split(",")
         files = [f for f in files if any(k in os.path.basename(f) for k in keys)]
     seeds = range(a.seeds) if a.seeds > 1 else [SEED]
-    configs = [{**(config or {}), "random_state": s} for s in seeds] if a.seeds > 1 else [config]
+    configs = [dict(config or {}, random_state=s) for s in seeds] if a.seeds > 1 else [config]
     dets = [("streamgmm", [(lambda c: lambda X, w: run_streamgmm(X, w, c))(c) for c in configs])]
     if not a.no_peers:
         dets += [(name, [(lambda fn, s: lambda X, w: fn(X, w, seed=s))(fn, s) for s in seeds])
