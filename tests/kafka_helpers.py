@@ -475,7 +475,16 @@ class BackgroundProducer:
         return self.sent
 
     def join(self, timeout: float = 120.0) -> None:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "producer did not finish"
+        """Wait for the producer to finish; fail when it sends nothing for ``timeout``
+        seconds (stalled), not when a loaded machine merely slows its acknowledged sends."""
+        last, since = -1, time.monotonic()
+        while self._thread.is_alive():
+            self._thread.join(1.0)
+            if self.sent != last:
+                last, since = self.sent, time.monotonic()
+            elif time.monotonic() - since > timeout:
+                break
+        assert not self._thread.is_alive(), \
+            f"producer did not finish: stalled at {self.sent} of {len(self.values)} records"
         if self.error is not None:
             raise self.error
