@@ -692,6 +692,34 @@ def test_fast_statistics_equal_exact_ones_even_far_from_the_origin(cov):
         assert np.all(np.atleast_1d(fast.scatter[2]) < 1e-6)
 
 
+def test_wide_full_statistics_stay_within_bounded_memory(monkeypatch):
+    """A batch too wide for the triangle path's (d(d+1)/2, n) products (300 features, 1,000
+    rows: 360 MB each) takes the per-component path in row chunks: the same statistics as the
+    batch M-step, a peak allocation of a few MB (1,555 features used to ask for 9 GiB)."""
+    import tracemalloc
+    rng = np.random.default_rng(21)
+    n, d, k = 1000, 300, 3
+    X = rng.normal(size=(n, d)) + 3.0
+    R = rng.dirichlet(np.ones(k), size=n)
+    assert d * (d + 1) // 2 * n * 8 > ss.TRIANGLE_BYTES
+    tracemalloc.start()
+    try:
+        got = ss.batch_statistics(X, R, "full")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40e6, peak
+    nk, means, covs = gm.estimate_gaussian_parameters(X, R, 0.0, "full")
+    np.testing.assert_allclose(got.s0, nk / n, rtol=1e-12)
+    np.testing.assert_allclose(got.means, means, rtol=1e-12)
+    np.testing.assert_allclose(got.scatter / got.s0[:, None, None], covs, rtol=1e-9,
+                               atol=1e-12)
+    # row chunks: the same sums as one pass
+    monkeypatch.setattr(ss, "CHUNK_BYTES", 8 * k * d * 7)    # 7 rows per chunk
+    chunked = ss.batch_statistics(X, R, "full")
+    np.testing.assert_allclose(chunked.scatter, got.scatter, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("cov", COV_TYPES)
 def test_chunked_e_step_statistics_equal_one_chunk(mixture, cov):
     rng = np.random.default_rng(20)

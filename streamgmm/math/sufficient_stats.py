@@ -71,6 +71,7 @@ def batch_statistics(X, resp, covariance_type, n_records=None, exact=False):
     n_k m_k m_k^T. That subtraction cancels digits when a component is tiny next to its distance
     from the batch mean, so any component that would lose more than ~6 of float64's 16 digits
     (and everything when ``exact=True``) is recomputed exactly from per-component centred data.
+    So is every component of a batch too wide for the triangle's products (TRIANGLE_BYTES).
     """
     X = np.asarray(X, dtype=np.float64)
     resp = np.asarray(resp, dtype=np.float64)
@@ -88,7 +89,8 @@ def batch_statistics(X, resp, covariance_type, n_records=None, exact=False):
     Xc = X - shift
     mc = (resp.T @ Xc) / np.maximum(nk, _TINY)[:, None]
     means = mc + shift
-    if exact:
+    if exact or (covariance_type == "full"
+                 and d * (d + 1) // 2 * X.shape[0] * 8 > TRIANGLE_BYTES):
         redo = np.ones(k, dtype=bool)
     elif covariance_type == "full":
         iu0, iu1, dpos = _triu(d)
@@ -127,25 +129,43 @@ def _exact_scatter(X, resp, means, covariance_type, which=None, out=None):
     """Scatter from per-component centred data (for components ``which``, into ``out``)."""
     idx = np.arange(means.shape[0]) if which is None else np.flatnonzero(which)
     d = X.shape[1]
-    diff = X[None, :, :] - means[idx, None, :]                  # (m, n, d)
-    r = resp[:, idx].T                                          # (m, n)
-    if covariance_type in ("full", "tied"):
-        wdiff = diff * r[:, :, None]
+    if covariance_type == "full":
+        sc = _full_scatter(X, resp[:, idx], means[idx])
+    else:
+        diff = X[None, :, :] - means[idx, None, :]              # (m, n, d)
+        r = resp[:, idx].T                                      # (m, n)
         if covariance_type == "tied":
+            wdiff = diff * r[:, :, None]
             sc = wdiff.reshape(-1, d).T @ diff.reshape(-1, d)
             return 0.5 * (sc + sc.T)
-        sc = np.matmul(wdiff.transpose(0, 2, 1), diff)
-        sc = 0.5 * (sc + sc.transpose(0, 2, 1))
-    elif covariance_type == "diag":
-        sc = np.einsum("kn,knd->kd", r, diff * diff)
-    else:
-        sc = np.einsum("kn,kn->k", r, np.einsum("knd,knd->kn", diff, diff))
+        if covariance_type == "diag":
+            sc = np.einsum("kn,knd->kd", r, diff * diff)
+        else:
+            sc = np.einsum("kn,kn->k", r, np.einsum("knd,knd->kn", diff, diff))
     if out is None:
         return sc
     out = out.copy()
     out[idx] = sc
     return out
 
+
+def _full_scatter(X, resp, means):
+    """(m, d, d) resp-weighted scatter of X about each of the m ``means``, rows in chunks so
+    the (m, rows, d) centred data stay within CHUNK_BYTES."""
+    m, d = means.shape
+    step = max(1, CHUNK_BYTES // (8 * m * d))
+    sc = np.zeros((m, d, d))
+    for start in range(0, X.shape[0], step):
+        diff = X[None, start:start + step, :] - means[:, None, :]
+        wdiff = diff * resp[start:start + step].T[:, :, None]
+        sc += np.matmul(wdiff.transpose(0, 2, 1), diff)
+    return 0.5 * (sc + sc.transpose(0, 2, 1))
+
+
+# The fast 'full' path's (d(d+1)/2, n) products stay within this; wider batches (many
+# features) take the per-component centred path in row chunks instead (a 1,555-feature batch
+# of 1,000 rows would need 9 GiB there).
+TRIANGLE_BYTES = 4 * CHUNK_BYTES
 
 _TRIU_CACHE = {}
 _MASK_CACHE = {}
