@@ -126,40 +126,34 @@ def batch_statistics(X, resp, covariance_type, n_records=None, exact=False):
 
 
 def _exact_scatter(X, resp, means, covariance_type, which=None, out=None):
-    """Scatter from per-component centred data (for components ``which``, into ``out``)."""
+    """Scatter from per-component centred data (for components ``which``, into ``out``), rows
+    in chunks so the (m, rows, d) centred data stay within CHUNK_BYTES whatever the width."""
     idx = np.arange(means.shape[0]) if which is None else np.flatnonzero(which)
-    d = X.shape[1]
-    if covariance_type == "full":
-        sc = _full_scatter(X, resp[:, idx], means[idx])
-    else:
-        diff = X[None, :, :] - means[idx, None, :]              # (m, n, d)
-        r = resp[:, idx].T                                      # (m, n)
-        if covariance_type == "tied":
-            wdiff = diff * r[:, :, None]
-            sc = wdiff.reshape(-1, d).T @ diff.reshape(-1, d)
-            return 0.5 * (sc + sc.T)
-        if covariance_type == "diag":
-            sc = np.einsum("kn,knd->kd", r, diff * diff)
+    mu = means[idx]
+    m, d = mu.shape
+    step = max(1, CHUNK_BYTES // (8 * m * d))
+    shape = {"full": (m, d, d), "tied": (d, d), "diag": (m, d), "spherical": (m,)}
+    sc = np.zeros(shape[covariance_type])
+    for start in range(0, X.shape[0], step):
+        diff = X[None, start:start + step, :] - mu[:, None, :]    # (m, rows, d)
+        r = resp[start:start + step, idx].T                       # (m, rows)
+        if covariance_type == "full":
+            sc += np.matmul((diff * r[:, :, None]).transpose(0, 2, 1), diff)
+        elif covariance_type == "tied":
+            sc += (diff * r[:, :, None]).reshape(-1, d).T @ diff.reshape(-1, d)
+        elif covariance_type == "diag":
+            sc += np.einsum("kn,knd->kd", r, diff * diff)
         else:
-            sc = np.einsum("kn,kn->k", r, np.einsum("knd,knd->kn", diff, diff))
+            sc += np.einsum("kn,kn->k", r, np.einsum("knd,knd->kn", diff, diff))
+    if covariance_type == "tied":
+        return 0.5 * (sc + sc.T)
+    if covariance_type == "full":
+        sc = 0.5 * (sc + sc.transpose(0, 2, 1))
     if out is None:
         return sc
     out = out.copy()
     out[idx] = sc
     return out
-
-
-def _full_scatter(X, resp, means):
-    """(m, d, d) resp-weighted scatter of X about each of the m ``means``, rows in chunks so
-    the (m, rows, d) centred data stay within CHUNK_BYTES."""
-    m, d = means.shape
-    step = max(1, CHUNK_BYTES // (8 * m * d))
-    sc = np.zeros((m, d, d))
-    for start in range(0, X.shape[0], step):
-        diff = X[None, start:start + step, :] - means[:, None, :]
-        wdiff = diff * resp[start:start + step].T[:, :, None]
-        sc += np.matmul(wdiff.transpose(0, 2, 1), diff)
-    return 0.5 * (sc + sc.transpose(0, 2, 1))
 
 
 # The fast 'full' path's (d(d+1)/2, n) products stay within this; wider batches (many
