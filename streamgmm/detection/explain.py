@@ -23,7 +23,10 @@ def precision_matrices(precisions_cholesky, covariance_type, n_components, n_fea
 def feature_shares(Xs, components, means, precisions):
     """Per-feature shares (n, d) of each row's squared Mahalanobis distance to its component."""
     diff = np.asarray(Xs, dtype=np.float64) - means[components]
-    pdiff = np.einsum("nij,nj->ni", precisions[components], diff)
+    pdiff = np.empty_like(diff)
+    for c in np.unique(components):  # per component: no (n, d, d) gather on wide records
+        rows = components == c
+        pdiff[rows] = diff[rows] @ precisions[c].T
     terms = diff * pdiff
     total = terms.sum(axis=1, keepdims=True)
     return terms / np.where(total > 0, total, 1.0)
