@@ -347,6 +347,28 @@ def test_shares_add_up_and_point_at_the_shifted_feature(covariance_type):
                if not a)
 
 
+def test_shares_of_wide_records_without_gathering_precisions(monkeypatch):
+    """Past GATHER_VALUES the shares come component by component, the same numbers."""
+    import tracemalloc
+
+    from streamgmm.detection import explain
+    rng = np.random.default_rng(7)
+    n, d, k = 60, 400, 3
+    X, comp = rng.normal(size=(n, d)), rng.integers(0, k, n)
+    A = rng.normal(size=(k, d, d)) / np.sqrt(d)
+    P, mu = A @ A.transpose(0, 2, 1) + np.eye(d), rng.normal(size=(k, d))
+    tracemalloc.start()
+    try:
+        wide = feature_shares(X, comp, mu, P)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4e6, peak              # the gather would be 60 x 400 x 400 x 8 = 77 MB
+    monkeypatch.setattr(explain, "GATHER_VALUES", n * d * d)
+    np.testing.assert_allclose(wide, feature_shares(X, comp, mu, P), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(wide.sum(axis=1), 1.0)
+
+
 # ------------------------------------------------------------------------------ config
 @pytest.mark.parametrize("bad,key", [
     ({"threshold": {"percentile": 60}}, "detector.threshold.percentile"),

@@ -7,6 +7,9 @@ record back towards the component).
 """
 import numpy as np
 
+# Rows x d x d up to which the flagged rows' precisions are gathered into one array (8 MB).
+GATHER_VALUES = 1 << 20
+
 
 def precision_matrices(precisions_cholesky, covariance_type, n_components, n_features):
     """Full (k, d, d) precision matrices for any covariance type."""
@@ -23,10 +26,14 @@ def precision_matrices(precisions_cholesky, covariance_type, n_components, n_fea
 def feature_shares(Xs, components, means, precisions):
     """Per-feature shares (n, d) of each row's squared Mahalanobis distance to its component."""
     diff = np.asarray(Xs, dtype=np.float64) - means[components]
-    pdiff = np.empty_like(diff)
-    for c in np.unique(components):  # per component: no (n, d, d) gather on wide records
-        rows = components == c
-        pdiff[rows] = diff[rows] @ precisions[c].T
+    n, d = diff.shape
+    if n * d * d <= GATHER_VALUES:
+        pdiff = np.einsum("nij,nj->ni", precisions[components], diff)
+    else:  # per component: no (n, d, d) gather of precisions on wide records
+        pdiff = np.empty_like(diff)
+        for c in np.unique(components):
+            rows = components == c
+            pdiff[rows] = diff[rows] @ precisions[c].T
     terms = diff * pdiff
     total = terms.sum(axis=1, keepdims=True)
     return terms / np.where(total > 0, total, 1.0)
