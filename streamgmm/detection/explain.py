@@ -12,22 +12,26 @@ GATHER_VALUES = 1 << 20
 
 
 def precision_matrices(precisions_cholesky, covariance_type, n_components, n_features):
-    """Full (k, d, d) precision matrices for any covariance type."""
+    """The (k, d, d) precision matrices ('full', 'tied'), or for 'diag' and 'spherical' their
+    (k, d) diagonals (dense d x d matrices of zeros would cost d^2 per component)."""
     pc = np.asarray(precisions_cholesky, dtype=np.float64)
     if covariance_type == "full":
         return pc @ np.swapaxes(pc, 1, 2)
     if covariance_type == "tied":
         return np.broadcast_to(pc @ pc.T, (n_components, n_features, n_features))
     if covariance_type == "diag":
-        return np.stack([np.diag(v) for v in pc * pc])
-    return np.stack([np.eye(n_features) * v for v in pc * pc])
+        return pc * pc
+    return np.repeat((pc * pc)[:, None], n_features, axis=1)
 
 
 def feature_shares(Xs, components, means, precisions):
-    """Per-feature shares (n, d) of each row's squared Mahalanobis distance to its component."""
+    """Per-feature shares (n, d) of each row's squared Mahalanobis distance to its component;
+    ``precisions`` as ``precision_matrices`` gives them ((k, d) for diagonal ones)."""
     diff = np.asarray(Xs, dtype=np.float64) - means[components]
     n, d = diff.shape
-    if n * d * d <= GATHER_VALUES:
+    if precisions.ndim == 2:
+        pdiff = diff * precisions[components]
+    elif n * d * d <= GATHER_VALUES:
         pdiff = np.einsum("nij,nj->ni", precisions[components], diff)
     else:  # per component: no (n, d, d) gather of precisions on wide records
         pdiff = np.empty_like(diff)
