@@ -229,7 +229,7 @@ def test_calibration_span_flags_near_p_on_a_heavy_tailed_real_stream(digit):
 
 @pytest.mark.parametrize("d,warm", [(13, 26), (13, 40), (6, 30)])
 def test_small_wide_warmup_flags_near_p_soon(d, warm):
-    """The held-out calibration scores of a tiny fit window are a poor stand-in for the
+    """The calibration scores of a tiny fit window are a poor stand-in for the
     stream's: re-ranked only every 1,000 records, a 26-row warm-up in 13 features flagged
     16-39% of the next 1,000 records (these streams, five seeds). The threshold now also re-ranks after 10, 20, 40, ...
     live scores while those calibration scores are in its window."""
@@ -246,17 +246,35 @@ def test_small_wide_warmup_flags_near_p_soon(d, warm):
 
 
 def test_skewed_small_warmup_is_not_fenced_through_the_calibration_span():
-    """Log-normal features (skewed, like many real measurements), a 48-row warm-up: too few
-    rows for held-out folds, so the threshold starts from the kept rows' in-sample scores.
-    The fence bound from that fit through the calibration span (a single dropped row was
-    "more than p%" of 48) and 5.9-9.9% of the next 1,000 records were flagged; the kept rows'
-    scores hold no gross row, so it binds only in a burst now (0.9-2.6%)."""
+    """Log-normal features (skewed, like many real measurements), a 48-row warm-up (too few
+    rows for five folds of ten: leave-one-out held-out scores start the threshold; in-sample
+    scores did until session 19). The fence bound from that fit through the calibration span
+    (a single dropped row was "more than p%" of 48) and 5.9-9.9% of the next 1,000 records
+    were flagged; it binds only in a burst now (0.9-2.2%; 0.7-1.7% with leave-one-out)."""
     rates = []
     for seed in range(5):
         X = np.exp(np.random.default_rng(seed).normal(size=(1048, 6)))
         det = sync({"warmup_records": 48})
         rates.append(cat(feed(det, X, 250), "is_anomaly")[48:].mean())
     assert max(rates) <= 0.03 and np.mean(rates) <= 0.022, rates
+
+
+@pytest.mark.parametrize("d,warm", [(19, 16), (40, 20), (13, 40)])
+def test_tiny_warmup_starts_from_leave_one_out_scores(d, warm):
+    """Under 50 rows (five folds of ten) the threshold started from the fit's in-sample
+    scores, which a model scores higher than new records: 8-10% of the first 100 records were
+    flagged (means over these five seeds). Leave-one-out held-out scores stand in now:
+    1.2-3.0%, and the rest of the stream nearer p too."""
+    first, rest = [], []
+    for seed in range(5):
+        X = Mixture(d=d, k=2, seed=seed).draw(warm + 1000)
+        det = Detector({"warmup_records": warm}, background_refit=False)
+        flags = cat(feed(det, X, 50), "is_anomaly")[warm:]
+        assert det.train_info_["threshold_source"] == "leave-one-out held-out scores"
+        first.append(flags[:100].mean())
+        rest.append(flags[100:].mean())
+    assert np.mean(first) <= 0.04, first
+    assert np.mean(rest) <= 0.017, rest
 
 
 # -------------------------------------------------------------- 3. drift that recovers

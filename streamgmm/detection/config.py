@@ -22,7 +22,8 @@ class ThresholdConfig:
     calibration_folds: int = setting(Int(0, 10), 5,
                                      "k-fold held-out scores start the threshold at each "
                                      "(re)fit, so it does not jump when in-sample scores "
-                                     "leave the window (0 or 1: in-sample)")
+                                     "leave the window (leave-one-out on windows of fewer "
+                                     "than 10 rows per fold; 0 or 1: in-sample)")
 
 
 @dataclass(frozen=True)

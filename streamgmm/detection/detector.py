@@ -179,9 +179,9 @@ class Detector:
         trained = fit_window(X, cfg, dtype)
         folds = cfg.threshold.calibration_folds
         if folds >= 2:
-            held = held_out_scores(np.asarray(X, dtype=np.float64), trained, cfg,
-                                   lambda Xf, c: fit_window(Xf, c, dtype), folds,
-                                   cfg.random_state or 0)
+            held, used = held_out_scores(np.asarray(X, dtype=np.float64), trained, cfg,
+                                         lambda Xf, c: fit_window(Xf, c, dtype), folds,
+                                         cfg.random_state or 0)
             ok = None if held is None else np.isfinite(held)
             if ok is not None and ok.any():
                 # The ensemble's score is its members' lowest z-score: on held-out rows its
@@ -194,7 +194,9 @@ class Detector:
                 trained.threshold = PercentileThreshold(
                     cfg.threshold.percentile, cfg.threshold.window).fit(
                         held[ok], wide, gross=held[ok & ~trained.clean])
-                trained.info["threshold_source"] = f"{folds}-fold held-out scores"
+                trained.info["threshold_source"] = (
+                    f"{used}-fold held-out scores" if used < len(X)
+                    else "leave-one-out held-out scores")
         return trained
 
     def _install(self, trained):
