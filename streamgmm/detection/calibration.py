@@ -27,8 +27,8 @@ FOLD_N_INIT = 1
 def _n_folds(n, folds, k):
     """Folds for ``n`` rows and a model of ``k`` components: ``folds`` while each holds at
     least max(2k, 10) rows, else leave-one-out (a small warm-up: the in-sample scores that
-    would stand in score the model's own rows, and flagged 8-13% of the next 100 records
-    after a 16-30-row warm-up); None when folds < 2 or a fold model would get under 2k rows."""
+    would stand in score the model's own rows, and flagged 3.6-10% of the next 100 records
+    after 16-40-row warm-ups); None when folds < 2 or a fold model would get under 2k rows."""
     if folds < 2 or n - 1 < 2 * k:
         return None
     return folds if n >= folds * max(2 * k, 10) else n
