@@ -132,8 +132,7 @@ def _exact_scatter(X, resp, means, covariance_type, which=None, out=None):
     mu = means[idx]
     m, d = mu.shape
     step = max(1, CHUNK_BYTES // (8 * m * d))
-    shape = {"full": (m, d, d), "tied": (d, d), "diag": (m, d), "spherical": (m,)}
-    sc = np.zeros(shape[covariance_type])
+    sc = empty_statistics(m, d, covariance_type).scatter
     for start in range(0, X.shape[0], step):
         diff = X[None, start:start + step, :] - mu[:, None, :]    # (m, rows, d)
         r = resp[start:start + step, idx].T                       # (m, rows)
