@@ -49,8 +49,7 @@ def test_version_and_help():
 def test_console_script_is_installed():
     import shutil
     exe = shutil.which("streamgmm")
-    if exe is None:
-        pytest.skip("console script not on PATH")
+    assert exe is not None, "console script 'streamgmm' not on PATH: pip install -e ."
     r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and __version__ in r.stdout
 

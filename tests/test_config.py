@@ -106,7 +106,7 @@ def test_detector_dict_is_plain_and_has_exactly_the_schema_keys():
 
 
 def test_detector_dict_is_accepted_by_the_detectors_own_config():
-    detcfg = pytest.importorskip("streamgmm.detection.config")
+    from streamgmm.detection import config as detcfg
     dd = detector_dict(cfg_of({"detector": {"online": {"step": "exponential",
                                                           "half_life": 500}}}))
     dc = detcfg.DetectorConfig.from_dict(dd)

@@ -191,7 +191,6 @@ def test_rerank_order_statistics_are_a_partitions(kind, n):
         assert_array_equal(stat, part[pairs])
 
 
-@pytest.mark.skipif(not (DATA / "40_vowels.npz").exists(), reason="tests/data missing")
 def test_real_dataset_flag_rate_never_far_above_p_except_true_anomalies():
     d = np.load(DATA / "40_vowels.npz")
     X, y = d["X"], d["y"].astype(bool)
@@ -321,7 +320,6 @@ def test_new_component_back_in_band_within_5000_records_at_any_call_size(call):
     det.close()
 
 
-@pytest.mark.skipif(not (DATA / "40_vowels.npz").exists(), reason="tests/data missing")
 def test_class_switch_refit_lands_and_ranks_the_new_normal_in_a_fast_replay():
     """Real data, the normal class switches; background refit at replay speed. With
     refit.max_pending_records 10,000 the refit had not landed 10,000 records after the
@@ -344,7 +342,6 @@ def test_class_switch_refit_lands_and_ranks_the_new_normal_in_a_fast_replay():
     assert roc_auc(ys[post], -s[post]) > 0.7   # 0.61 unlanded, 0.75 landed
 
 
-@pytest.mark.skipif(not (DATA / "40_vowels.npz").exists(), reason="tests/data missing")
 def test_robust_option_gets_back_in_band_after_a_class_switch():
     """``robust_dof``: the new normal (vowels' anomaly rows, resampled) holds modes of 2% that
     a refitted component does not cover. With plain Student-t weights the online steps broke

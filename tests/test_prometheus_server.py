@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -31,8 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "config" / "prometheus" / "alerts.yml"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(PROMETHEUS), reason="Prometheus server not "
-                                "installed (Debian package 'prometheus'; .ci/run installs it)")
+pytestmark = pytest.mark.usefixtures("prometheus_server")  # fails, never skips, without it
 
 N_RECORDS = 28_000
 SHIFT_AT = 8_000
