@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from numpy.testing import assert_allclose
 
 from streamgmm import __version__
 
@@ -296,6 +297,75 @@ def test_score_with_a_config_of_other_features_exits_2(tmp_path):
     other.write_text("records: {features: [amount, latency_ms]}\n")
     r = cli("score", "-m", model, "-i", data, "-o", tmp_path / "s.jsonl", "-c", other)
     assert r.returncode == 2 and "records.features" in r.stderr and "Traceback" not in r.stderr
+
+
+def _sklearn_pipeline_file(tmp_path, X, names=None):
+    """A scikit-learn StandardScaler + GaussianMixture Pipeline saved with joblib."""
+    import joblib
+    from sklearn.mixture import GaussianMixture
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(StandardScaler(), GaussianMixture(3, random_state=0)).fit(X)
+    if names is not None:  # what fitting on a DataFrame leaves
+        pipe[0].feature_names_in_ = np.array(names, dtype=object)
+    path = tmp_path / "sk.joblib"
+    joblib.dump(pipe, path)
+    return pipe, path
+
+
+def test_score_names_a_positional_scikit_learn_model_from_the_config(tmp_path):
+    """A scikit-learn model fitted on a bare array knows its columns by position: the
+    config's records.features name them in order, and the scores are scikit-learn's."""
+    X, _ = make_data(600)
+    pipe, model = _sklearn_pipeline_file(tmp_path, X)
+    data = tmp_path / "d.jsonl"
+    write_jsonl(data, X)
+    out = tmp_path / "s.jsonl"
+    r = cli("score", "-m", model, "--trusted", "-i", data, "-o", out,
+            "-c", write_config(tmp_path / "c.yaml"))
+    assert r.returncode == 0, r.stderr
+    scores = np.array([o["score"] for o in read_jsonl(out.read_text())])
+    assert_allclose(scores, pipe[1].score_samples(pipe[0].transform(X)), rtol=1e-9, atol=1e-9)
+    r = cli("score", "-m", model, "--trusted", "-i", data, "-o", out)
+    assert r.returncode == 2 and "by position only" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_scikit_learn_model_keeps_the_names_it_was_fitted_with(tmp_path):
+    X, _ = make_data(600)
+    _, model = _sklearn_pipeline_file(tmp_path, X, names=FEATURES)
+    data = tmp_path / "d.jsonl"
+    write_jsonl(data, X)
+    out = tmp_path / "s.jsonl"
+    assert cli("score", "-m", model, "--trusted", "-i", data, "-o", out).returncode == 0
+    assert len(read_jsonl(out.read_text())) == len(X)
+    other = tmp_path / "o.yaml"
+    other.write_text(yaml.safe_dump({"records": {"features": ["a", "b", "c"]}}))
+    r = cli("score", "-m", model, "--trusted", "-i", data, "-o", out, "-c", other)
+    assert r.returncode == 2 and "records.features" in r.stderr
+
+
+def test_daemon_runs_a_positional_scikit_learn_model(tmp_path):
+    X, planted = make_data(1500)
+    _, model = _sklearn_pipeline_file(tmp_path, X[:600])
+    data = tmp_path / "d.jsonl"
+    write_jsonl(data, X)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"type": "file", "path": str(data), "follow": False},
+        "sink": {"type": "file", "path": str(tmp_path / "out.jsonl"), "emit": "all"},
+        "dead_letter": {"type": "stdout"},
+        "records": {"features": FEATURES, "key_field": "id"},
+        "model": {"path": str(model), "trusted": True},
+        "checkpoint": {"path": None}, "metrics": {"enabled": False},
+    }))
+    r = cli("run", "-c", cfg, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "by position only" in r.stderr
+    out = read_jsonl((tmp_path / "out.jsonl").read_text())
+    assert len(out) == len(X)
+    flagged = {o["key"] for o in out if o["anomaly"]}
+    assert {f"r{i}" for i in planted if i >= 600} <= flagged  # those not fitted on
 
 
 def test_fit_failures_are_one_line_exit_1(tmp_path):

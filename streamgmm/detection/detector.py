@@ -168,6 +168,17 @@ class Detector:
             self.feature_names = [f"x{j}" for j in range(self.n_features_)]
         return X
 
+    def adopt_feature_names(self, names):
+        """Name the columns of a model that knows them by position only (imported from
+        scikit-learn fitted on a bare array); returns whether it did."""
+        if not self.train_info_.get("positional_features") or len(names) != self.n_features_:
+            return False
+        self.feature_names = [str(n) for n in names]
+        if self.monitor_ is not None:
+            self.monitor_.feature_names = list(self.feature_names)
+        self.train_info_ = dict(self.train_info_, positional_features=False)
+        return True
+
     def _ensure_scheduler(self):
         if self.scheduler_ is None:
             self.scheduler_ = RefitScheduler(self.config.refit, self.n_features_,

@@ -211,13 +211,26 @@ def detector_from_sklearn(cls, gmm, scaler, percentile, X_fit, feature_names, co
         source = "model sample"
     scores = model.score_samples(Xs)
     threshold = PercentileThreshold(cfg.threshold.percentile, cfg.threshold.window).fit(scores)
-    det = cls(cfg, feature_names=feature_names or [f"x{j}" for j in range(d)])
+    names = feature_names if feature_names is not None else _sklearn_names(d, scaler, gmm)
+    info = {"imported_from": "scikit-learn", "threshold_source": source,
+            "n_records": int(len(Xs)), "n_components": int(gmm.n_components)}
+    if names is None:  # fitted on a bare array: columns known by position only
+        names, info["positional_features"] = [f"x{j}" for j in range(d)], True
+    det = cls(cfg, feature_names=names)
     det.n_features_ = d
     det._ensure_scheduler()
-    det._install(TrainedModel(sc, model, threshold, {
-        "imported_from": "scikit-learn", "threshold_source": source,
-        "n_records": int(len(Xs)), "n_components": int(gmm.n_components)}))
+    det._install(TrainedModel(sc, model, threshold, info))
     return det
+
+
+def _sklearn_names(d, *estimators):
+    """The column names scikit-learn kept (``feature_names_in_``, set when fitted on a
+    DataFrame) from the first estimator that has d of them, else None."""
+    for est in estimators:
+        names = getattr(est, "feature_names_in_", None)
+        if names is not None and len(names) == d:
+            return [str(n) for n in names]
+    return None
 
 
 def load_detector(cls, path, trusted=False):

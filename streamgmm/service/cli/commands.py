@@ -279,18 +279,18 @@ def cmd_score(args) -> int:
         names = [str(n) for n in (det.feature_names or [])]
         if args.config:
             cfg = load_config(args.config)
-            if not names:
-                names = list(cfg.records.features)
+            if not names or det.adopt_feature_names(cfg.records.features):
+                names = list(cfg.records.features)  # the config names a positional model
             if list(cfg.records.features) != names:
                 raise UsageError(f"records.features in {args.config} is "
                                  f"{list(cfg.records.features)}, but the model was trained on "
                                  f"{names}")
             spec = compile_spec(cfg.records)
-        elif names:
+        elif names and not det.train_info_.get("positional_features"):
             spec = compile_spec({"features": names})
         else:
-            raise UsageError(f"{args.model} has no feature names: pass --config with "
-                             "records.features")
+            raise UsageError(f"{args.model} knows its features by position only (no names): "
+                             "pass --config with records.features naming them in order")
         counts: dict = {}
         n_anom = n_total = 0
         with _open_out(args.output) as out:

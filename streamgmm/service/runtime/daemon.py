@@ -717,6 +717,10 @@ def load_detector(cfg, store: KafkaStateStore | None = None):
                  cfg.detector.warmup_records)
         return det
     names = getattr(det, "feature_names", None)
+    if names is not None and list(names) != features and det.adopt_feature_names(features):
+        log.info("%s knows its %d columns by position only (scikit-learn, fitted on an array): "
+                 "they are records.features in order", origin, len(features))
+        names = features
     if names is not None and list(names) != features:
         det.close()
         raise DaemonError(f"{origin} was trained on features {list(names)}, but "
