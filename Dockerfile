@@ -8,8 +8,8 @@
 #     --stop-timeout 30 streamgmm
 #
 #   docker run --rm streamgmm run --demo          # the no-Kafka demo
-#   docker run --rm streamgmm check-config /etc/streamgmm/streamgmm.yaml   # also reaches the
-#                                        cluster it names; add --offline to validate only
+#   docker run --rm -e KAFKA_SASL_PASSWORD=... streamgmm check-config \
+#     /etc/streamgmm/streamgmm.yaml      # also reaches the cluster it names; --offline: validate only
 #
 # The config is read from /etc/streamgmm/streamgmm.yaml (mount yours there; the example baked
 # in needs KAFKA_SASL_PASSWORD). STREAMGMM__SECTION__KEY environment variables override any key.

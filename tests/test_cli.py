@@ -430,6 +430,27 @@ def test_demo_runs_without_kafka_from_any_directory(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_run_stops_cleanly_when_its_stdout_reader_goes_away(tmp_path):
+    """`streamgmm run ... | head`: the reader closes the pipe; exit 0, no error logged."""
+    X, _ = make_data(3000)
+    data = tmp_path / "d.jsonl"
+    write_jsonl(data, X)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "source": {"type": "file", "path": str(data), "follow": False},
+        "sink": {"type": "stdout", "emit": "all"}, "dead_letter": {"type": "stdout"},
+        "records": {"features": FEATURES},
+        "detector": {"warmup_records": 500}, "checkpoint": {"path": None},
+        "metrics": {"enabled": False}}))
+    proc = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "-c", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    proc.stdout.close()  # gone before the first line (the daemon is still importing)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err[-3000:]
+    assert "warmup_done" in err and "closed by its reader" in err
+    assert " ERROR " not in err and "Traceback" not in err
+
+
 # --------------------------------------------------------------------------------- logging
 
 def _capture(fmt, level="INFO"):

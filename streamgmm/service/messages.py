@@ -54,6 +54,10 @@ class SinkError(RuntimeError):
     """Output could not be handed on; offsets must not be committed."""
 
 
+class OutputClosed(SinkError):
+    """stdout's reader went away (``streamgmm run ... | head``): stop, as a Unix filter does."""
+
+
 class SourceError(RuntimeError):
     """Input that cannot be read past (a corrupt record batch): the daemon finishes what came
     before it, commits nothing past it and exits 1."""

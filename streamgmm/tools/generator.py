@@ -84,7 +84,7 @@ drift spec:  KIND@START[-END][:key=value[,key=value...]]
   aliases: mean=shift, ramp=slow, variance=scale, new-component|newcomp=component
   examples: --drift shift@50000:feature=0,size=3   --drift slow@20k-60k:feature=1+2,size=4
             --drift scale@30000:factor=2.5         --drift component@80000:weight=0.3
-label record (--labels FILE, one JSON line per record, or the --label-field object):
+label record (--labels FILE, one JSON line per record; the --label-field object has no "index"):
   {"index": i, "label": 0|1, "kind": "normal"|"point"|"cluster", "component": j,
    "cluster": c|null, "scenario": "stationary" or the active drift specs joined by ";"}
   with Kafka output each label line also has "topic", "partition" and "offset".

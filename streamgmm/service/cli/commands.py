@@ -267,6 +267,12 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def _count(n, noun):
+    """'1 record', '2 records', '1 anomaly', '0 anomalies'."""
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{n} {noun if n == 1 else plural}"
+
+
 def cmd_score(args) -> int:
     """Score every input record with a saved model; one JSON line per record, input order."""
     from streamgmm import Detector
@@ -305,7 +311,8 @@ def cmd_score(args) -> int:
     finally:
         det.close()
     n_bad = sum(counts.values())
-    print(f"streamgmm score: {n_total} records, {n_anom} anomalies, {n_bad} bad"
+    print(f"streamgmm score: {_count(n_total, 'record')}, {_count(n_anom, 'anomaly')}, "
+          f"{n_bad} bad"
           + (f" ({_reason_counts(counts)})" if n_bad else ""), file=sys.stderr)
     if n_total and n_bad == n_total:
         raise RuntimeError(f"{args.input}: none of the {n_total} records could be scored"

@@ -10,7 +10,8 @@ import sys
 import threading
 import time
 
-from ..messages import EMPTY, Batch, SinkError, SourceRecord, dead_letter_json, dumps
+from ..messages import (EMPTY, Batch, OutputClosed, SinkError, SourceRecord, dead_letter_json,
+                        dumps)
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +298,10 @@ class JsonLinesSink:
             self._fh.flush()
             if self._owns:
                 os.fsync(self._fh.fileno())
+        except BrokenPipeError as exc:
+            if self.path is None:
+                raise OutputClosed("stdout was closed by its reader") from exc
+            raise SinkError(f"writing {self.path} failed: {exc}") from exc
         except (OSError, ValueError) as exc:
             raise SinkError(f"writing {self.path or 'stdout'} failed: {exc}") from exc
 

@@ -14,6 +14,7 @@ Also runnable on its own: `python -m streamgmm.service.runtime.daemon --config F
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import operator
 import os
@@ -27,7 +28,7 @@ import numpy as np
 from ..kafka_io import (KafkaSink, OutputsPending, ProducerFailed, ProducerLink,
                         RetriableSinkError)
 from ..kafka_io.state_store import KafkaStateStore, StateStoreError
-from ..messages import SinkError, SourceError
+from ..messages import OutputClosed, SinkError, SourceError
 from . import preflight
 from .decode_worker import DecodeWorker, decode_worker_wanted
 from .endpoints import make_sink, make_source
@@ -809,7 +810,7 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
             t.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
-    clean = failed = False
+    clean = failed = closed = False
     try:
         try:
             if daemon.start():
@@ -832,12 +833,19 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
             clean = failed = True
         except StopRequested:
             clean = True
+        except OutputClosed as exc:  # `| head`: stop quietly; the unwritten batch is not committed
+            log.info("%s: stopping, the batch in hand not committed", exc)
+            closed = True
         except DaemonError as exc:
             log.error("%s", exc)
         except Exception as exc:  # noqa: BLE001 - one line, commit nothing more, exit 1
             log.error("daemon failed: %s", _one_line(exc))
             log.debug("daemon failure", exc_info=True)
         code = daemon.shutdown(clean) or int(failed)
+        if closed:
+            code = 0
+            with contextlib.suppress(OSError):  # keep the interpreter's last flush quiet
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     finally:
         for t in timers:  # a process embedding run() must live on after a clean stop
             t.cancel()
