@@ -98,3 +98,32 @@ def test_each_bad_record_kind_is_dead_lettered_with_headers(bootstrap, make_topi
         assert metric(m, "streamgmm_dead_letters_total", reason=reason) == 2
     for reason in ("not_object", "missing_field", "non_numeric", "too_large"):
         assert metric(m, "streamgmm_dead_letters_total", reason=reason) == 1
+
+
+def test_a_dead_letter_too_big_to_send_keeps_the_part_that_fits(bootstrap, make_topics):
+    """A too_large record bigger than the producer's max_request_size (with the defaults,
+    every too_large record over 1 MiB) would be refused for ever and hold up every output
+    after it: its dead letter keeps the first bytes that fit and the whole size in a
+    header, and the stream goes on."""
+    src, out, dlq = make_topics("big-in", "big-out", "big-dlq")
+    X = mixture_rows(300, seed=5)
+    good = [json.dumps(to_record(i, x)).encode() for i, x in enumerate(X)]
+    big = json.dumps({**to_record(999, X[0]), "pad": "x" * 60_000}).encode()
+    produce(bootstrap, src, good[:150] + [big] + good[150:])
+    port = free_port()
+    cfg = daemon_config(bootstrap, src, out, dlq, unique("g-big"), warmup=100,
+                        metrics_port=port, emit="all", records={"max_bytes": 2048},
+                        kafka={"producer": {"max_request_size": 16_384}})
+    d = DaemonThread(cfg).start()
+    try:
+        wait_for(lambda: metric(scrape(port)[1], "streamgmm_records_processed_total")
+                 == len(good), 60, what="every good record scored")
+    finally:
+        assert d.stop() == 0
+    [letter] = read_topic(bootstrap, dlq, min_records=1)
+    h = {k: v.decode() for k, v in letter.headers}
+    assert h[P + "reason"] == "too_large" and h[P + "offset"] == "150"
+    assert h[P + "value.truncated"] == str(len(big))
+    assert 8_000 < len(letter.value) < 16_384 and big.startswith(letter.value)
+    events = read_topic(bootstrap, out, min_records=len(good))
+    assert len(events) == len(good)

@@ -105,3 +105,45 @@ def test_daemons_joining_and_leaving_mid_stream_lose_nothing(bootstrap, make_top
     # revocations committed exactly what had been handed on: no record was scored twice
     keys = [json.loads(e.value)["key"] for e in read_topic(bootstrap, out)]
     assert len(keys) == len(set(keys)) == n
+
+
+def test_a_daemon_without_partitions_is_a_ready_standby(bootstrap, make_topics, tmp_path):
+    """More daemons than partitions: the one the group gives none is a ready standby (a
+    model, in the group), so readiness alerts do not fire for it; /readyz says it holds no
+    partition, and it takes the partition over when the owner leaves."""
+    from kafka_helpers import FEATURES, http_get
+
+    from streamgmm import Detector
+
+    src, out, dlq = make_topics("sb-in", "sb-out", "sb-dlq")  # one partition
+    model = tmp_path / "model.npz"
+    det = Detector({"n_components": 3}, feature_names=list(FEATURES), background_refit=False)
+    det.fit(mixture_rows(600, seed=2))
+    det.save(model)
+    det.close()
+    group = unique("g-standby")
+    ports = [free_port(), free_port()]
+    daemons = [DaemonThread(daemon_config(bootstrap, src, out, dlq, group, metrics_port=p,
+                                          model={"path": str(model)})).start() for p in ports]
+
+    def readyz(port):
+        code, body = http_get(f"http://127.0.0.1:{port}/readyz")
+        return code, json.loads(body)
+
+    try:
+        wait_for(lambda: sum(len(d.daemon.source.assignment()) for d in daemons) == 1
+                 and all(readyz(p)[0] == 200 for p in ports), 60,
+                 what="one owner, both ready")
+        owner = next(k for k, d in enumerate(daemons) if d.daemon.source.assignment())
+        standby = 1 - owner
+        code, body = readyz(ports[standby])
+        assert code == 200 and body["partitions_assigned"] == 0 and body["in_group"] is True
+        assert metric(scrape(ports[standby])[1], "streamgmm_ready") == 1
+        assert daemons[owner].stop() == 0
+        wait_for(lambda: daemons[standby].daemon.source.assignment(), 60,
+                 what="the standby takes the partition over")
+        wait_for(lambda: readyz(ports[standby])[1].get("partitions_assigned") == 1, 30,
+                 what="the standby ready with the partition")
+    finally:
+        codes = [d.stop() for d in daemons]
+    assert codes[standby] == 0

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import yaml
 
-from kafka_helpers import (FAST_GROUP, DaemonProcess, broker_binary, committed_offsets,
-                           create_topics, daemon_config, free_port, http_get, mixture_rows,
-                           produce, read_topic, start_broker, to_record, unique, wait_for,
-                           write_yaml)
+from kafka_helpers import (FAST_GROUP, DaemonProcess, DaemonThread, broker_binary,
+                           committed_offsets, create_topics, daemon_config, free_port, http_get,
+                           metric, mixture_rows, produce, read_topic, scrape, start_broker,
+                           to_record, unique, wait_for, write_yaml)
 
 FEATURES2 = ["a", "b"]
 
@@ -658,3 +658,33 @@ def test_a_50_mb_line_is_a_dead_letter_with_flat_memory(tmp_path, fmt):
     assert str((line_mb << 20) + (3 if fmt == "csv" else 10)) in letters[0]["message"]
     scored = sum(1 for _ in open(tmp_path / "out-big.jsonl"))
     assert scored == 80  # every other line scored
+
+
+def test_lag_follows_the_brokers_while_outputs_are_held_up(bootstrap, make_topics):
+    """Outputs that cannot be sent (here: every event is larger than the producer's
+    max_request_size, so each send fails) hold the loop in its flush, so it polls nothing;
+    the lag gauge still follows the brokers' end offsets, so that StreamgmmStalled (nothing
+    scored while the lag grows) can fire."""
+    src, out, dlq = make_topics("held-in", "held-out", "held-dlq")
+    port = free_port()
+    cfg = daemon_config(bootstrap, src, out, dlq, unique("g-held"), warmup=100,
+                        metrics_port=port, emit="all",
+                        kafka={"producer": {"max_request_size": 100}})
+    d = DaemonThread(cfg).start()
+
+    def lag():
+        return sum(v for (name, _), v in scrape(port)[1].items()
+                   if name == "streamgmm_consumer_lag_records")
+    try:
+        rows = mixture_rows(500, seed=8)
+        produce(bootstrap, src, [to_record(i, x) for i, x in enumerate(rows[:200])],
+                one_per_batch=True)
+        wait_for(lambda: d.daemon._outputs_blocked, 60, what="outputs held up")
+        scored = metric(scrape(port)[1], "streamgmm_records_processed_total")
+        produce(bootstrap, src, [to_record(i, x) for i, x in enumerate(rows[200:], 200)],
+                one_per_batch=True)  # (the test broker under-reports a batch's end offset)
+        wait_for(lambda: lag() >= 300, 60, what="the lag of the 300 records sent since")
+        assert metric(scrape(port)[1], "streamgmm_records_processed_total") == scored
+        assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 503
+    finally:
+        assert d.stop() == 0

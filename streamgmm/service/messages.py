@@ -48,6 +48,8 @@ H_REASON = DLQ_PREFIX + "reason"
 H_MESSAGE = DLQ_PREFIX + "message"
 H_EXC_CLASS = DLQ_PREFIX + "exception.class"
 H_TIMESTAMP = DLQ_PREFIX + "timestamp"
+# the original value's size in bytes, on a dead letter whose value was cut to fit a request
+H_VALUE_TRUNCATED = DLQ_PREFIX + "value.truncated"
 
 
 class SinkError(RuntimeError):

@@ -13,6 +13,9 @@ from ..messages import EMPTY, Batch, SourceError
 
 log = logging.getLogger(__name__)
 
+#: how long a lag refresh (outputs held up, no polling) waits for the brokers' end offsets
+LAG_REFRESH_TIMEOUT_MS = 500
+
 
 class KafkaSource:
     """A KafkaConsumer in a consumer group, with manual commits and a rebalance listener.
@@ -35,6 +38,7 @@ class KafkaSource:
         self.on_lost = on_lost
         self.on_commit_error = on_commit_error
         self._assigned: set = set()
+        self._in_group = False  # an assignment (maybe empty) received since the last loss
         kwargs = dict(
             bootstrap_servers=list(kcfg.bootstrap_servers),
             group_id=kcfg.group_id,
@@ -93,6 +97,8 @@ class KafkaSource:
             self._commit_failed(exc)
         finally:
             self._assigned.difference_update(tps)
+            if lost or not self._assigned:
+                self._in_group = False  # between a rebalance's revocation and assignment
         return fut
 
     def _commit_failed(self, exc) -> None:
@@ -104,7 +110,9 @@ class KafkaSource:
     def _assigned_cb(self, tps) -> None:
         tps = [(tp.topic, tp.partition) for tp in tps]
         self._assigned = set(tps)
-        log.info("partitions assigned: %s", _fmt(tps) or "(none)")
+        self._in_group = True
+        log.info("partitions assigned: %s", _fmt(tps) or "(none: a standby while the group "
+                 "has more members than partitions)")
         if self.on_assigned is not None:
             try:
                 self.on_assigned(tps)
@@ -116,8 +124,9 @@ class KafkaSource:
 
     @property
     def ready(self) -> bool:
-        """True when this consumer owns at least one partition."""
-        return bool(self._assigned)
+        """True once the group has given this consumer its assignment, even an empty one: a
+        member with no partitions (more members than partitions) is a ready standby."""
+        return self._in_group
 
     def connected(self) -> bool | None:
         """Whether the client holds a live connection to any broker (None: cannot tell).
@@ -178,15 +187,26 @@ class KafkaSource:
             return _retry_later(exc)
         return True
 
-    def lag(self) -> dict:
-        """{(topic, partition): high watermark - position} for owned partitions known so far."""
+    def lag(self, refresh: bool = False) -> dict:
+        """{(topic, partition): high watermark - position} for owned partitions known so far.
+        The high watermarks come with the fetches; ``refresh`` asks the brokers for the end
+        offsets instead (bounded wait), for when the loop is not polling (outputs held up)."""
         from kafka import TopicPartition
 
         out = {}
-        for t, p in list(self._assigned):
-            tp = TopicPartition(t, p)
+        tps = [TopicPartition(t, p) for t, p in list(self._assigned)]
+        ends = {}
+        if refresh and tps:
             try:
-                hw = self.consumer.highwater(tp)
+                ends = self.consumer.end_offsets(tps, timeout_ms=LAG_REFRESH_TIMEOUT_MS)
+            except Exception:  # noqa: BLE001 - brokers down: the fetched watermarks stand
+                ends = {}
+        for tp in tps:
+            t, p = tp.topic, tp.partition
+            try:
+                hw = ends.get(tp)
+                if hw is None:
+                    hw = self.consumer.highwater(tp)
                 if hw is None:
                     continue
                 pos = self.consumer.position(tp, timeout_ms=0)

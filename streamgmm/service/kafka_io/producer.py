@@ -13,13 +13,17 @@ from __future__ import annotations
 import logging
 import threading
 
-from ..messages import SinkError, dead_letter_headers, dumps
+from ..messages import H_VALUE_TRUNCATED, SinkError, dead_letter_headers, dumps
 
 log = logging.getLogger(__name__)
 
 #: kafka-python's default max_block_ms (60 s) would block the loop that long on a send whose
 #: topic metadata is unknown (topic missing, broker down); the loop retries instead.
 DEFAULT_MAX_BLOCK_MS = 5000
+#: kafka-python's default max_request_size (one record can be no larger)
+DEFAULT_MAX_REQUEST_SIZE = 1048576
+#: bytes kept free under max_request_size for a record's framing (batch and record headers)
+RECORD_OVERHEAD = 1024
 
 
 class RetriableSinkError(SinkError):
@@ -52,6 +56,12 @@ class ProducerLink:
     @property
     def unacked(self) -> int:
         return len(self._unacked)
+
+    @property
+    def max_request_size(self) -> int:
+        """The largest record the producer sends (kafka-python refuses larger ones for good)."""
+        config = getattr(self.producer, "config", None) or {}
+        return int(config.get("max_request_size") or DEFAULT_MAX_REQUEST_SIZE)
 
     def _on_error(self, topic, exc, generation=None) -> None:  # on the client's IO thread
         with self._lock:
@@ -157,9 +167,20 @@ class KafkaSink:
         self.link.send(self.topic, dumps(event), key=key)
 
     def send_dead_letter(self, rec, reason, message, exc_class, group) -> None:
-        """Queue the original value with `__streamgmm.errors.*` headers."""
-        self.link.send(self.topic, rec.value if rec.value is not None else b"", key=rec.key,
-                       headers=dead_letter_headers(rec, reason, message, exc_class, group))
+        """Queue the original value with `__streamgmm.errors.*` headers. A value that would
+        make the dead letter larger than the producer's `max_request_size` (a `too_large`
+        record over 1 MiB, with the defaults) keeps only its first bytes that fit, and a
+        header with its whole size: sent whole, it would be refused for ever and hold up
+        every output after it. The whole record stays at the topic, partition and offset
+        the headers name."""
+        value = rec.value if rec.value is not None else b""
+        headers = dead_letter_headers(rec, reason, message, exc_class, group)
+        room = (self.link.max_request_size - RECORD_OVERHEAD - len(rec.key or b"")
+                - sum(len(k) + len(v or b"") for k, v in headers) - 32)
+        if len(value) > room:
+            headers.append((H_VALUE_TRUNCATED, str(len(value)).encode()))
+            value = value[:max(0, room)]
+        self.link.send(self.topic, value, key=rec.key, headers=headers)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for all acks (see ProducerLink.flush)."""

@@ -144,7 +144,7 @@ class _LocalSource:
     def assignment(self) -> set:
         return set()
 
-    def lag(self) -> dict:
+    def lag(self, refresh: bool = False) -> dict:
         return {}
 
     def commit(self, offsets: dict, timeout_ms: int | None = None) -> bool:

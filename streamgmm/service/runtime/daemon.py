@@ -395,6 +395,10 @@ class Daemon:
             self.health.beat()
             if self.stop_event.is_set():
                 raise StopRequested()
+            now = time.monotonic()  # not polling: the lag from the brokers' end offsets
+            if self._outputs_blocked and now - self._last_lag >= LAG_INTERVAL_SECONDS:
+                self._last_lag = now
+                self.metrics.set_lag(self.source.lag(refresh=True))
         if self._outputs_blocked:
             self._outputs_blocked = False
             log.info("outputs acknowledged again after %.1fs (producer rebuilt %d times so "
@@ -607,7 +611,9 @@ class Daemon:
                         self.phase == "connecting")
         ok = det_ready and src_ready and kafka_ok
         self.metrics.ready.set(1 if ok else 0)
-        detail = {"model_ready": det_ready, "partitions_assigned": src_ready}
+        detail = {"model_ready": det_ready, "in_group": src_ready,
+                  "partitions_assigned": len(self.source.assignment())
+                  if self.source is not None else 0}
         if not kafka_ok:
             detail["kafka"] = ("connecting" if self.phase == "connecting" else
                                "unreachable" if self._cluster_down else

@@ -170,10 +170,11 @@ class DaemonMetrics:
                                     registry=r)
         self.commit_failures = Counter(p + "commit_failures", "Failed offset commits.",
                                        registry=r)
-        self.rebalances = Counter(p + "rebalances", "Consumer group rebalances (partition "
-                                  "assignments).", registry=r)
-        self.ready = Gauge(p + "ready", "1 when the model is ready and partitions are "
-                           "assigned.", registry=r)
+        self.rebalances = Counter(p + "rebalances", "Consumer group rebalances this daemon "
+                                  "took part in (assignments it received).", registry=r)
+        self.ready = Gauge(p + "ready", "1 when the model is ready and, for Kafka, the group "
+                           "has given this daemon its assignment (maybe empty: a standby).",
+                           registry=r)
         self.build = Info(p + "build", "Build information.", registry=r)
         self.build.info({"version": __version__, "python_version": platform.python_version()})
 
