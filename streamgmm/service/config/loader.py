@@ -189,7 +189,13 @@ class DeadLetterConfig:
         doc='`kafka`, `file` or `stdout`')
     topic: str = setting(Str(), "events.dlq",
         doc=('dead-letter topic: the original value, headers with the original topic, partition, '
-             'offset, group, reason and message'))
+             'offset, group, reason and message. A value too big for one producer request '
+             '(`kafka.producer.max_request_size`, 1 MiB by default: any `too_large` record over '
+             '1 MiB) keeps its first bytes that fit, with its whole size in the header '
+             '`__streamgmm.errors.value.truncated`; the whole record stays in the input topic at '
+             'the offset the headers name. If you raise `max_request_size`, raise the '
+             "dead-letter topic's `max.message.bytes` with it: a record the broker refuses is "
+             'retried, and holds up the outputs after it, until it is accepted'))
     path: str | None = setting(Optional(PathStr()), None, path=True,
         doc='file dead letters: JSON lines file')
 
