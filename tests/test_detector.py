@@ -1,6 +1,9 @@
 """The detection engine: warm-up, threshold, contaminated training, drift, refit, explanation."""
+import warnings
+
 import numpy as np
 import pytest
+from numpy.testing import assert_allclose
 
 from streamgmm import Detector, DetectorConfig, NotFittedError
 from streamgmm.detection.drift import DriftMonitor
@@ -91,6 +94,39 @@ def test_scaler_handles_zero_variance_features():
     assert np.all(np.isfinite(Z)) and np.allclose(Z[:, 1], 0.0)
     det = sync({"n_components": 1, "warmup_records": 100}).fit(X)
     assert np.all(np.isfinite(det.score(X).scores))
+
+
+def test_scaler_leaves_gross_values_out_of_mean_and_scale():
+    """One 1e9 (or 1e160, whose square overflows) in a window of values near 100 does not set
+    the feature's scale; counts and flags (mostly one value) keep their plain moments."""
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(100, 10, 3000), (rng.random(3000) < 0.02).astype(float),
+                         rng.poisson(0.3, 3000).astype(float)])
+    plain = StandardScaler().fit(X)
+    assert_allclose(plain.scale_, X.std(axis=0), rtol=0)  # nothing gross: plain moments
+    for bad in (1e9, 1e160, 1e308):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no overflow warning either
+            sc = StandardScaler().fit(np.vstack([X, [bad, 0.0, 0.0]]))
+        assert_allclose(sc.scale_, plain.scale_, rtol=1e-3)
+        assert_allclose(sc.mean_, plain.mean_, rtol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_one_gross_value_in_the_fit_window_does_not_blind_its_feature(dtype):
+    """Before: the window's 1e9 set the feature's scale, and a later 5000 (or 160: 6 sds)
+    scored like the bulk. Absurd but finite inputs (1e308) get a finite, very low score."""
+    rng = np.random.default_rng(1)
+    X = np.column_stack([rng.normal(100, 10, 3000), rng.normal(50, 5, 3000),
+                         rng.normal(20, 2, 3000)])
+    probes = np.array([[160.0, 50, 20], [5000, 50, 20], [1e308, 50, 20], [100, 50, 20]])
+    for bad in (1e9, 1e160, 1e308):
+        det = sync({"warmup_records": 3001}, dtype=dtype)
+        det.fit(np.vstack([X, [bad, 50.0, 20.0]]))
+        r = det.score(probes)
+        assert r.is_anomaly.tolist() == [True, True, True, False], (bad, r.scores)
+        assert np.all(np.isfinite(r.scores)) and r.scores[2] < r.scores[1] < r.scores[0]
+        assert r.contributions[2][0][0] == "x0"
 
 
 # --------------------------------------------------------------------------- threshold
