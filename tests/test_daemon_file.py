@@ -3,6 +3,7 @@ dead letters go to JSON-lines files or stdout."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -144,6 +145,52 @@ def test_follow_picks_up_appended_lines(tmp_path):
         assert d.alive  # following: no exit at end of file
     finally:
         assert d.stop() == 0
+
+
+def test_follow_reads_a_truncated_or_rotated_file_from_its_start(tmp_path):
+    """As `tail -F`: a file truncated under the daemon (copytruncate) and a file renamed away
+    and replaced (rotation) are read from their start; nothing appended after is lost."""
+    data = tmp_path / "tail.jsonl"
+    X = mixture_rows(600, seed=9)
+    rows = [json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(X)]
+    data.write_text("".join(rows[:300]))
+    out = tmp_path / "scored.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data), "follow": True},
+               {"type": "file", "path": str(out)}, {"type": "stdout"})
+    d = DaemonThread(cfg).start()
+    try:
+        wait_for(lambda: out.exists() and len(_lines(out)) == 300, 30, what="first part")
+        with open(data, "r+") as f:  # truncated, then a few (shorter than before) appended
+            f.truncate(0)
+        time.sleep(0.5)
+        with open(data, "a") as f:
+            f.write("".join(rows[300:350]))
+        wait_for(lambda: len(_lines(out)) == 350, 30, what="lines after the truncation")
+        os.rename(data, tmp_path / "tail.jsonl.1")  # rotation: renamed, a new file
+        data.write_text("".join(rows[350:400]))
+        wait_for(lambda: len(_lines(out)) == 400, 30, what="lines of the new file")
+        keys = [o["key"] for o in _lines(out)]
+        assert keys == [f"r{i}" for i in range(400)]
+    finally:
+        assert d.stop() == 0
+
+
+def test_csv_with_a_byte_order_mark(tmp_path):
+    """Spreadsheet exports open with a UTF-8 BOM: the header's first name is still a name."""
+    data = tmp_path / "export.csv"
+    X = mixture_rows(300, seed=10)
+    head = ",".join(["id", *FEATURES])
+    body = "".join(f"r{i}," + ",".join(repr(float(v)) for v in x) + "\r\n"
+                   for i, x in enumerate(X))
+    data.write_bytes(b"\xef\xbb\xbf" + (head + "\r\n" + body).encode())
+    out, dl = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data), "format": "csv"},
+               {"type": "file", "path": str(out)}, {"type": "file", "path": str(dl)})
+    d = DaemonThread(cfg).start()
+    wait_for(lambda: not d.alive, 60, what="end of file")
+    assert d.stop() == 0
+    assert not dl.exists() or not _lines(dl)
+    assert [o["key"] for o in _lines(out)] == [f"r{i}" for i in range(300)]
 
 
 def test_pretrained_model_skips_warmup(tmp_path):

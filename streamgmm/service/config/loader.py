@@ -95,8 +95,11 @@ class SourceConfig:
     format: str = setting(Choice("auto", "jsonl", "csv"), "auto",
         doc='`auto` (by extension: `.csv` and `.csv.gz` are CSV), `jsonl` or `csv`')
     follow: bool = setting(Bool(), False,
-        doc=('file source: keep reading at end of file (like `tail -f`); otherwise the run ends '
-             'with exit 0 at the end'))
+        doc=('file source: keep reading at end of file (like `tail -F`: a file truncated or '
+             'replaced by rotation is read again from its start); otherwise the run ends with '
+             'exit 0 at the end. A file source keeps no read position: a restart reads the '
+             'file from its first line again (with a checkpoint, those records are scored and '
+             'learned from twice); for a stream that must resume, use Kafka'))
 
 
 @dataclass(frozen=True)

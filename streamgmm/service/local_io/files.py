@@ -3,6 +3,7 @@ stdout as a sink (what a newcomer runs with no Kafka at all)."""
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import queue
@@ -35,6 +36,7 @@ def open_input(path: str):
 
 
 DEFAULT_MAX_BYTES = 1048576
+BOM = b"\xef\xbb\xbf"
 SKIP_CHUNK = 1 << 16
 
 
@@ -106,6 +108,7 @@ class _LineParser:
     def __init__(self, fmt: str):
         self.fmt = fmt
         self.header: list | None = None
+        self._first = True  # a UTF-8 byte-order mark may open the input (spreadsheet exports)
 
     def record(self, line: bytes, topic, offset, size: int | None = None) -> SourceRecord | None:
         """The record for one line, or None for blank lines and the CSV header. ``size`` is the
@@ -117,6 +120,10 @@ class _LineParser:
             row = [line.decode("latin-1")] if self.fmt == "csv" else None
             return SourceRecord(line, topic, None, offset, row=row, line_size=size)
         value = line.rstrip(b"\r\n")
+        if self._first:
+            self._first = False
+            if value.startswith(BOM):
+                value = value[len(BOM):]
         if not value.strip():
             return None
         if self.fmt == "csv":
@@ -162,11 +169,40 @@ class FileSource(_LocalSource):
         self.path = path
         self.follow = follow
         self.topic = name if name is not None else os.path.basename(path)
-        self._parser = _LineParser(detect_format(path, fmt))
-        self._fh = open_input(path)
-        self._lines = BoundedLineReader(self._fh, max_bytes, follow)
+        self._fmt = detect_format(path, fmt)
+        self._max_bytes = max_bytes
+        self._open()
         self._next_offset = 0
         self.exhausted = False
+
+    def _open(self) -> None:
+        self._parser = _LineParser(self._fmt)
+        self._fh = open_input(self.path)
+        self._lines = BoundedLineReader(self._fh, self._max_bytes, self.follow)
+
+    def _reopen_if_replaced(self) -> bool:
+        """Follow mode at the end of the file, as `tail -F` does: a file truncated under us
+        (`: > file`, copytruncate rotation) is read again from its start, and a file renamed
+        away and replaced by a new one (rotation) is left for the new one, read from its
+        start. Returns whether it reopened. (The records before stay scored; the offsets
+        keep counting.)"""
+        if not isinstance(self._fh, io.BufferedReader):  # gzip: positions are not sizes
+            return False
+        try:
+            now = os.stat(self.path)
+            ours = os.fstat(self._fh.fileno())
+        except (OSError, ValueError):  # the new file not there yet (mid-rotation)
+            return False
+        if (now.st_ino, now.st_dev) != (ours.st_ino, ours.st_dev):
+            why = "was replaced by a new file (rotation)"
+        elif now.st_size < self._fh.tell():
+            why = f"was truncated to {now.st_size} bytes"
+        else:
+            return False
+        log.warning("source.path %s %s: reading it from its start", self.path, why)
+        self._fh.close()
+        self._open()
+        return True
 
     def poll(self, timeout_ms: int, max_records: int) -> Batch:
         """Up to `max_records` records; at EOF waits `timeout_ms` (follow) or is exhausted."""
@@ -182,7 +218,8 @@ class FileSource(_LocalSource):
                 self._next_offset += 1
         if not out:
             if self.follow:
-                time.sleep(timeout_ms / 1000.0)
+                if not self._reopen_if_replaced():
+                    time.sleep(timeout_ms / 1000.0)
             else:
                 self.exhausted = True
         return Batch(out, {})
