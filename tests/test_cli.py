@@ -368,6 +368,40 @@ def test_daemon_runs_a_positional_scikit_learn_model(tmp_path):
     assert {f"r{i}" for i in planted if i >= 600} <= flagged  # those not fitted on
 
 
+def test_score_a_cut_gzip_file_scores_the_records_before_the_cut_and_names_the_file(tmp_path):
+    import gzip
+
+    X, _ = make_data(3000)
+    data = tmp_path / "d.jsonl"
+    write_jsonl(data, X)
+    model = tmp_path / "m.npz"
+    assert cli("fit", "-c", write_config(tmp_path / "c.yaml"), "-i", data, "-o",
+               model).returncode == 0
+    packed = gzip.compress(data.read_bytes())
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    out = tmp_path / "s.jsonl"
+    r = cli("score", "-m", model, "-i", cut, "-o", out)
+    assert r.returncode == 1 and str(cut) in r.stderr and "cut short" in r.stderr
+    scored = read_jsonl(out.read_text())
+    assert 100 < len(scored) < 3000 and all(o["score"] is not None for o in scored)
+
+
+def test_score_names_the_whole_size_of_an_over_long_record(tmp_path):
+    X, _ = make_data(600)
+    data = tmp_path / "d.jsonl"
+    write_jsonl(data, X)
+    model = tmp_path / "m.npz"
+    assert cli("fit", "-c", write_config(tmp_path / "c.yaml"), "-i", data, "-o",
+               model).returncode == 0
+    big = json.dumps({"amount": 1, "latency_ms": 2, "sensor": {"temp": 3}, "pad": "x" * 3_000_000})
+    data.write_text(big + "\n" + data.read_text())
+    out = tmp_path / "s.jsonl"
+    assert cli("score", "-m", model, "-i", data, "-o", out).returncode == 0
+    first = read_jsonl(out.read_text())[0]
+    assert first["error"] == "too_large" and f"record is {len(big) + 1} bytes" in first["message"]
+
+
 def test_fit_failures_are_one_line_exit_1(tmp_path):
     cfg = write_config(tmp_path / "c.yaml")
     csv_missing = tmp_path / "d.csv"

@@ -193,6 +193,27 @@ def test_csv_with_a_byte_order_mark(tmp_path):
     assert [o["key"] for o in _lines(out)] == [f"r{i}" for i in range(300)]
 
 
+def test_a_cut_gzip_file_is_scored_up_to_the_cut_then_a_one_line_exit_1(tmp_path):
+    import gzip
+
+    X = mixture_rows(3000, seed=11)
+    text = "".join(json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(X))
+    packed = gzip.compress(text.encode())
+    data = tmp_path / "cut.jsonl.gz"
+    data.write_bytes(packed[: len(packed) // 2])
+    out = tmp_path / "out.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data)}, {"type": "file", "path": str(out)},
+               {"type": "stdout"})
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
+    r = subprocess.run([sys.executable, "-m", "streamgmm.service.runtime.daemon", "--config", path],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert f"source.path {data}: the compressed input is cut short" in r.stderr
+    assert "Traceback" not in r.stderr
+    keys = [o["key"] for o in _lines(out)]
+    assert 100 < len(keys) < 3000 and keys == [f"r{i}" for i in range(len(keys))]
+
+
 def test_pretrained_model_skips_warmup(tmp_path):
     from streamgmm import Detector
     from streamgmm.service.config import config_from_dict, detector_dict

@@ -21,14 +21,17 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
+import gzip
 import io
 import json
 import logging
 import math
 import os
 import platform
+import re
 import sys
 import time
+import zlib
 from typing import IO, Any, Iterator
 
 from ..._version import __version__
@@ -405,6 +408,25 @@ class _Progress:
         sys.stderr.flush()
 
 
+# What a truncated or corrupt compressed input raises part-way through.
+CORRUPT_INPUT = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def _corrupt(path: str, n_records: int, exc: BaseException) -> RuntimeError:
+    return RuntimeError(f"{path}: the compressed input is cut short or corrupt after "
+                        f"{n_records} records ({exc})")
+
+
+def _whole_sizes(dec, sizes: dict):
+    """A too_large message names the line's whole size, not the prefix that was kept."""
+    if sizes:
+        dec.errors = [(i, reason, re.sub(r"record is \d+ bytes", f"record is {sizes[i]} bytes",
+                                         message, count=1)
+                       if reason == "too_large" and i in sizes else message)
+                      for i, reason, message in dec.errors]
+    return dec
+
+
 def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
     """Yield ``(line_numbers, DecodedBatch)`` per chunk of the input (blank lines skipped)."""
     from ..records import compile_spec, decode_batch, decode_csv_rows, missing_csv_columns
@@ -436,19 +458,26 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
                                    f"{', '.join(repr(m) for m in missing)} "
                                    f"(records.features needs {list(spec.features)})")
             rows, nums = [], []
-            for row in reader:
-                if not row:
-                    continue
-                rows.append(row)
-                nums.append(reader.line_num)
-                if len(rows) >= CHUNK_RECORDS:
-                    n_records += len(rows)
-                    yield nums, decode_csv_rows(header, rows, spec)
-                    progress.update(counted[0], n_records)
-                    rows, nums = [], []
+            try:
+                for row in reader:
+                    if not row:
+                        continue
+                    rows.append(row)
+                    nums.append(reader.line_num)
+                    if len(rows) >= CHUNK_RECORDS:
+                        n_records += len(rows)
+                        yield nums, decode_csv_rows(header, rows, spec)
+                        progress.update(counted[0], n_records)
+                        rows, nums = [], []
+            except CORRUPT_INPUT as exc:
+                cut = exc
+            else:
+                cut = None
             if rows:
                 n_records += len(rows)
                 yield nums, decode_csv_rows(header, rows, spec)
+            if cut is not None:
+                raise _corrupt(path, n_records, cut)
         finally:
             if not stdin:
                 f.close()
@@ -458,22 +487,31 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
             from ..local_io.files import BoundedLineReader
 
             done = 0
-            values, nums = [], []
+            values, nums, sizes = [], [], {}
             lines = BoundedLineReader(f, spec.max_bytes)  # an over-long line: only a prefix
-            for lineno, (line, size) in enumerate(iter(lines.read, None), 1):
-                done += size
-                if not line.strip():
-                    continue
-                values.append(line.rstrip(b"\r\n"))
-                nums.append(lineno)
-                if len(values) >= CHUNK_RECORDS:
-                    n_records += len(values)
-                    yield nums, decode_batch(values, spec)
-                    progress.update(done, n_records)
-                    values, nums = [], []
+            try:
+                for lineno, (line, size) in enumerate(iter(lines.read, None), 1):
+                    done += size
+                    if not line.strip():
+                        continue
+                    if size > len(line):
+                        sizes[len(values)] = size
+                    values.append(line.rstrip(b"\r\n"))
+                    nums.append(lineno)
+                    if len(values) >= CHUNK_RECORDS:
+                        n_records += len(values)
+                        yield nums, _whole_sizes(decode_batch(values, spec), sizes)
+                        progress.update(done, n_records)
+                        values, nums, sizes = [], [], {}
+            except CORRUPT_INPUT as exc:
+                cut = exc
+            else:
+                cut = None
             if values:
                 n_records += len(values)
-                yield nums, decode_batch(values, spec)
+                yield nums, _whole_sizes(decode_batch(values, spec), sizes)
+            if cut is not None:
+                raise _corrupt(path, n_records, cut)
         finally:
             if not stdin:
                 f.close()

@@ -3,6 +3,7 @@ stdout as a sink (what a newcomer runs with no Kafka at all)."""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import logging
 import os
@@ -10,9 +11,10 @@ import queue
 import sys
 import threading
 import time
+import zlib
 
-from ..messages import (EMPTY, Batch, OutputClosed, SinkError, SourceRecord, dead_letter_json,
-                        dumps)
+from ..messages import (EMPTY, Batch, OutputClosed, SinkError, SourceError, SourceRecord,
+                        dead_letter_json, dumps)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,6 @@ def open_input(path: str):
     bytes, whatever the name) are decompressed as they are read."""
     fh = open(path, "rb")
     if fh.peek(2)[:2] == b"\x1f\x8b":
-        import gzip
         return gzip.GzipFile(fileobj=fh, mode="rb")
     return fh
 
@@ -173,6 +174,7 @@ class FileSource(_LocalSource):
         self._max_bytes = max_bytes
         self._open()
         self._next_offset = 0
+        self._cut: SourceError | None = None
         self.exhausted = False
 
     def _open(self) -> None:
@@ -206,9 +208,19 @@ class FileSource(_LocalSource):
 
     def poll(self, timeout_ms: int, max_records: int) -> Batch:
         """Up to `max_records` records; at EOF waits `timeout_ms` (follow) or is exhausted."""
+        if self._cut is not None:  # the records before it went out with the last batch
+            raise self._cut
         out = []
         while len(out) < max_records:
-            got = self._lines.read()
+            try:
+                got = self._lines.read()
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                self._cut = SourceError(f"source.path {self.path}: the compressed input is cut "
+                                        f"short or corrupt after {self._next_offset} records "
+                                        f"({exc})")
+                if out:
+                    break
+                raise self._cut from None
             if got is None:
                 break
             line, size = got
