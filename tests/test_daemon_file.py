@@ -214,6 +214,26 @@ def test_a_cut_gzip_file_is_scored_up_to_the_cut_then_a_one_line_exit_1(tmp_path
     assert 100 < len(keys) < 3000 and keys == [f"r{i}" for i in range(len(keys))]
 
 
+def test_csv_quoted_fields_may_span_lines(tmp_path):
+    """A quoted CSV field with a line break in it (a note column) is one row, as for `score`:
+    no half-row is scored and no fragment is dead-lettered."""
+    data = tmp_path / "notes.csv"
+    X = mixture_rows(300, seed=12)
+    rows = ["id," + ",".join(FEATURES) + ",note"]
+    for i, x in enumerate(X):
+        note = f'"line one\r\nline two, {i}"' if i % 7 == 0 else "plain"
+        rows.append(f"r{i}," + ",".join(repr(float(v)) for v in x) + "," + note)
+    data.write_text("\r\n".join(rows) + "\r\n")
+    out, dl = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data), "format": "csv"},
+               {"type": "file", "path": str(out)}, {"type": "file", "path": str(dl)})
+    d = DaemonThread(cfg).start()
+    wait_for(lambda: not d.alive, 60, what="end of file")
+    assert d.stop() == 0
+    assert not dl.exists() or not _lines(dl)
+    assert [o["key"] for o in _lines(out)] == [f"r{i}" for i in range(300)]
+
+
 def test_pretrained_model_skips_warmup(tmp_path):
     from streamgmm import Detector
     from streamgmm.service.config import config_from_dict, detector_dict

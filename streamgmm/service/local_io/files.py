@@ -38,6 +38,8 @@ def open_input(path: str):
 
 DEFAULT_MAX_BYTES = 1048576
 BOM = b"\xef\xbb\xbf"
+# A CSV row whose quoted field spans lines is gathered up to this size, then parsed as it is.
+MAX_CSV_ROW_BYTES = DEFAULT_MAX_BYTES
 SKIP_CHUNK = 1 << 16
 
 
@@ -110,6 +112,7 @@ class _LineParser:
         self.fmt = fmt
         self.header: list | None = None
         self._first = True  # a UTF-8 byte-order mark may open the input (spreadsheet exports)
+        self._open_quote = b""  # CSV: the lines so far of a row whose quoted field goes on
 
     def record(self, line: bytes, topic, offset, size: int | None = None) -> SourceRecord | None:
         """The record for one line, or None for blank lines and the CSV header. ``size`` is the
@@ -128,6 +131,13 @@ class _LineParser:
         if not value.strip():
             return None
         if self.fmt == "csv":
+            if self._open_quote or value.count(b'"') % 2:  # a quoted field spans lines
+                value = self._open_quote + line if self._open_quote else line
+                if value.count(b'"') % 2 and len(value) <= MAX_CSV_ROW_BYTES:
+                    self._open_quote = value  # (as `score`'s csv reader does)
+                    return None
+                self._open_quote = b""
+                value = value.rstrip(b"\r\n")
             row = next(csv.reader([value.decode("utf-8", errors="replace")]))
             if self.header is None:
                 self.header = [h.strip() for h in row]
