@@ -111,6 +111,35 @@ def test_check_config_runs_the_start_up_checks(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_check_config_loads_the_model_the_daemon_would_start_from(tmp_path):
+    """A model trained on other features and a damaged checkpoint fail check-config as they
+    fail the daemon's start, one line naming the key."""
+    from streamgmm import Detector
+
+    X = np.random.default_rng(0).normal(size=(300, 2))
+    model = tmp_path / "other.npz"
+    det = Detector({"n_components": 1}, feature_names=["x", "y"], background_refit=False)
+    det.fit(X)
+    det.save(model)
+    cfg = local_config(tmp_path, model={"path": str(model)})
+    for cmd in (("check-config", "-q", cfg), ("run", "--config", cfg)):
+        r = streamgmm(*cmd)
+        assert r.returncode == 1 and str(model) in r.stderr, r.stderr
+        assert "['x', 'y']" in r.stderr and "Traceback" not in r.stderr
+    ck = tmp_path / "ck.npz"
+    ck.write_bytes(model.read_bytes()[:-200])  # a checkpoint cut short
+    cfg = local_config(tmp_path, checkpoint={"path": str(ck)})
+    r = streamgmm("check-config", "-q", cfg)
+    assert r.returncode == 1 and "checkpoint.path" in r.stderr and str(ck) in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    good = tmp_path / "good.npz"
+    det = Detector({"n_components": 1}, feature_names=FEATURES2, background_refit=False)
+    det.fit(X)
+    det.save(good)
+    r = streamgmm("check-config", "-q", local_config(tmp_path, model={"path": str(good)}))
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_warm_up_too_small_for_the_features_is_warned_about(tmp_path):
     # 13 features and the auto ensemble: 100 records needed (100 / percentile; 4 d = 52)
     feats = [f"f{i}" for i in range(13)]

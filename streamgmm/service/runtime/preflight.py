@@ -126,6 +126,35 @@ def check_model_file(path: str, trusted: bool) -> None:
     raise PreflightError(f"model.path: {path} is not a streamgmm model: it is {what}")
 
 
+def check_model_content(cfg) -> None:
+    """The model the daemon would start from (the checkpoint if there is one, else
+    ``model.path``) loads, and it was trained on ``records.features`` (a model that knows its
+    columns by position only takes those names): what the daemon checks at start, for
+    ``check-config``."""
+    from ...detection import Detector
+
+    ck = cfg.checkpoint.path
+    if ck and os.path.exists(ck):
+        key, path, trusted = "checkpoint.path", ck, False
+    elif cfg.model.path:
+        key, path, trusted = "model.path", cfg.model.path, cfg.model.trusted
+    else:
+        return
+    try:
+        det = Detector.load(path, trusted=trusted)
+    except Exception as exc:  # noqa: BLE001 - CheckpointError and what a damaged file raises
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise PreflightError(f"{key}: cannot load {path}: {text}") from None
+    try:
+        features = list(cfg.records.features)
+        names = list(det.feature_names or [])
+        if names != features and not det.adopt_feature_names(features):
+            raise PreflightError(f"{key}: {path} was trained on features {names}, but "
+                                 f"records.features is {features}")
+    finally:
+        det.close()
+
+
 # ------------------------------------------------------------------------------------ Kafka
 
 def kafka_needed(cfg) -> list[str]:
@@ -309,10 +338,14 @@ def check_warmup(cfg) -> list[str]:
     return [w] if w else []
 
 
-def run_preflight(cfg, network: bool = True, stop_event=None, on_state=None) -> list[str]:
+def run_preflight(cfg, network: bool = True, stop_event=None, on_state=None,
+                  check_model: bool = False) -> list[str]:
     """All checks: PreflightError for the first problem; returns warnings (one line each).
+    ``check_model`` also loads the model (check-config; the daemon loads it anyway).
     Returns None-equivalent early (empty list) when `stop_event` is set while waiting."""
     check_files(cfg)
+    if check_model:
+        check_model_content(cfg)
     if not network or not kafka_needed(cfg):
         return []
     topics = check_kafka(cfg, cfg.kafka.connect_timeout_seconds, stop_event, on_state)
