@@ -402,6 +402,17 @@ def test_score_names_the_whole_size_of_an_over_long_record(tmp_path):
     assert first["error"] == "too_large" and f"record is {len(big) + 1} bytes" in first["message"]
 
 
+def test_a_csv_header_naming_a_feature_twice_is_refused(tmp_path):
+    X, _ = make_data(600)
+    data = tmp_path / "d.csv"
+    write_csv(data, X)
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join([lines[0] + ",amount"] + [ln + ",0" for ln in lines[1:]]) + "\n")
+    r = cli("fit", "-c", write_config(tmp_path / "c.yaml"), "-i", data, "-o", tmp_path / "m.npz")
+    assert r.returncode == 1 and "more than one column 'amount'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_fit_failures_are_one_line_exit_1(tmp_path):
     cfg = write_config(tmp_path / "c.yaml")
     csv_missing = tmp_path / "d.csv"

@@ -622,6 +622,17 @@ def missing_csv_columns(header: Sequence[str], spec: Any) -> list[str]:
     return [f for f in spec.features if f not in cols and f not in imputed]
 
 
+def duplicate_csv_columns(header: Sequence[str]) -> list[str]:
+    """Names a CSV header gives more than one column (the first such column is read)."""
+    seen: set = set()
+    dup: list = []
+    for h in (h.strip() for h in header):
+        if h in seen and h not in dup:
+            dup.append(h)
+        seen.add(h)
+    return dup
+
+
 def _csv_cell(cell: Any, name: str) -> tuple[float | None, str | None, str | None]:
     """One CSV cell (a string) -> float or (reason, message); an empty cell is missing."""
     if cell is _MISSING:

@@ -429,7 +429,8 @@ def _whole_sizes(dec, sizes: dict):
 
 def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
     """Yield ``(line_numbers, DecodedBatch)`` per chunk of the input (blank lines skipped)."""
-    from ..records import compile_spec, decode_batch, decode_csv_rows, missing_csv_columns
+    from ..records import (compile_spec, decode_batch, decode_csv_rows,
+                           duplicate_csv_columns, missing_csv_columns)
 
     spec = compile_spec(spec)
     fmt = detect_format(path, fmt)
@@ -452,6 +453,11 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
             header = next(reader, None)
             if header is None:
                 raise RuntimeError(f"{path}: empty CSV file (no header row)")
+            dup = [c for c in duplicate_csv_columns(header) if c in spec.features]
+            if dup:
+                raise RuntimeError(f"{path}: the CSV header has more than one column "
+                                   f"{', '.join(repr(c) for c in dup)}: which to score is "
+                                   f"ambiguous")
             missing = missing_csv_columns(header, spec)
             if missing:
                 raise RuntimeError(f"{path}: the CSV header has no column "

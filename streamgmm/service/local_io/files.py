@@ -141,6 +141,10 @@ class _LineParser:
             row = next(csv.reader([value.decode("utf-8", errors="replace")]))
             if self.header is None:
                 self.header = [h.strip() for h in row]
+                dup = sorted({h for h in self.header if self.header.count(h) > 1})
+                if dup:
+                    log.warning("the CSV header has more than one column %s: the first of "
+                                "each is read", ", ".join(repr(h) for h in dup))
                 return None
             return SourceRecord(value, topic, None, offset, row=row)
         return SourceRecord(value, topic, None, offset)
