@@ -286,13 +286,19 @@ def test_score_from_stdin(tmp_path):
     assert len(r.stdout.splitlines()) == len(X)
 
 
-def test_score_with_a_config_of_other_features_exits_2(tmp_path):
-    X, _ = make_data(600)
+def _fitted(tmp_path, n: int):
+    """(X, its JSON-lines file, a model fitted on it with write_config's settings)."""
+    X, _ = make_data(n)
     data = tmp_path / "d.jsonl"
     write_jsonl(data, X)
     model = tmp_path / "m.npz"
     assert cli("fit", "-c", write_config(tmp_path / "c.yaml"), "-i", data, "-o",
                model).returncode == 0
+    return X, data, model
+
+
+def test_score_with_a_config_of_other_features_exits_2(tmp_path):
+    _, data, model = _fitted(tmp_path, 600)
     other = tmp_path / "o.yaml"
     other.write_text("records: {features: [amount, latency_ms]}\n")
     r = cli("score", "-m", model, "-i", data, "-o", tmp_path / "s.jsonl", "-c", other)
@@ -371,12 +377,7 @@ def test_daemon_runs_a_positional_scikit_learn_model(tmp_path):
 def test_score_a_cut_gzip_file_scores_the_records_before_the_cut_and_names_the_file(tmp_path):
     import gzip
 
-    X, _ = make_data(3000)
-    data = tmp_path / "d.jsonl"
-    write_jsonl(data, X)
-    model = tmp_path / "m.npz"
-    assert cli("fit", "-c", write_config(tmp_path / "c.yaml"), "-i", data, "-o",
-               model).returncode == 0
+    _, data, model = _fitted(tmp_path, 3000)
     packed = gzip.compress(data.read_bytes())
     cut = tmp_path / "cut.jsonl.gz"
     cut.write_bytes(packed[: len(packed) // 2])
@@ -388,12 +389,7 @@ def test_score_a_cut_gzip_file_scores_the_records_before_the_cut_and_names_the_f
 
 
 def test_score_names_the_whole_size_of_an_over_long_record(tmp_path):
-    X, _ = make_data(600)
-    data = tmp_path / "d.jsonl"
-    write_jsonl(data, X)
-    model = tmp_path / "m.npz"
-    assert cli("fit", "-c", write_config(tmp_path / "c.yaml"), "-i", data, "-o",
-               model).returncode == 0
+    _, data, model = _fitted(tmp_path, 600)
     big = json.dumps({"amount": 1, "latency_ms": 2, "sensor": {"temp": 3}, "pad": "x" * 3_000_000})
     data.write_text(big + "\n" + data.read_text())
     out = tmp_path / "s.jsonl"

@@ -124,15 +124,20 @@ def test_stdin_source_to_stdout(tmp_path):
     assert len(scored) == 300 and len(dead) == 1 and dead[0]["reason"] == "not_object"
 
 
-def test_follow_picks_up_appended_lines(tmp_path):
+def _following(tmp_path, n: int, first: int, seed: int):
+    """(input file holding the first ``first`` of n JSON lines, output file, the n lines, a
+    daemon following the file)."""
     data = tmp_path / "tail.jsonl"
-    X = mixture_rows(300, seed=8)
-    rows = [json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(X)]
-    data.write_text("".join(rows[:200]))
+    rows = [json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(mixture_rows(n, seed))]
+    data.write_text("".join(rows[:first]))
     out = tmp_path / "scored.jsonl"
     cfg = _cfg({"type": "file", "path": str(data), "follow": True},
                {"type": "file", "path": str(out)}, {"type": "stdout"})
-    d = DaemonThread(cfg).start()
+    return data, out, rows, DaemonThread(cfg).start()
+
+
+def test_follow_picks_up_appended_lines(tmp_path):
+    data, out, rows, d = _following(tmp_path, 300, 200, seed=8)
     try:
         wait_for(lambda: out.exists() and len(_lines(out)) == 200, 30, what="first part")
         with open(data, "a") as f:
@@ -150,14 +155,7 @@ def test_follow_picks_up_appended_lines(tmp_path):
 def test_follow_reads_a_truncated_or_rotated_file_from_its_start(tmp_path):
     """As `tail -F`: a file truncated under the daemon (copytruncate) and a file renamed away
     and replaced (rotation) are read from their start; nothing appended after is lost."""
-    data = tmp_path / "tail.jsonl"
-    X = mixture_rows(600, seed=9)
-    rows = [json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(X)]
-    data.write_text("".join(rows[:300]))
-    out = tmp_path / "scored.jsonl"
-    cfg = _cfg({"type": "file", "path": str(data), "follow": True},
-               {"type": "file", "path": str(out)}, {"type": "stdout"})
-    d = DaemonThread(cfg).start()
+    data, out, rows, d = _following(tmp_path, 600, 300, seed=9)
     try:
         wait_for(lambda: out.exists() and len(_lines(out)) == 300, 30, what="first part")
         with open(data, "r+") as f:  # truncated, then a few (shorter than before) appended
@@ -175,6 +173,19 @@ def test_follow_reads_a_truncated_or_rotated_file_from_its_start(tmp_path):
         assert d.stop() == 0
 
 
+def _every_row_scored_once(tmp_path, data, n: int) -> None:
+    """Run the daemon over a CSV file to its end: rows r0..r{n-1} scored in order, no dead
+    letter."""
+    out, dl = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data), "format": "csv"},
+               {"type": "file", "path": str(out)}, {"type": "file", "path": str(dl)})
+    d = DaemonThread(cfg).start()
+    wait_for(lambda: not d.alive, 60, what="end of file")
+    assert d.stop() == 0
+    assert not dl.exists() or not _lines(dl)
+    assert [o["key"] for o in _lines(out)] == [f"r{i}" for i in range(n)]
+
+
 def test_csv_with_a_byte_order_mark(tmp_path):
     """Spreadsheet exports open with a UTF-8 BOM: the header's first name is still a name."""
     data = tmp_path / "export.csv"
@@ -183,14 +194,7 @@ def test_csv_with_a_byte_order_mark(tmp_path):
     body = "".join(f"r{i}," + ",".join(repr(float(v)) for v in x) + "\r\n"
                    for i, x in enumerate(X))
     data.write_bytes(b"\xef\xbb\xbf" + (head + "\r\n" + body).encode())
-    out, dl = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
-    cfg = _cfg({"type": "file", "path": str(data), "format": "csv"},
-               {"type": "file", "path": str(out)}, {"type": "file", "path": str(dl)})
-    d = DaemonThread(cfg).start()
-    wait_for(lambda: not d.alive, 60, what="end of file")
-    assert d.stop() == 0
-    assert not dl.exists() or not _lines(dl)
-    assert [o["key"] for o in _lines(out)] == [f"r{i}" for i in range(300)]
+    _every_row_scored_once(tmp_path, data, 300)
 
 
 def test_a_cut_gzip_file_is_scored_up_to_the_cut_then_a_one_line_exit_1(tmp_path):
@@ -224,14 +228,7 @@ def test_csv_quoted_fields_may_span_lines(tmp_path):
         note = f'"line one\r\nline two, {i}"' if i % 7 == 0 else "plain"
         rows.append(f"r{i}," + ",".join(repr(float(v)) for v in x) + "," + note)
     data.write_text("\r\n".join(rows) + "\r\n")
-    out, dl = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
-    cfg = _cfg({"type": "file", "path": str(data), "format": "csv"},
-               {"type": "file", "path": str(out)}, {"type": "file", "path": str(dl)})
-    d = DaemonThread(cfg).start()
-    wait_for(lambda: not d.alive, 60, what="end of file")
-    assert d.stop() == 0
-    assert not dl.exists() or not _lines(dl)
-    assert [o["key"] for o in _lines(out)] == [f"r{i}" for i in range(300)]
+    _every_row_scored_once(tmp_path, data, 300)
 
 
 def test_pretrained_model_skips_warmup(tmp_path):
