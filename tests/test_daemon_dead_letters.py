@@ -127,3 +127,27 @@ def test_a_dead_letter_too_big_to_send_keeps_the_part_that_fits(bootstrap, make_
     assert 8_000 < len(letter.value) < 16_384 and big.startswith(letter.value)
     events = read_topic(bootstrap, out, min_records=len(good))
     assert len(events) == len(good)
+
+
+def test_a_tombstone_is_dead_lettered_as_a_tombstone(bootstrap, make_topics):
+    """A record with a key and no value (a compacted topic's delete marker) has nothing to
+    score: its dead letter keeps the key and the null value."""
+    from kafka_helpers import make_producer
+
+    src, out, dlq = make_topics("ts-in", "ts-out", "ts-dlq")
+    X = mixture_rows(200, seed=6)
+    produce(bootstrap, src, [json.dumps(to_record(i, x)).encode() for i, x in enumerate(X)])
+    producer = make_producer(bootstrap)
+    producer.send(src, value=None, key=b"deleted-42").get(timeout=30)
+    producer.close()
+    port = free_port()
+    d = DaemonThread(daemon_config(bootstrap, src, out, dlq, unique("g-ts"), warmup=100,
+                                   metrics_port=port)).start()
+    try:
+        wait_for(lambda: metric(scrape(port)[1], "streamgmm_dead_letters_total",
+                                reason="invalid_json") == 1, 60, what="the dead letter")
+    finally:
+        assert d.stop() == 0
+    [letter] = read_topic(bootstrap, dlq, min_records=1)
+    assert letter.key == b"deleted-42" and letter.value is None
+    assert dict(letter.headers)[P + "reason"] == b"invalid_json"

@@ -172,12 +172,14 @@ class KafkaSink:
         record over 1 MiB, with the defaults) keeps only its first bytes that fit, and a
         header with its whole size: sent whole, it would be refused for ever and hold up
         every output after it. The whole record stays at the topic, partition and offset
-        the headers name."""
-        value = rec.value if rec.value is not None else b""
+        the headers name. A tombstone (a key, no value) stays one."""
+        value = rec.value
+        if value is None and rec.key is None:  # a record needs a key or a value
+            value = b""
         headers = dead_letter_headers(rec, reason, message, exc_class, group)
         room = (self.link.max_request_size - RECORD_OVERHEAD - len(rec.key or b"")
                 - sum(len(k) + len(v or b"") for k, v in headers) - 32)
-        if len(value) > room:
+        if value is not None and len(value) > room:
             headers.append((H_VALUE_TRUNCATED, str(len(value)).encode()))
             value = value[:max(0, room)]
         self.link.send(self.topic, value, key=rec.key, headers=headers)
