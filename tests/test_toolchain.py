@@ -1,7 +1,7 @@
 """The real tools the integration tests need are present, so no test is silently skipped.
 
-Several tests guard on promtool, the Prometheus server and the test broker being installed (so a
-developer without them gets a clear skip); this test makes their absence a failure instead.
+The tests that use promtool, the Prometheus server and the test broker fail (never skip) with
+what to install when one is missing; these tests say so once, up front.
 """
 import os
 import shutil
