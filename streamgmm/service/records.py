@@ -388,8 +388,7 @@ def decode_batch(values: Sequence[bytes | str | None], spec: Any) -> DecodedBatc
         if n > max_bytes or (type(raw) is str and n * 4 > max_bytes
                              and len(raw.encode("utf-8", "surrogatepass")) > max_bytes):
             size = n if type(raw) is not str else len(raw.encode("utf-8", "surrogatepass"))
-            errors.append((i, "too_large",
-                           f"record is {size} bytes, over records.max_bytes = {max_bytes}"))
+            errors.append((i, "too_large", too_large_message(size, max_bytes)))
             continue
         # The typed fast path: ASCII only (msgspec does not check the UTF-8 of the values it
         # skips, json does), short or shallow (see _FAST_MAX_NESTING).
@@ -622,6 +621,12 @@ def missing_csv_columns(header: Sequence[str], spec: Any) -> list[str]:
     return [f for f in spec.features if f not in cols and f not in imputed]
 
 
+def too_large_message(size: int, max_bytes: int, kept: int | None = None) -> str:
+    """The ``too_large`` reason's message; ``kept``: the bytes of it a dead letter carries."""
+    tail = f" (only its first {kept} bytes are kept)" if kept is not None else ""
+    return f"record is {size} bytes, over records.max_bytes = {max_bytes}{tail}"
+
+
 def duplicate_csv_columns(header: Sequence[str]) -> list[str]:
     """Names a CSV header gives more than one column (the first such column is read)."""
     seen: set = set()
@@ -685,8 +690,7 @@ def decode_csv_rows(header: Sequence[str], rows: Iterable[Sequence[str]], spec: 
             continue
         size = sum(map(len, row)) + n - 1
         if size > max_bytes:
-            errors.append((i, "too_large",
-                           f"record is {size} bytes, over records.max_bytes = {max_bytes}"))
+            errors.append((i, "too_large", too_large_message(size, max_bytes)))
             continue
         if all_present and n == width:
             cells.append([row[j] for j in feat_idx])

@@ -21,22 +21,20 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import gzip
 import io
 import json
 import logging
 import math
 import os
 import platform
-import re
 import sys
 import time
-import zlib
 from typing import IO, Any, Iterator
 
 from ..._version import __version__
 from ..config import ConfigError, detector_dict, load_config
-from ..local_io.files import detect_format, open_input
+from ..local_io.files import (CORRUPT_INPUT, corrupt_input_message, detect_format,
+                              open_input)
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -408,20 +406,20 @@ class _Progress:
         sys.stderr.flush()
 
 
-# What a truncated or corrupt compressed input raises part-way through.
-CORRUPT_INPUT = (EOFError, zlib.error, gzip.BadGzipFile)
+def _until_cut(items, cut: list):
+    """``items`` until a cut or corrupt compressed input ends them; its error into ``cut``."""
+    try:
+        yield from items
+    except CORRUPT_INPUT as exc:
+        cut.append(exc)
 
 
-def _corrupt(path: str, n_records: int, exc: BaseException) -> RuntimeError:
-    return RuntimeError(f"{path}: the compressed input is cut short or corrupt after "
-                        f"{n_records} records ({exc})")
-
-
-def _whole_sizes(dec, sizes: dict):
+def _whole_sizes(dec, sizes: dict, max_bytes: int):
     """A too_large message names the line's whole size, not the prefix that was kept."""
+    from ..records import too_large_message
+
     if sizes:
-        dec.errors = [(i, reason, re.sub(r"record is \d+ bytes", f"record is {sizes[i]} bytes",
-                                         message, count=1)
+        dec.errors = [(i, reason, too_large_message(sizes[i], max_bytes)
                        if reason == "too_large" and i in sizes else message)
                       for i, reason, message in dec.errors]
     return dec
@@ -463,27 +461,22 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
                 raise RuntimeError(f"{path}: the CSV header has no column "
                                    f"{', '.join(repr(m) for m in missing)} "
                                    f"(records.features needs {list(spec.features)})")
-            rows, nums = [], []
-            try:
-                for row in reader:
-                    if not row:
-                        continue
-                    rows.append(row)
-                    nums.append(reader.line_num)
-                    if len(rows) >= CHUNK_RECORDS:
-                        n_records += len(rows)
-                        yield nums, decode_csv_rows(header, rows, spec)
-                        progress.update(counted[0], n_records)
-                        rows, nums = [], []
-            except CORRUPT_INPUT as exc:
-                cut = exc
-            else:
-                cut = None
+            rows, nums, cut = [], [], []
+            for row in _until_cut(reader, cut):
+                if not row:
+                    continue
+                rows.append(row)
+                nums.append(reader.line_num)
+                if len(rows) >= CHUNK_RECORDS:
+                    n_records += len(rows)
+                    yield nums, decode_csv_rows(header, rows, spec)
+                    progress.update(counted[0], n_records)
+                    rows, nums = [], []
             if rows:
                 n_records += len(rows)
                 yield nums, decode_csv_rows(header, rows, spec)
-            if cut is not None:
-                raise _corrupt(path, n_records, cut)
+            if cut:
+                raise RuntimeError(corrupt_input_message(path, n_records, cut[0]))
         finally:
             if not stdin:
                 f.close()
@@ -493,31 +486,26 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
             from ..local_io.files import BoundedLineReader
 
             done = 0
-            values, nums, sizes = [], [], {}
+            values, nums, sizes, cut = [], [], {}, []
             lines = BoundedLineReader(f, spec.max_bytes)  # an over-long line: only a prefix
-            try:
-                for lineno, (line, size) in enumerate(iter(lines.read, None), 1):
-                    done += size
-                    if not line.strip():
-                        continue
-                    if size > len(line):
-                        sizes[len(values)] = size
-                    values.append(line.rstrip(b"\r\n"))
-                    nums.append(lineno)
-                    if len(values) >= CHUNK_RECORDS:
-                        n_records += len(values)
-                        yield nums, _whole_sizes(decode_batch(values, spec), sizes)
-                        progress.update(done, n_records)
-                        values, nums, sizes = [], [], {}
-            except CORRUPT_INPUT as exc:
-                cut = exc
-            else:
-                cut = None
+            for lineno, (line, size) in enumerate(_until_cut(iter(lines.read, None), cut), 1):
+                done += size
+                if not line.strip():
+                    continue
+                if size > len(line):
+                    sizes[len(values)] = size
+                values.append(line.rstrip(b"\r\n"))
+                nums.append(lineno)
+                if len(values) >= CHUNK_RECORDS:
+                    n_records += len(values)
+                    yield nums, _whole_sizes(decode_batch(values, spec), sizes, spec.max_bytes)
+                    progress.update(done, n_records)
+                    values, nums, sizes = [], [], {}
             if values:
                 n_records += len(values)
-                yield nums, _whole_sizes(decode_batch(values, spec), sizes)
-            if cut is not None:
-                raise _corrupt(path, n_records, cut)
+                yield nums, _whole_sizes(decode_batch(values, spec), sizes, spec.max_bytes)
+            if cut:
+                raise RuntimeError(corrupt_input_message(path, n_records, cut[0]))
         finally:
             if not stdin:
                 f.close()

@@ -15,6 +15,7 @@ import zlib
 
 from ..messages import (EMPTY, Batch, OutputClosed, SinkError, SourceError, SourceRecord,
                         dead_letter_json, dumps)
+from ..records import duplicate_csv_columns
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,15 @@ def open_input(path: str):
     if fh.peek(2)[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=fh, mode="rb")
     return fh
+
+
+# What a cut or corrupt compressed input raises part-way through reading it.
+CORRUPT_INPUT = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+def corrupt_input_message(path: str, n_records: int, exc: BaseException) -> str:
+    return (f"{path}: the compressed input is cut short or corrupt after {n_records} "
+            f"records ({exc})")
 
 
 DEFAULT_MAX_BYTES = 1048576
@@ -141,7 +151,7 @@ class _LineParser:
             row = next(csv.reader([value.decode("utf-8", errors="replace")]))
             if self.header is None:
                 self.header = [h.strip() for h in row]
-                dup = sorted({h for h in self.header if self.header.count(h) > 1})
+                dup = duplicate_csv_columns(self.header)
                 if dup:
                     log.warning("the CSV header has more than one column %s: the first of "
                                 "each is read", ", ".join(repr(h) for h in dup))
@@ -228,10 +238,9 @@ class FileSource(_LocalSource):
         while len(out) < max_records:
             try:
                 got = self._lines.read()
-            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                self._cut = SourceError(f"source.path {self.path}: the compressed input is cut "
-                                        f"short or corrupt after {self._next_offset} records "
-                                        f"({exc})")
+            except CORRUPT_INPUT as exc:
+                self._cut = SourceError("source.path " + corrupt_input_message(
+                    self.path, self._next_offset, exc))
                 if out:
                     break
                 raise self._cut from None

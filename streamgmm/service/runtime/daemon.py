@@ -470,9 +470,9 @@ class Daemon:
             i, reason, message = err[0], err[1], err[2]
             size = getattr(recs[i], "line_size", None)
             if size is not None and reason == "too_large":  # a local line cut at max_bytes
-                message = (f"record is {size} bytes, over records.max_bytes = "
-                           f"{self.cfg.records.max_bytes} (only its first "
-                           f"{len(recs[i].value)} bytes are kept)")
+                from ..records import too_large_message
+                message = too_large_message(size, self.cfg.records.max_bytes,
+                                            len(recs[i].value))
             exc_class = getattr(err, "exception_class", None) or DEAD_LETTER_CLASS.get(
                 reason, "streamgmm.records.DecodeError")
             self.dlq.send_dead_letter(recs[i], reason, message, exc_class, self.group)
