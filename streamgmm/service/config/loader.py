@@ -97,9 +97,16 @@ class SourceConfig:
     follow: bool = setting(Bool(), False,
         doc=('file source: keep reading at end of file (like `tail -F`: a file truncated or '
              'replaced by rotation is read again from its start); otherwise the run ends with '
-             'exit 0 at the end. A file source keeps no read position: a restart reads the '
-             'file from its first line again (with a checkpoint, those records are scored and '
-             'learned from twice); for a stream that must resume, use Kafka'))
+             'exit 0 at the end'))
+    resume: bool = setting(Bool(), True,
+        doc=('file source with a `checkpoint.path`: store the read position of the committed '
+             'records in `<checkpoint.path>.position` (at each commit, atomically) and, after a '
+             'restart, go on from it, as a Kafka consumer goes on from its committed offset. It '
+             'is used only while the file begins with the same bytes as when it was stored and '
+             'is unchanged up to it; a rotated, truncated or regenerated file is read from its '
+             'start (a warning says so). Delete the `.position` file to read from the start '
+             'again. `false`, or no `checkpoint.path`: every start reads the file from its first '
+             'line'))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
+import json
 import logging
 import os
 import queue
@@ -12,7 +14,11 @@ import sys
 import threading
 import time
 import zlib
+from collections import deque
 
+import numpy as np
+
+from ...persistence.checkpoint import atomic_write_bytes
 from ..messages import (EMPTY, Batch, OutputClosed, SinkError, SourceError, SourceRecord,
                         dead_letter_json, dumps)
 from ..records import duplicate_csv_columns
@@ -186,18 +192,44 @@ class _LocalSource:
         return True
 
 
+# A stored read position names the file by its first bytes (a rotated or regenerated file
+# with other content is read from its start) and the position of the committed records.
+POSITION_FORMAT = "streamgmm-file-position"
+HEAD_BYTES = 4096
+TAIL_BYTES = 64
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class FileSource(_LocalSource):
-    """CSV or JSON-lines file. Exhausted at end of file unless `follow` (tail -f)."""
+    """CSV or JSON-lines file. Exhausted at end of file unless `follow` (tail -F).
+
+    With ``position_path``, each commit stores where the committed records end in the file
+    (atomically, like a Kafka offset commit), and a new source on the same file resumes there:
+    a restart neither re-reads nor re-scores what was already handed on. The position is used
+    only if the file still begins with the same bytes and reaches it; otherwise (a rotated,
+    truncated or regenerated file) the file is read from its start, with a warning.
+    """
 
     def __init__(self, path: str, fmt: str = "auto", follow: bool = False, name: str | None = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES):
+                 max_bytes: int = DEFAULT_MAX_BYTES, position_path: str | None = None):
         self.path = path
         self.follow = follow
         self.topic = name if name is not None else os.path.basename(path)
         self._fmt = detect_format(path, fmt)
         self._max_bytes = max_bytes
-        self._open()
+        self._position_path = position_path
+        self._key = (self.topic, None)  # where Kafka has (topic, partition)
         self._next_offset = 0
+        self._segment = 0          # counts (re)openings: positions belong to one opening
+        self._ends: deque = deque()  # (first record, its segment, array of end positions)
+        self._head: bytes | None = None  # the first HEAD_BYTES of the opened file, once known
+        self._committed = -1
+        self._open()
+        if position_path:
+            self._resume()
         self._cut: SourceError | None = None
         self.exhausted = False
 
@@ -205,6 +237,107 @@ class FileSource(_LocalSource):
         self._parser = _LineParser(self._fmt)
         self._fh = open_input(self.path)
         self._lines = BoundedLineReader(self._fh, self._max_bytes, self.follow)
+        self._pos = 0  # bytes (decompressed) of the lines read so far
+        self._segment += 1
+        self._head = None
+
+    # ------------------------------------------------------------------ read positions
+    def _read_head(self, n: int) -> bytes:
+        """The first `n` (decompressed) bytes of the opened file, without moving the reader."""
+        if isinstance(self._fh, io.BufferedReader):
+            return os.pread(self._fh.fileno(), n, 0)
+        with open_input(self.path) as fh:  # gzip: decompress the start again
+            return fh.read(n)
+
+    def _read_tail(self, byte: int) -> bytes:
+        """Up to TAIL_BYTES before `byte` in a plain file (b"" for gzip: not checked there)."""
+        if not isinstance(self._fh, io.BufferedReader):
+            return b""
+        start = max(0, byte - TAIL_BYTES)
+        return os.pread(self._fh.fileno(), byte - start, start)
+
+    def _resume(self) -> None:
+        """Continue after the stored position if it is this file's; else read from the start."""
+        try:
+            with open(self._position_path, "rb") as fh:
+                pos = json.loads(fh.read())
+            if pos.get("format") != POSITION_FORMAT:
+                raise ValueError("not a streamgmm file position")
+            byte, record = int(pos["byte"]), int(pos["record"])
+            head_len, head_sha = int(pos["head_len"]), str(pos["head_sha256"])
+            tail_sha = str(pos["tail_sha256"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("source.path %s: the stored read position %s is unreadable (%s): "
+                        "reading the file from its start", self.path, self._position_path, exc)
+            return
+        try:
+            head = self._read_head(head_len)
+            same = len(head) == head_len and _sha256(head) == head_sha
+            if same:  # and the bytes before the position unchanged (plain files)
+                same = _sha256(self._read_tail(byte)) == tail_sha
+            if same:  # the position inside the file
+                self._fh.seek(byte - 1)
+                same = len(self._fh.read(1)) == 1
+            self._fh.seek(0)
+        except CORRUPT_INPUT + (OSError,) as exc:
+            same, why = False, f"{exc}"
+        else:
+            why = "the file does not begin as the one read before or is shorter"
+        if not same:
+            self._fh.close()
+            self._open()
+            log.warning("source.path %s: not resuming at record %d (%s): reading it from its "
+                        "start", self.path, record, why)
+            return
+        if self._fmt == "csv":  # the header, as a first read would take it
+            while self._parser.header is None:
+                got = self._lines.read()
+                if got is None:
+                    break
+                self._parser.record(got[0], self.topic, 0, got[1])
+        self._parser._first = False
+        self._fh.seek(byte)
+        self._pos = byte
+        self._next_offset = self._committed = record
+        log.info("source.path %s: resuming after record %d (byte %d), the position stored in "
+                 "%s", self.path, record, byte, self._position_path)
+
+    def commit(self, offsets: dict, timeout_ms: int | None = None) -> bool:
+        """Store where the records before ``offsets[(topic, None)]`` end (nothing without a
+        position path). False if the position file could not be written."""
+        record = offsets.get(self._key)
+        if not self._position_path or record is None or record <= self._committed:
+            return True
+        ends = self._ends
+        while ends and ends[0][0] + len(ends[0][2]) < record:  # wholly before: done with
+            ends.popleft()
+        if not ends or ends[0][0] > record - 1:
+            return True
+        first, segment, arr = ends[0]
+        self._committed = record
+        if segment != self._segment:  # that file was rotated away: the new one starts afresh
+            return True
+        byte = int(arr[record - 1 - first])
+        try:
+            if self._head is None or len(self._head) < min(byte, HEAD_BYTES):
+                self._head = self._read_head(HEAD_BYTES)
+            head = self._head[:min(byte, HEAD_BYTES)]
+            atomic_write_bytes(self._position_path, json.dumps({
+                "format": POSITION_FORMAT, "path": os.path.abspath(self.path),
+                "record": record, "byte": byte, "head_len": len(head),
+                "head_sha256": _sha256(head),
+                "tail_sha256": _sha256(self._read_tail(byte))}).encode())
+        except (OSError, CORRUPT_INPUT) as exc:
+            self._committed = -1
+            log.warning("storing the read position of %s in %s failed: %s", self.path,
+                        self._position_path, exc)
+            return False
+        return True
+
+    def commit_async(self, offsets: dict, callback=None) -> bool:
+        return self.commit(offsets)
 
     def _reopen_if_replaced(self) -> bool:
         """Follow mode at the end of the file, as `tail -F` does: a file truncated under us
@@ -235,6 +368,9 @@ class FileSource(_LocalSource):
         if self._cut is not None:  # the records before it went out with the last batch
             raise self._cut
         out = []
+        ends = []
+        first = self._next_offset
+        pos = self._pos
         while len(out) < max_records:
             try:
                 got = self._lines.read()
@@ -247,16 +383,23 @@ class FileSource(_LocalSource):
             if got is None:
                 break
             line, size = got
+            pos += size
             rec = self._parser.record(line, self.topic, self._next_offset, size)
             if rec is not None:
                 out.append(rec)
+                ends.append(pos)
                 self._next_offset += 1
+        self._pos = pos
         if not out:
             if self.follow:
                 if not self._reopen_if_replaced():
                     time.sleep(timeout_ms / 1000.0)
             else:
                 self.exhausted = True
+            return Batch(out, {})
+        if self._position_path:
+            self._ends.append((first, self._segment, np.asarray(ends, dtype=np.int64)))
+            return Batch(out, {self._key: self._next_offset})
         return Batch(out, {})
 
     def close(self, timeout_ms: int | None = None) -> None:

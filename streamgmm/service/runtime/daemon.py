@@ -540,8 +540,9 @@ class Daemon:
         assigned = self.source.assignment()
         pend = self.pending.min_offsets() if len(self.pending) else {}
         out = {}
-        for tp, nxt in self._seen.items():
-            if tp not in assigned or (only is not None and tp not in only):
+        for tp, nxt in self._seen.items():  # (a file's position: (topic, None), always ours)
+            if (tp not in assigned and tp[1] is not None) or (only is not None and
+                                                              tp not in only):
                 continue
             off = min(nxt, pend.get(tp, nxt))
             if force or off > self._committed.get(tp, -1):

@@ -67,9 +67,7 @@ class PendingQueue:
         """{(topic, partition): lowest pending offset} — commits must stay below these."""
         out: dict = {}
         for c in self._chunks:
-            for r in c.recs:
-                if r.partition is None:
-                    continue
+            for r in c.recs:  # (a file's records: (topic, None))
                 tp = (r.topic, r.partition)
                 if r.offset < out.get(tp, r.offset + 1):
                     out[tp] = r.offset

@@ -1,0 +1,173 @@
+"""A file source with a checkpoint goes on after a restart from the position of its committed
+records (`source.resume`), as a Kafka consumer goes on from its committed offset; a file that is
+not the one read before (rotated, truncated, regenerated) is read from its start."""
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from kafka_helpers import DaemonThread, FEATURES, mixture_rows, to_record, wait_for, write_yaml
+from streamgmm.service.local_io import FileSource
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _rows(n: int, seed: int = 3) -> list[str]:
+    return [json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(mixture_rows(n, seed))]
+
+
+def _read(src: FileSource, n: int, size: int = 7) -> list:
+    """n records polled in batches of `size`."""
+    out = []
+    while len(out) < n:
+        batch = src.poll(0, min(size, n - len(out)))
+        assert batch.records, "the file ended early"
+        out.extend(batch.records)
+    return out
+
+
+def _keys(recs) -> list:
+    return [json.loads(r.value)["id"] if r.row is None else r.row[0] for r in recs]
+
+
+def test_a_new_source_goes_on_after_the_committed_record(tmp_path):
+    data, pos = tmp_path / "in.jsonl", str(tmp_path / "ck.npz.position")
+    data.write_text("".join(_rows(100)))
+    src = FileSource(str(data), position_path=pos)
+    first = _read(src, 40)
+    assert src.commit({(src.topic, None): 33})  # mid-batch (a warm-up boundary, say)
+    src.close()
+    again = FileSource(str(data), position_path=pos)
+    rest = _read(again, 67)
+    assert [r.offset for r in rest] == list(range(33, 100))
+    assert _keys(rest) == [f"r{i}" for i in range(33, 100)]
+    assert _keys(first[33:]) == _keys(rest[:7])
+    assert not again.poll(0, 10).records and again.exhausted
+
+
+@pytest.mark.parametrize("kind", ["csv", "csv-bom", "gzip"])
+def test_csv_and_gzip_files_resume_too(tmp_path, kind):
+    X = mixture_rows(60, seed=4)
+    lines = ["id," + ",".join(FEATURES) + "\n"] + [
+        f"r{i}," + ",".join(f"{v:.5f}" for v in x) + "\n" for i, x in enumerate(X)]
+    text = "".join(lines).encode()
+    if kind == "csv-bom":
+        text = b"\xef\xbb\xbf" + text
+    data = tmp_path / ("in.csv.gz" if kind == "gzip" else "in.csv")
+    data.write_bytes(gzip.compress(text) if kind == "gzip" else text)
+    pos = str(tmp_path / "p.position")
+    src = FileSource(str(data), position_path=pos)
+    _read(src, 25)
+    assert src.commit({(src.topic, None): 25})
+    src.close()
+    again = FileSource(str(data), position_path=pos)
+    rest = _read(again, 35)
+    assert again.csv_header == ["id", *FEATURES]
+    assert _keys(rest) == [f"r{i}" for i in range(25, 60)]
+
+
+@pytest.mark.parametrize("change", ["regenerated", "truncated", "edited before", "no file"])
+def test_a_file_that_is_not_the_one_read_is_read_from_its_start(tmp_path, change, caplog):
+    data, pos = tmp_path / "in.jsonl", str(tmp_path / "p.position")
+    rows = _rows(200)
+    data.write_text("".join(rows))
+    src = FileSource(str(data), position_path=pos)
+    _read(src, 150)
+    assert src.commit({(src.topic, None): 150})
+    src.close()
+    if change == "regenerated":  # other content from the first byte on
+        data.write_text("".join(_rows(200, seed=9)))
+    elif change == "truncated":  # the same start, but shorter than the position
+        data.write_text("".join(rows[:120]))
+    elif change == "edited before":  # the same start, the lines just before the position not
+        last = rows[149]  # its last digit changed: the same length, other bytes
+        edited = last[:-3] + ("1" if last[-3] != "1" else "2") + last[-2:]
+        data.write_text("".join(rows[:149] + [edited] + rows[150:]))
+    else:
+        with open(pos, "w") as f:
+            f.write("{not json")
+    again = FileSource(str(data), position_path=pos)
+    first = again.poll(0, 5).records
+    assert [r.offset for r in first] == [0, 1, 2, 3, 4]
+    assert "reading" in caplog.text and "start" in caplog.text
+
+
+def _cfg(tmp_path, follow: bool, resume: bool = True) -> dict:
+    return {
+        "source": {"type": "file", "path": str(tmp_path / "in.jsonl"), "follow": follow,
+                   "resume": resume},
+        "records": {"features": list(FEATURES), "key_field": "id"},
+        "sink": {"type": "file", "path": str(tmp_path / "out.jsonl"), "emit": "all"},
+        "dead_letter": {"type": "stdout"},
+        "detector": {"n_components": 2, "max_components": 2, "warmup_records": 100},
+        "checkpoint": {"path": str(tmp_path / "ck.npz"), "interval_seconds": 3600},
+        "metrics": {"enabled": False},
+        "kafka": {"poll_timeout_ms": 50},
+    }
+
+
+def _scored(tmp_path) -> list[str]:
+    with open(tmp_path / "out.jsonl") as f:
+        return [json.loads(x)["key"] for x in f if x.strip()]
+
+
+def test_a_restarted_run_scores_only_what_was_appended(tmp_path):
+    rows = _rows(500)
+    (tmp_path / "in.jsonl").write_text("".join(rows[:300]))
+    d = DaemonThread(_cfg(tmp_path, follow=False)).start()
+    wait_for(lambda: not d.alive, 60, what="end of file")
+    assert d.stop() == 0
+    with open(tmp_path / "in.jsonl", "a") as f:
+        f.write("".join(rows[300:]))
+    d = DaemonThread(_cfg(tmp_path, follow=False)).start()
+    wait_for(lambda: not d.alive, 60, what="end of file")
+    assert d.stop() == 0
+    assert _scored(tmp_path) == [f"r{i}" for i in range(500)]  # each once, in order
+    assert d.daemon.det.model_version == 1  # the checkpoint's model went on: no new warm-up
+
+
+def test_without_resume_every_start_reads_from_the_first_line(tmp_path):
+    (tmp_path / "in.jsonl").write_text("".join(_rows(300)))
+    for _ in range(2):
+        d = DaemonThread(_cfg(tmp_path, follow=False, resume=False)).start()
+        wait_for(lambda: not d.alive, 60, what="end of file")
+        assert d.stop() == 0
+    assert _scored(tmp_path) == [f"r{i}" for i in range(300)] * 2
+    assert not (tmp_path / "ck.npz.position").exists()
+
+
+def test_kill_9_while_following_loses_nothing_and_rereads_little(tmp_path):
+    """At-least-once across a crash: every record is scored, and the restart goes on from the
+    last committed position, not from the file's first line."""
+    rows = _rows(1200)
+    (tmp_path / "in.jsonl").write_text("".join(rows[:600]))
+    path = write_yaml(tmp_path / "cfg.yaml", _cfg(tmp_path, follow=True))
+    cmd = [sys.executable, "-m", "streamgmm", "run", "--config", path]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (tmp_path / "out.jsonl").exists() and len(_scored(tmp_path)) == 600,
+                 60, what="scoring after the warm-up")
+        wait_for(lambda: (tmp_path / "ck.npz.position").exists(), 30, what="a stored position")
+    finally:
+        p.kill()
+        p.wait(10)
+    with open(tmp_path / "in.jsonl", "a") as f:
+        f.write("".join(rows[600:]))
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: _scored(tmp_path)[-1:] == ["r1199"], 60, what="the appended rows")
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    keys = _scored(tmp_path)
+    assert set(keys) == {f"r{i}" for i in range(1200)}  # nothing lost
+    assert len(keys) < 1200 + 100  # and not the whole first part again
+    assert "resuming after record" in err
