@@ -171,6 +171,67 @@ def test_from_sklearn_with_fit_data_sets_threshold_from_it():
     assert det.train_info_["threshold_source"] == "X_fit"
 
 
+def _heavy_tailed(n, seed=5):
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.standard_t(3, n), rng.standard_t(3, n) * 4 + 10,
+                            rng.normal(size=n)])
+
+
+def test_from_sklearn_threshold_is_the_percentile_of_heavy_tailed_fit_data():
+    """The far-out fence must not set an imported model's threshold: X_fit holds no rows a
+    fit dropped, so the threshold is its percentile even when its tail is long."""
+    from sklearn.mixture import GaussianMixture as SkGMM
+    X = np.random.RandomState(1).standard_t(3, size=(5000, 4))
+    gmm = SkGMM(2, random_state=0).fit(X)
+    det = Detector.from_sklearn(gmm, percentile=1.0, X_fit=X)
+    assert det.threshold_ == pytest.approx(np.percentile(gmm.score_samples(X), 1.0))
+    assert det.score(X).is_anomaly.mean() == pytest.approx(0.01, abs=0.001)
+
+
+def test_from_sklearn_threshold_from_the_models_own_sample_flags_p():
+    """Without X_fit the threshold is the percentile of a sample of the whole model (a
+    sample comes grouped by component: none may be left out)."""
+    from sklearn.mixture import GaussianMixture as SkGMM
+    X = _heavy_tailed(3000)
+    gmm = SkGMM(3, random_state=0).fit(X)
+    det = Detector.from_sklearn(gmm, percentile=1.0)
+    S, _ = gmm.sample(200_000)
+    assert det.threshold_ == pytest.approx(np.percentile(gmm.score_samples(S), 1.0), abs=0.2)
+    assert det.train_info_["n_records"] == det.config.threshold.window
+
+
+@pytest.mark.parametrize("step", ["RobustScaler", "MinMaxScaler", "PCA", "StandardScaler"])
+def test_a_pipeline_with_other_steps_than_a_standard_scaler_is_refused(tmp_path, step):
+    import sklearn.decomposition
+    import sklearn.preprocessing
+    from sklearn.mixture import GaussianMixture as SkGMM
+    from sklearn.pipeline import make_pipeline
+    X = _heavy_tailed(1000)
+    cls = getattr(sklearn.preprocessing, step, None) or getattr(sklearn.decomposition, step)
+    pipe = make_pipeline(cls(), SkGMM(2, random_state=0)).fit(X)
+    joblib.dump(pipe, tmp_path / "pipe.joblib")
+    if step == "StandardScaler":
+        det = Detector.load(tmp_path / "pipe.joblib", trusted=True)
+        np.testing.assert_allclose(det.score(X).scores, pipe.score_samples(X), rtol=1e-8)
+        return
+    with pytest.raises(CheckpointError, match=f"step '{step.lower()}' is a {step}"):
+        Detector.load(tmp_path / "pipe.joblib", trusted=True)
+
+
+def test_a_fixed_component_count_may_exceed_max_components(tmp_path):
+    """`max_components` bounds `auto` only: an imported 10-component model and a fixed
+    `n_components: 10` are valid."""
+    from sklearn.mixture import GaussianMixture as SkGMM
+    X = stream(seed=3, k=10)(3000)
+    gmm = SkGMM(10, random_state=0).fit(X)
+    joblib.dump(gmm, tmp_path / "g10.joblib")
+    det = Detector.load(tmp_path / "g10.joblib", trusted=True)
+    np.testing.assert_allclose(det.score(X).scores, gmm.score_samples(X), rtol=1e-8)
+    det = Detector({"n_components": 10, "warmup_records": 1000}, background_refit=False)
+    det.process(X[:1000])
+    assert det.ready and det.model_.n_components == 10
+
+
 def test_warming_up_detector_saves_config_only(tmp_path):
     det = Detector({"warmup_records": 500})
     det.process(np.random.default_rng(0).normal(size=(100, 3)))

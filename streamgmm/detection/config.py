@@ -83,7 +83,8 @@ class DetectorConfig:
 
     n_components: object = setting(NComponents(), "auto", "mixture components, or `auto`: "
                                    "the best BIC among 1..`max_components`")
-    max_components: int = setting(Int(1), 8, "upper bound for `auto`")
+    max_components: int = setting(Int(1), 8,
+                                  "upper bound for `auto` (a fixed `n_components` may be larger)")
     covariance_type: str = setting(Choice(*COVARIANCE_TYPES), "full",
                                    "`full`, `tied`, `diag` or `spherical`; a full "
                                    "covariance costs d^2 per record and d^3 per online step: "
@@ -138,9 +139,6 @@ class DetectorConfig:
         check_values(self, "detector")
         k = self.n_components if isinstance(self.n_components, int) else self.max_components
         which = "n_components" if isinstance(self.n_components, int) else "max_components"
-        if isinstance(self.n_components, int) and self.n_components > self.max_components:
-            raise ConfigError("detector.n_components", f"must be <= detector.max_components "
-                              f"({self.max_components}), got {self.n_components}")
         least = max(2 * k, 10)
         for key, value in (("warmup_records", self.warmup_records),
                            ("refit.window", self.refit.window),

@@ -184,7 +184,9 @@ def detector_from_sklearn(cls, gmm, scaler, percentile, X_fit, feature_names, co
     """Wrap a fitted scikit-learn GaussianMixture (+ StandardScaler) as a ready Detector.
 
     The threshold is the ``percentile`` of the log-density of ``X_fit`` (raw rows) if given,
-    else of 100,000 rows sampled from the model itself.
+    else of as many rows sampled from the model itself as the threshold's window holds (all
+    of them count: the sample comes grouped by component). Neither holds rows a fit dropped
+    as far out, so the far-out fence does not set the threshold from the start.
     """
     cfg = config if isinstance(config, DetectorConfig) else DetectorConfig.from_dict(
         dict(config or {}, n_components=int(gmm.n_components),
@@ -207,10 +209,11 @@ def detector_from_sklearn(cls, gmm, scaler, percentile, X_fit, feature_names, co
         Xs = sc.transform(np.asarray(X_fit, dtype=np.float64))
         source = "X_fit"
     else:
-        Xs, _ = model.sample(100_000)
+        Xs, _ = model.sample(cfg.threshold.window)
         source = "model sample"
     scores = model.score_samples(Xs)
-    threshold = PercentileThreshold(cfg.threshold.percentile, cfg.threshold.window).fit(scores)
+    threshold = PercentileThreshold(cfg.threshold.percentile, cfg.threshold.window).fit(
+        scores, gross=())
     names = feature_names if feature_names is not None else _sklearn_names(d, scaler, gmm)
     info = {"imported_from": "scikit-learn", "threshold_source": source,
             "n_records": int(len(Xs)), "n_components": int(gmm.n_components)}
@@ -261,7 +264,10 @@ def _from_verified(cls, state, origin):
 
 def _detector_from_object(cls, obj, path):
     """A Detector from scikit-learn objects a trusted joblib file held."""
-    gmm, scaler = _find_sklearn(obj)
+    try:
+        gmm, scaler = _find_sklearn(obj)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     if gmm is None:
         raise CheckpointError(f"{path}: holds {type(obj).__name__}, not a streamgmm export "
                               f"or a fitted scikit-learn GaussianMixture")
@@ -269,22 +275,39 @@ def _detector_from_object(cls, obj, path):
 
 
 def _find_sklearn(obj):
-    """(GaussianMixture, StandardScaler or None) from a model, a dict, a tuple or a Pipeline."""
+    """(GaussianMixture, StandardScaler or None) from a model, a dict, a tuple or a Pipeline.
+    Any other transformer among them (a RobustScaler, PCA, ...) is refused with a ValueError
+    naming it: scoring without it would score other inputs than the model was fitted on."""
     def is_gmm(o):
         return hasattr(o, "precisions_cholesky_") and hasattr(o, "weights_")
 
     def is_scaler(o):
-        return hasattr(o, "mean_") and hasattr(o, "scale_") and not is_gmm(o)
+        return type(o).__name__ == "StandardScaler" and hasattr(o, "scale_")
+
+    def is_estimator(o):
+        return hasattr(o, "fit") or hasattr(o, "transform")
 
     if is_gmm(obj):
         return obj, None
     items = []
     if isinstance(obj, dict):
-        items = list(obj.values())
+        items = [(repr(k), o) for k, o in obj.items()]
     elif isinstance(obj, (list, tuple)):
-        items = list(obj)
+        items = [(f"item {i}", o) for i, o in enumerate(obj)]
     elif hasattr(obj, "steps"):
-        items = [s for _, s in obj.steps]
-    gmm = next((o for o in items if is_gmm(o)), None)
-    scaler = next((o for o in items if is_scaler(o)), None)
+        items = [(f"step {name!r}", o) for name, o in obj.steps]
+    ordered = hasattr(obj, "steps")  # a Pipeline applies its steps in order
+    gmm = scaler = None
+    for where, o in items:
+        if is_gmm(o) and gmm is None:
+            gmm = o
+        elif is_scaler(o) and scaler is None and not (ordered and gmm is not None):
+            scaler = o
+        elif is_estimator(o):
+            what = ("after the GaussianMixture" if gmm is not None and
+                    (is_scaler(o) or is_gmm(o)) else "")
+            raise ValueError(
+                f"{where} is a {type(o).__name__}{' ' + what if what else ''}: only a "
+                f"GaussianMixture, optionally after one StandardScaler, can be imported "
+                f"(its scores would not be the model's without that step)")
     return gmm, scaler
