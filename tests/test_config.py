@@ -158,7 +158,6 @@ def test_detector_dict_is_accepted_by_the_detectors_own_config():
      "required"),
     ({"detector": {"warmup_records": 15}}, "detector.warmup_records",
      "2 * detector.max_components"),
-    ({"detector": {"n_components": 9}}, "detector.n_components", "<= detector.max_components"),
     ({"detector": {"refit": {"window": 3}}}, "detector.refit.window", ">="),
     ({"records": {"features": ["a", "a"]}}, "records.features[1]", "duplicate"),
     ({"records": {"features": ["a..b"]}}, "records.features[0]", "dotted field path"),
