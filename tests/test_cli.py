@@ -286,6 +286,93 @@ def test_score_from_stdin(tmp_path):
     assert len(r.stdout.splitlines()) == len(X)
 
 
+@pytest.mark.parametrize("kind", ["gzip jsonl", "gzip csv", "bom csv", "bom jsonl"])
+def test_stdin_is_read_like_a_file(tmp_path, kind):
+    """gzip by content and a UTF-8 byte-order mark, on stdin as in a named file."""
+    import gzip
+
+    X, _ = make_data(600)
+    fmt = kind.split()[1]
+    data = tmp_path / f"d.{fmt}"
+    (write_jsonl if fmt == "jsonl" else write_csv)(data, X)
+    body = data.read_bytes()
+    body = gzip.compress(body) if kind.startswith("gzip") else b"\xef\xbb\xbf" + body
+    cfg = write_config(tmp_path / "c.yaml", key_field="id")
+    model = tmp_path / "m.npz"
+    assert cli("fit", "-c", cfg, "-i", data, "-o", model).returncode == 0
+    r = subprocess.run([sys.executable, "-m", "streamgmm", "score", "-m", str(model), "-i", "-",
+                        "-o", "-", "-c", str(cfg), "-f", fmt], input=body,
+                       capture_output=True, env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(r.stdout.decode())
+    assert len(rows) == len(X) and all("score" in row for row in rows)
+    assert [row["key"] for row in rows] == [f"r{i}" for i in range(len(X))]
+
+
+def test_csv_piped_as_json_lines_gets_the_format_hint(tmp_path):
+    X, _ = make_data(600)
+    data = tmp_path / "d.csv"
+    write_csv(data, X)
+    model = tmp_path / "m.npz"
+    assert cli("fit", "-c", write_config(tmp_path / "c.yaml"), "-i", data,
+               "-o", model).returncode == 0
+    r = subprocess.run([sys.executable, "-m", "streamgmm", "score", "-m", str(model), "-i", "-",
+                        "-o", "-"], input=data.read_text(), capture_output=True, text=True,
+                       env=_env(), timeout=120)
+    assert r.returncode == 1
+    assert "pass --format csv" in r.stderr
+
+
+def test_bytes_that_are_not_utf8_in_a_csv_do_not_stop_fit_or_score(tmp_path):
+    """One Latin-1 byte in a column that is not a feature: every row is still read (as the
+    daemon reads it: the byte replaced)."""
+    X, _ = make_data(600)
+    data = tmp_path / "d.csv"
+    write_csv(data, X)
+    lines = data.read_bytes().split(b"\n")
+    lines[251] = lines[251].replace(b"r250", b"Z\xfcrich")
+    data.write_bytes(b"\n".join(lines))
+    cfg = write_config(tmp_path / "c.yaml", key_field="id")
+    model = tmp_path / "m.npz"
+    r = cli("fit", "-c", cfg, "-i", data, "-o", model)
+    assert r.returncode == 0, r.stderr
+    assert "600 records" in r.stderr
+    r = cli("score", "-m", model, "-i", data, "-o", "-", "-c", cfg)
+    assert r.returncode == 0, r.stderr
+    rows = read_jsonl(r.stdout)
+    assert len(rows) == 600 and rows[250]["key"] == "Z\ufffdrich"
+
+
+def test_score_refuses_to_write_over_its_input(tmp_path):
+    X, data, model = _fitted(tmp_path, 600)
+    before = data.read_bytes()
+    r = cli("score", "-m", model, "-i", data, "-o", data)
+    assert r.returncode == 2 and "is the input file" in r.stderr
+    assert data.read_bytes() == before
+    link = tmp_path / "link.jsonl"  # the same file by another name
+    link.symlink_to(data)
+    assert cli("score", "-m", model, "-i", data, "-o", link).returncode == 2
+    assert data.read_bytes() == before
+
+
+def test_fit_output_gets_the_umask_mode_and_errors_name_the_output(tmp_path):
+    X, data, model = _fitted(tmp_path, 600)
+    cfg = tmp_path / "c.yaml"
+    out = tmp_path / "shared.npz"
+    r = subprocess.run(["sh", "-c", f'umask 022 && "$0" -m streamgmm fit -c {cfg} -i {data} '
+                        f'-o {out}', sys.executable], capture_output=True, text=True,
+                       env=_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert oct(out.stat().st_mode & 0o777) == oct(0o644)  # readable by the daemon's user
+    out.chmod(0o640)  # an existing file keeps its mode
+    assert cli("fit", "-c", cfg, "-i", data, "-o", out).returncode == 0
+    assert oct(out.stat().st_mode & 0o777) == oct(0o640)
+    r = cli("fit", "-c", cfg, "-i", data, "-o", tmp_path)
+    assert r.returncode == 1
+    assert f"{tmp_path}: Is a directory" in r.stderr and ".tmp-" not in r.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
 def _fitted(tmp_path, n: int):
     """(X, its JSON-lines file, a model fitted on it with write_config's settings)."""
     X, _ = make_data(n)

@@ -562,3 +562,39 @@ def test_score_samples_memory_is_bounded(n, d, k, ct):
     Xs = X[:100_000]
     proba, peak = _traced_peak(lambda: model.predict_proba(Xs))
     assert peak <= CHUNK_BYTES + proba.nbytes + 256 * 1024, peak
+
+
+def test_scikit_learn_meta_estimators_accept_the_models():
+    """GridSearchCV, cross_val_score and Pipeline ask for scikit-learn's estimator tags."""
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler as SkScaler
+
+    from streamgmm import OnlineGaussianMixture
+    X = np.random.RandomState(0).randn(300, 3)
+    for est in (GaussianMixture(random_state=0), OnlineGaussianMixture(random_state=0)):
+        search = GridSearchCV(est, {"n_components": [1, 2]}, cv=3).fit(X)
+        assert search.best_params_["n_components"] in (1, 2)
+    scores = cross_val_score(GaussianMixture(2, random_state=0), X, cv=3)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    pipe = make_pipeline(SkScaler(), GaussianMixture(2, random_state=0)).fit(X)
+    ref = sklearn_mixture.GaussianMixture(2, random_state=0).fit(SkScaler().fit_transform(X))
+    assert pipe.score(X) == pytest.approx(ref.score(SkScaler().fit_transform(X)), rel=1e-6)
+
+
+@pytest.mark.parametrize("change", [{"n_components": 3}, {"covariance_type": "diag"},
+                                    {"covariance_type": "spherical"}])
+def test_warm_start_after_a_shape_change_is_a_clear_error(change):
+    X = np.random.RandomState(1).randn(200, 3)
+    gm = GaussianMixture(2, warm_start=True, random_state=0).fit(X)
+    gm.set_params(**change)
+    with pytest.raises(ValueError, match="warm_start=False"):
+        gm.fit(X)
+
+
+def test_complex_input_is_refused_like_scikit_learn():
+    X = np.random.RandomState(2).randn(50, 2) + 1j
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        GaussianMixture(1).fit(X)
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        sklearn_mixture.GaussianMixture(1).fit(X)

@@ -5,6 +5,18 @@ import inspect
 class ParamsMixin:
     """``get_params``/``set_params`` derived from the constructor signature (sklearn style)."""
 
+    #: what scikit-learn's tags call this kind of estimator
+    _sklearn_estimator_type = None
+
+    def __sklearn_tags__(self):
+        """scikit-learn's estimator tags, which its meta-estimators (``GridSearchCV``,
+        ``Pipeline``, ``cross_val_score``) ask for. Only scikit-learn calls this, so
+        scikit-learn is imported here, never at run time otherwise."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=self._sklearn_estimator_type,
+                    target_tags=TargetTags(required=False))
+
     @classmethod
     def _param_names(cls):
         sig = inspect.signature(cls.__init__)

@@ -36,6 +36,8 @@ class GaussianMixture(MixtureScoringMixin, ParamsMixin):
     model scores float32 data in float64.
     """
 
+    _sklearn_estimator_type = "density_estimator"
+
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6,
                  max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
                  means_init=None, precisions_init=None, random_state=None, warm_start=False,
@@ -189,6 +191,21 @@ class GaussianMixture(MixtureScoringMixin, ParamsMixin):
         self._e_step(data, resp_t)
         return resp_t.argmax(axis=0)
 
+    def _check_warm_start_shapes(self):
+        """warm_start continues the fitted parameters: they must have the shapes that
+        ``n_components`` and ``covariance_type`` ask for now."""
+        k, d = self.means_.shape
+        want = {"full": (self.n_components, d, d), "tied": (d, d),
+                "diag": (self.n_components, d), "spherical": (self.n_components,)}
+        if k != self.n_components or \
+                np.shape(self.precisions_cholesky_) != want[self.covariance_type]:
+            raise ValueError(
+                f"warm_start=True continues the fitted model, whose parameters do not have "
+                f"the shape n_components={self.n_components}, covariance_type="
+                f"{self.covariance_type!r} asks for (means_ {self.means_.shape}, "
+                f"precisions_cholesky_ {np.shape(self.precisions_cholesky_)}): set "
+                f"warm_start=False to fit from scratch after changing them")
+
     def _fit(self, X):
         self._check_params()
         X = check_array(X, ensure_min_samples=2)
@@ -200,6 +217,8 @@ class GaussianMixture(MixtureScoringMixin, ParamsMixin):
         if not do_init and self.means_.shape[1] != X.shape[1]:
             raise ValueError(f"X has {X.shape[1]} features, but the model is expecting "
                              f"{self.means_.shape[1]} features as input.")
+        if not do_init:
+            self._check_warm_start_shapes()
         n_init = self.n_init if do_init else 1
         random_state = check_random_state(self.random_state)
         data = gm.EMData(X, self.covariance_type)

@@ -116,6 +116,8 @@ class OnlineGaussianMixture(MixtureScoringMixin, ParamsMixin):
     updated or untouched.
     """
 
+    _sklearn_estimator_type = "density_estimator"
+
     def __init__(self, n_components=1, *, covariance_type="full", step="stepwise", alpha=0.6,
                  t0=10.0, half_life=None, reg_covar=1e-6, weight_floor=1e-3, random_state=None,
                  max_iter=100, tol=1e-3, init_params="kmeans", n_init=1, robust_dof=None):

@@ -23,6 +23,8 @@ def check_array(X, dtype=(np.float64, np.float32), ensure_min_samples=1, n_featu
     if hasattr(X, "to_numpy"):
         X = X.to_numpy()
     Xa = np.asarray(X)
+    if np.iscomplexobj(Xa):  # (casting would drop the imaginary part, with only a warning)
+        raise ValueError("Complex data not supported")
     if Xa.dtype not in dtype:
         try:
             Xa = Xa.astype(dtype[0])

@@ -7,10 +7,12 @@ corrupted, foreign or newer-version file is refused with a clear error instead o
 half-loaded. Writes are atomic: temp file in the same directory, fsync, rename, fsync dir.
 Pickle-based joblib files (they can run code when loaded) need ``trusted=True``.
 """
+import errno
 import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 import zipfile
 
@@ -61,20 +63,35 @@ def _unjson(obj):
 
 
 def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync directory)."""
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync directory).
+
+    The file gets the mode a plain ``open(path, "w")`` would give it: an existing file's
+    mode, else 0666 less the umask (a temp file alone would be 0600: unreadable by the
+    daemon's user when another user wrote the model). An error names ``path``, not the
+    temp file."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=directory)
+    tmp = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=directory)
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename != path:
+            raise type(exc)(exc.errno, exc.strerror, path) from None
         raise
     try:
         dfd = os.open(directory, os.O_RDONLY)
@@ -84,6 +101,20 @@ def atomic_write_bytes(path, data):
             os.close(dfd)
     except OSError:  # some filesystems cannot fsync a directory
         pass
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux), else by setting it back."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def dumps_state(meta, arrays):

@@ -33,8 +33,8 @@ from typing import IO, Any, Iterator
 
 from ..._version import __version__
 from ..config import ConfigError, detector_dict, load_config
-from ..local_io.files import (CORRUPT_INPUT, corrupt_input_message, detect_format,
-                              open_input)
+from ..local_io.files import (BOM, CORRUPT_INPUT, corrupt_input_message, detect_format,
+                              open_input, open_stream)
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -281,6 +281,9 @@ def cmd_score(args) -> int:
     from ..records import compile_spec
 
     _check_input(args.input)
+    if _same_file(args.input, args.output):
+        raise UsageError(f"-o {args.output} is the input file: writing the scores there "
+                         "would overwrite the records before they are read")
     det = _load_model(Detector, args.model, args.trusted)
     try:
         names = [str(n) for n in (det.feature_names or [])]
@@ -300,8 +303,9 @@ def cmd_score(args) -> int:
                              "pass --config with records.features naming them in order")
         counts: dict = {}
         n_anom = n_total = 0
+        seen: dict = {}
         with _open_out(args.output) as out:
-            for lines, dec in _iter_decoded(args.input, args.format, spec):
+            for lines, dec in _iter_decoded(args.input, args.format, spec, seen):
                 res = det.score(dec.X) if len(dec) else None
                 n_total += len(lines)
                 if res is not None:
@@ -317,7 +321,8 @@ def cmd_score(args) -> int:
           + (f" ({_reason_counts(counts)})" if n_bad else ""), file=sys.stderr)
     if n_total and n_bad == n_total:
         raise RuntimeError(f"{args.input}: none of the {n_total} records could be scored"
-                           + _format_hint(args.input, args.format, counts))
+                           + _format_hint(args.input, args.format, counts,
+                                          seen.get("first", b"")))
     if not n_total:
         raise RuntimeError(f"{args.input}: no records to score")
     return 0
@@ -363,17 +368,23 @@ def _check_input(path: str) -> None:
         raise FileNotFoundError(f"{path}: no such input file")
 
 
-def _format_hint(path: str, fmt: str, counts: dict) -> str:
-    """A hint when a CSV file was read as JSON lines (every record invalid JSON and the first
-    line looks like a CSV header)."""
-    if detect_format(path, fmt) != "jsonl" or path == "-" or \
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths (not stdin/stdout) name one existing file."""
+    if "-" in (a, b):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _format_hint(path: str, fmt: str, counts: dict, first: bytes = b"") -> str:
+    """A hint when a CSV input was read as JSON lines (every record invalid JSON and the first
+    line, ``first``, looks like a CSV header)."""
+    if detect_format(path, fmt) != "jsonl" or \
             counts.get("invalid_json", 0) != sum(counts.values()):
         return ""
-    try:
-        with open(path, "rb") as f:
-            first = f.readline(65536).decode("utf-8", errors="replace").strip()
-    except OSError:
-        return ""
+    first = first[:65536].decode("utf-8", errors="replace").strip()
     if "," in first and not first.startswith(("{", "[")):
         return ("; the input was read as JSON lines but looks like CSV: "
                 "pass --format csv (or name the file .csv)")
@@ -425,8 +436,13 @@ def _whole_sizes(dec, sizes: dict, max_bytes: int):
     return dec
 
 
-def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
-    """Yield ``(line_numbers, DecodedBatch)`` per chunk of the input (blank lines skipped)."""
+def _iter_decoded(path: str, fmt: str, spec,
+                  seen: dict | None = None) -> Iterator[tuple[list[int], Any]]:
+    """Yield ``(line_numbers, DecodedBatch)`` per chunk of the input (blank lines skipped).
+    A file and stdin (``-``) are read alike: gzip by content, a UTF-8 byte-order mark
+    dropped, bytes that are not UTF-8 replaced (as the daemon reads them). ``seen["first"]``:
+    the first non-blank JSON line, for `_format_hint`."""
+    seen = {} if seen is None else seen
     from ..records import (compile_spec, decode_batch, decode_csv_rows,
                            duplicate_csv_columns, missing_csv_columns)
 
@@ -436,9 +452,9 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
     total = 0 if stdin else os.path.getsize(path)
     progress = _Progress(path, total)
     n_records = 0
+    raw = open_stream(sys.stdin.buffer) if stdin else open_input(path)
     if fmt == "csv":
-        f = (sys.stdin if stdin else
-             io.TextIOWrapper(open_input(path), encoding="utf-8-sig", newline=""))
+        f = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
         try:
             counted = [0]
 
@@ -478,10 +494,12 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
             if cut:
                 raise RuntimeError(corrupt_input_message(path, n_records, cut[0]))
         finally:
-            if not stdin:
+            if raw is sys.stdin.buffer:
+                f.detach()  # leave stdin open
+            else:
                 f.close()
     else:
-        f = sys.stdin.buffer if stdin else open_input(path)
+        f = raw
         try:
             from ..local_io.files import BoundedLineReader
 
@@ -492,6 +510,10 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
                 done += size
                 if not line.strip():
                     continue
+                if not seen:
+                    seen["first"] = line
+                    if line.startswith(BOM):  # (a spreadsheet's export may open with one)
+                        line = line[len(BOM):]
                 if size > len(line):
                     sizes[len(values)] = size
                 values.append(line.rstrip(b"\r\n"))
@@ -507,7 +529,7 @@ def _iter_decoded(path: str, fmt: str, spec) -> Iterator[tuple[list[int], Any]]:
             if cut:
                 raise RuntimeError(corrupt_input_message(path, n_records, cut[0]))
         finally:
-            if not stdin:
+            if raw is not sys.stdin.buffer:
                 f.close()
     progress.update(total, n_records, final=True)
 

@@ -34,11 +34,23 @@ def detect_format(path: str | None, fmt: str) -> str:
     return "csv" if name.endswith(".csv") or name.endswith(".csv.gz") else "jsonl"
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def open_input(path: str):
     """A local input file opened for binary reading; gzip-compressed files (by their magic
     bytes, whatever the name) are decompressed as they are read."""
     fh = open(path, "rb")
-    if fh.peek(2)[:2] == b"\x1f\x8b":
+    if fh.peek(2)[:2] == GZIP_MAGIC:
+        fh.close()
+        return gzip.open(path, "rb")  # (closing it closes the file)
+    return fh
+
+
+def open_stream(fh):
+    """A buffered binary stream as is, or its gzip decompression if it starts with gzip's
+    magic bytes (closing the GzipFile leaves ``fh`` open: close it yourself)."""
+    if fh.peek(2)[:2] == GZIP_MAGIC:
         return gzip.GzipFile(fileobj=fh, mode="rb")
     return fh
 
