@@ -492,6 +492,27 @@ def test_same_model_and_ranking_whatever_the_call_size():
         assert abs(auc - auc_ref) < 0.01
 
 
+def test_the_same_drift_events_and_scores_whatever_the_call_size():
+    """A change inside one large call raises the alarms that the same records raise in small
+    calls (the drift tests go on after an alarm within a call), so the refit, thresholds and
+    scores after a change do not depend on how the stream is cut."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(6000, 3)), rng.normal(size=(3000, 3)) + 2])
+    runs = {}
+    for call in (9000, 1000, 50, 7):
+        res = feed(sync({"n_components": 2, "warmup_records": 1000}), X, call)
+        events = [(e.kind, e.detail.get("record"), e.detail.get("change_start"),
+                   e.detail.get("n_records")) for r in res for e in r.events]
+        runs[call] = (cat(res, "scores"), cat(res, "threshold"), events)
+    scores, thr, events = runs[9000]
+    assert [e[0] for e in events].count("drift") == 1 and ("refit_done" in
+                                                            [e[0] for e in events])
+    for call, (s, t, ev) in runs.items():
+        assert ev == events, call
+        assert_array_equal(s, scores)
+        assert_array_equal(t, thr)
+
+
 @pytest.mark.parametrize("call", [7, 300, 2500])
 def test_warmup_uses_exactly_warmup_records(call):
     mix = Mixture(d=4, k=2, seed=8)

@@ -155,7 +155,10 @@ class DriftMonitor:
         return names
 
     def update(self, scores, Xs, is_anomaly):
-        """Feed one batch (in stream order); return the alarms it raised (at most one)."""
+        """Feed one batch (in stream order); return the alarms it raised, in order. Every
+        block is tested whatever the batch's size: after an alarm the CUSUMs restart on the
+        blocks that follow it (a batch holding a change raises the alarms that the same
+        records in smaller batches would)."""
         cols = [np.asarray(scores, dtype=np.float64)[:, None]]
         if self.feature_tests:
             cols.append(np.asarray(Xs, dtype=np.float64))
@@ -214,9 +217,18 @@ class DriftMonitor:
         V = np.vstack([self.rem_, V]) if len(self.rem_) else V
         n_blocks = len(V) // m
         self.rem_ = V[n_blocks * m:]
-        if n_blocks == 0:
-            return []
-        vals = self._block_values(V[: n_blocks * m], n_blocks)
+        alarms, done = [], 0
+        while done < n_blocks:
+            alarm, used = self._feed_blocks(V[done * m: n_blocks * m], n_blocks - done)
+            done += used
+            if alarm is not None:
+                alarms.append(alarm)
+        return alarms
+
+    def _feed_blocks(self, V, n_blocks):
+        """Test whole blocks up to the first alarm: (the alarm or None, blocks used)."""
+        m = self.block_size
+        vals = self._block_values(V, n_blocks)
         dev = vals - self.off_
         # Moments before each block = the reference plus all earlier blocks (self-starting).
         zero = np.zeros_like(dev[:1])
@@ -267,9 +279,9 @@ class DriftMonitor:
         self.sd_ = np.sqrt(self._lrv(self.nb_, self.sum1_, self.sum2_, self.lag1_))[:-1]
         self._note_last_zeros(zero_s, ends)
         self.S_ = S[-1].copy()
-        self.record_ = int(ends[-1]) if first is None else self.record_ + n_blocks * m
+        self.record_ = int(ends[-1])
         if first is None:
-            return []
+            return None, used
         b, j = first
         label = self._labels()[j]
         detail = {"statistic": float(S[b, j]), "threshold": self.h_}
@@ -284,7 +296,7 @@ class DriftMonitor:
         alarm = DriftAlarm(label, int(ends[b]), start, float(S[b, j]), detail)
         self.S_[:] = 0.0
         self.last_zero_[:] = self.record_
-        return [alarm]
+        return alarm, used
 
     def _note_last_zeros(self, low, ends):
         """Per CUSUM with a low block among ``low`` (blocks, cusums): its last such block's
