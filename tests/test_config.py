@@ -153,7 +153,18 @@ def test_detector_dict_is_accepted_by_the_detectors_own_config():
     ({"source": {"type": "file"}}, "source.path", "required when source.type is file"),
     ({"sink": {"type": "file"}}, "sink.path", "required when sink.type is file"),
     ({"dead_letter": {"type": "file"}}, "dead_letter.path", "required"),
-    ({"sink": {"topic": "events"}}, "sink.topic", "must differ from the input topics"),
+    ({"sink": {"topic": "events"}}, "sink.topic", "must not be an input topic"),
+    ({"kafka": {"topic_pattern": "^events.*"}}, "dead_letter.topic",
+     '"events.dlq", which kafka.topic_pattern "^events.*" matches'),
+    ({"kafka": {"topic_pattern": "^(events|anomalies)$"}}, "sink.topic", "matches"),
+    ({"sink": {"type": "file", "path": "/tmp/o.jsonl"}, "checkpoint": {"path": "/tmp/o.jsonl"}},
+     "checkpoint.path", "must differ from sink.path"),
+    ({"source": {"type": "file", "path": "/tmp/in.jsonl"},
+      "checkpoint": {"path": "/tmp/in.jsonl"}}, "checkpoint.path", "must differ from source.path"),
+    ({"kafka": {"bootstrap_servers": ["127.0.0.1:90x92"]}}, "kafka.bootstrap_servers[0]",
+     "host:port"),
+    ({"kafka": {"bootstrap_servers": ["a:9092", "b:0"]}}, "kafka.bootstrap_servers[1]",
+     "from 1 to 65535"),
     ({"detector": {"online": {"step": "exponential"}}}, "detector.online.half_life",
      "required"),
     ({"detector": {"warmup_records": 15}}, "detector.warmup_records",
@@ -214,8 +225,23 @@ def test_string_lists_accept_comma_separated_text_and_enums_are_case_insensitive
 
 
 def test_topic_pattern_alone_replaces_the_default_topics():
-    cfg = cfg_of({"kafka": {"topic_pattern": r"^events\..*"}})
-    assert cfg.kafka.topics is None and cfg.kafka.topic_pattern == r"^events\..*"
+    cfg = cfg_of({"kafka": {"topic_pattern": r"^events-.*"}})
+    assert cfg.kafka.topics is None and cfg.kafka.topic_pattern == r"^events-.*"
+    # IPv6 and bare host names are addresses too
+    cfg = cfg_of({"kafka": {"bootstrap_servers": ["[::1]:9092", "kafka", "::1"]}})
+    assert len(cfg.kafka.bootstrap_servers) == 3
+
+
+def test_an_override_meant_as_a_list_that_is_not_valid_yaml_names_the_variable():
+    from streamgmm.service.config import config_from_dict
+    with pytest.raises(ConfigError, match="STREAMGMM__RECORDS__FEATURES: is not a valid YAML"):
+        config_from_dict({"records": {"features": ["a"]}},
+                         environ={"STREAMGMM__RECORDS__FEATURES": "[amount, latency_ms"})
+    # other text that YAML cannot parse stays a string (a password, say)
+    cfg = config_from_dict({"records": {"features": ["a"]}},
+                           environ={"STREAMGMM__KAFKA__SECURITY__SASL_PLAIN_PASSWORD":
+                                    "@weird: pass: word"})
+    assert cfg.kafka.security["sasl_plain_password"] == "@weird: pass: word"
 
 
 def test_topics_not_needed_when_nothing_reads_kafka():

@@ -119,7 +119,8 @@ class KafkaConfig:
     topics: tuple | None = setting(Optional(StrList(1)), ("events",),
         doc='input topics (or `topic_pattern`; exactly one of the two)')
     topic_pattern: str | None = setting(Optional(Regex()), None,
-        doc='regex of input topics')
+        doc=('regex of input topics, matched from the start of a name (as kafka-python does); '
+             'it must not match `sink.topic` or `dead_letter.topic`'))
     group_id: str = setting(Str(), "streamgmm",
         doc='consumer group; daemons with the same group split the partitions')
     client_id: str = setting(Str(), "streamgmm",
@@ -417,8 +418,11 @@ def _apply_env_overrides(raw: dict, environ: Mapping[str, str],
                               "STREAMGMM__SECTION__KEY with double underscores between levels")
         try:
             value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
+        except yaml.YAMLError as exc:
+            if text.lstrip().startswith(("[", "{")):  # meant as a list or map: say so
+                raise ConfigError(name, f"is not a valid YAML flow value ({text!r}): "
+                                  f"{str(exc).splitlines()[0]}") from None
+            value = text  # any other text is a string (a password with ': ' or '@' in it)
         _set_override(raw, parts, value, name)
         if origins is not None:
             origins[".".join(p.lower() for p in parts)] = name
@@ -508,6 +512,14 @@ def _deep_copy(x: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+def _is_input(kafka, topic: str) -> bool:
+    """Whether the daemon's Kafka source reads ``topic`` (a listed topic, or one its pattern
+    matches as kafka-python matches it: ``re.match``)."""
+    if kafka.topics:
+        return topic in kafka.topics
+    return bool(kafka.topic_pattern and re.match(kafka.topic_pattern, topic))
+
+
 def _cross_checks(cfg: Config, raw: Mapping) -> Config:
     """Checks spanning several keys; may fill ``kafka.topics`` from the pattern choice."""
     raw_kafka = raw.get("kafka") if isinstance(raw.get("kafka"), Mapping) else {}
@@ -540,14 +552,31 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
         raise ConfigError("dead_letter.path", "must differ from sink.path")
     if cfg.source.type == "file" and cfg.source.path in (cfg.sink.path, cfg.dead_letter.path):
         raise ConfigError("source.path", "must differ from the sink and dead-letter paths")
-    if cfg.sink.type == "kafka" and cfg.source.type == "kafka" and kafka.topics and \
-            cfg.sink.topic in kafka.topics:
-        raise ConfigError("sink.topic", f"must differ from the input topics, got "
-                          f"{show(cfg.sink.topic)}")
-    if cfg.dead_letter.type == "kafka" and cfg.source.type == "kafka" and kafka.topics and \
-            cfg.dead_letter.topic in kafka.topics:
-        raise ConfigError("dead_letter.topic", f"must differ from the input topics, got "
-                          f"{show(cfg.dead_letter.topic)}")
+    for key, out in (("sink", cfg.sink), ("dead_letter", cfg.dead_letter)):
+        if out.type == "kafka" and cfg.source.type == "kafka" and _is_input(kafka, out.topic):
+            raise ConfigError(f"{key}.topic", f"must not be an input topic (the daemon would "
+                              f"read its own outputs back), got {show(out.topic)}"
+                              + (f", which kafka.topic_pattern {show(kafka.topic_pattern)} "
+                                 "matches" if kafka.topic_pattern else ""))
+    paths = {"source.path": cfg.source.path if cfg.source.type == "file" else None,
+             "sink.path": cfg.sink.path if cfg.sink.type == "file" else None,
+             "dead_letter.path": cfg.dead_letter.path if cfg.dead_letter.type == "file"
+             else None}
+    ck = cfg.checkpoint.path
+    if ck is not None:
+        for key, path in paths.items():
+            if path is not None and os.path.abspath(path) in (
+                    os.path.abspath(ck), os.path.abspath(ck) + ".position"):
+                raise ConfigError("checkpoint.path", f"must differ from {key} ({path}): a "
+                                  "checkpoint replaces its file at every write")
+    for i, server in enumerate(kafka.bootstrap_servers):
+        host, sep, port = server.rpartition(":")
+        if sep and not host.endswith("]") and ":" in host:
+            host, sep, port = server, "", ""  # a bare IPv6 address
+        if (sep and (not host or not port.isdigit() or not 0 < int(port) < 65536)) or \
+                any(c.isspace() for c in server):
+            raise ConfigError(f"kafka.bootstrap_servers[{i}]", f"expected host or host:port "
+                              f"with a port from 1 to 65535, got {show(server)}")
 
     if cfg.checkpoint.store == "kafka":
         if cfg.checkpoint.path is not None:
