@@ -25,6 +25,7 @@ REQUIRED = {
     "StreamgmmDriftStorm": "streamgmm_drift_events_total",
     "StreamgmmStalled": "streamgmm_consumer_lag_records",
     "StreamgmmCheckpointStale": "streamgmm_checkpoint_age_seconds",
+    "StreamgmmLoopStuck": "streamgmm_loop_age_seconds",
     "StreamgmmDeadLetterRateHigh": "streamgmm_dead_letters_total",
     "StreamgmmTargetDown": "up",
     "StreamgmmNotReady": "streamgmm_ready",

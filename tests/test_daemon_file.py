@@ -298,6 +298,24 @@ def test_corrupt_checkpoint_is_refused_with_one_clear_line(tmp_path):
     assert ck.read_bytes() == b"this is not a checkpoint"   # not overwritten
 
 
+def test_a_pickle_at_the_checkpoint_path_is_refused_with_a_hint_that_works(tmp_path):
+    """model.trusted does not make a checkpoint loadable from a pickle: the message says
+    what does (the file as model.path)."""
+    import pickle
+
+    data = tmp_path / "events.jsonl"
+    _jsonl(data, 50)
+    ck = tmp_path / "ck.npz"
+    ck.write_bytes(pickle.dumps({"a": 1}))
+    cfg = _cfg({"type": "file", "path": str(data)}, {"type": "stdout"}, {"type": "stdout"})
+    cfg["checkpoint"] = {"path": str(ck)}
+    cfg["model"] = {"trusted": True}
+    r = _run_cli(cfg, tmp_path)
+    assert r.returncode == 1
+    assert "never loaded from a pickle" in r.stderr and "model.path" in r.stderr
+    assert "config model.trusted: true" not in r.stderr
+
+
 def test_checkpoint_for_other_features_is_refused(tmp_path):
     from streamgmm import Detector
 

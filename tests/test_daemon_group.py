@@ -147,3 +147,37 @@ def test_a_daemon_without_partitions_is_a_ready_standby(bootstrap, make_topics, 
     finally:
         codes = [d.stop() for d in daemons]
     assert codes[standby] == 0
+
+
+def test_a_standby_without_a_model_is_ready_and_its_loop_age_is_exported(bootstrap, make_topics):
+    """A fresh standby (no checkpoint, no model file) has nothing to warm up on: it is ready
+    all the same (so StreamgmmNotReady stays quiet); the owner waits for warm-up records."""
+    from kafka_helpers import http_get
+
+    src, out, dlq = make_topics("sb0-in", "sb0-out", "sb0-dlq")  # one partition, no records
+    group = unique("g-standby0")
+    ports = [free_port(), free_port()]
+    daemons = [DaemonThread(daemon_config(bootstrap, src, out, dlq, group,
+                                          metrics_port=p)).start() for p in ports]
+
+    def readyz(port):
+        code, body = http_get(f"http://127.0.0.1:{port}/readyz")
+        return code, json.loads(body)
+
+    try:
+        wait_for(lambda: sum(len(d.daemon.source.assignment()) for d in daemons) == 1
+                 and all(d.daemon.source.ready for d in daemons), 60,
+                 what="one owner, both in the group")
+        owner = next(k for k, d in enumerate(daemons) if d.daemon.source.assignment())
+        standby = 1 - owner
+        wait_for(lambda: readyz(ports[standby])[0] == 200, 10, what="the standby ready")
+        code, body = readyz(ports[standby])
+        assert body["model_ready"] is False and body["partitions_assigned"] == 0
+        code, body = readyz(ports[owner])
+        assert code == 503 and body["model_ready"] is False  # warming up
+        m = scrape(ports[standby])[1]
+        assert metric(m, "streamgmm_ready") == 1
+        assert 0 <= metric(m, "streamgmm_loop_age_seconds") < 30
+    finally:
+        codes = [d.stop() for d in daemons]
+    assert codes == [0, 0]

@@ -67,7 +67,7 @@ def _populated() -> DaemonMetrics:
 
 def test_names_types_labels_match_the_architecture_doc():
     doc = _doc_table()
-    assert len(doc) == 28  # 21 of every daemon + 7 of a fleet member
+    assert len(doc) == 29  # 22 of every daemon + 7 of a fleet member
     exposed = _exposed(_populated().exposition().decode())
     assert set(exposed) == set(doc)
     for name, (typ, labels, _) in doc.items():

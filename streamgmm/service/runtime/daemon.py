@@ -79,6 +79,8 @@ class Daemon:
                                          bool(cfg.checkpoint.path) or
                                          cfg.checkpoint.store == "kafka"))
         self.health = Health(liveness_timeout(cfg.kafka.poll_timeout_ms))
+        health = self.health
+        self.metrics.loop_age.set_function(lambda: health.since_beat)
         self.server: HealthServer | None = None
         self.det = None
         self.store: KafkaStateStore | None = None  # checkpoint.store: kafka
@@ -610,7 +612,11 @@ class Daemon:
         src_ready = bool(self.source is not None and self.source.ready)
         kafka_ok = not (self._cluster_down or self._outputs_blocked or
                         self.phase == "connecting")
-        ok = det_ready and src_ready and kafka_ok
+        # a Kafka consumer the group gave no partition is a ready standby even without a
+        # model (nothing to score; it warms up when it gets partitions)
+        standby = (src_ready and getattr(self.source, "group", None) is not None and
+                   not self.source.assignment())
+        ok = (det_ready or standby) and src_ready and kafka_ok
         self.metrics.ready.set(1 if ok else 0)
         detail = {"model_ready": det_ready, "in_group": src_ready,
                   "partitions_assigned": len(self.source.assignment())
@@ -715,6 +721,14 @@ def load_detector(cfg, store: KafkaStateStore | None = None):
         det, origin = restored
     elif ck and os.path.exists(ck):
         origin = f"checkpoint {ck}"
+        from ...persistence import PICKLE_KINDS, identify
+
+        kind, what = identify(ck)
+        if kind in PICKLE_KINDS:  # never loaded, whatever model.trusted says
+            raise DaemonError(f"cannot load {origin}: it is {what}, not a checkpoint the "
+                              "daemon writes (.npz); a checkpoint is never loaded from a "
+                              "pickle. To start from that file, set it as model.path with "
+                              "model.trusted: true and move it away from checkpoint.path")
         det = _load(Detector, origin, ck, trusted=False)
     elif cfg.model.path:
         origin = f"model {cfg.model.path}"

@@ -168,12 +168,16 @@ class DaemonMetrics:
                                     "yet checkpointed: since the last checkpoint, or since the "
                                     "model became ready; 0 in warm-up or with checkpoints off.",
                                     registry=r)
+        self.loop_age = Gauge(p + "loop_age_seconds", "Seconds since the daemon's loop last "
+                              "made progress (read at scrape time; /healthz fails above its "
+                              "liveness timeout).", registry=r)
         self.commit_failures = Counter(p + "commit_failures", "Failed offset commits.",
                                        registry=r)
         self.rebalances = Counter(p + "rebalances", "Consumer group rebalances this daemon "
                                   "took part in (assignments it received).", registry=r)
         self.ready = Gauge(p + "ready", "1 when the model is ready and, for Kafka, the group "
-                           "has given this daemon its assignment (maybe empty: a standby).",
+                           "has given this daemon its assignment; a standby (an empty "
+                           "assignment) is ready with or without a model.",
                            registry=r)
         self.build = Info(p + "build", "Build information.", registry=r)
         self.build.info({"version": __version__, "python_version": platform.python_version()})
