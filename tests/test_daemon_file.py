@@ -124,6 +124,34 @@ def test_stdin_source_to_stdout(tmp_path):
     assert len(scored) == 300 and len(dead) == 1 and dead[0]["reason"] == "not_object"
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_stdin_stays_open_exits_0(tmp_path, sig):
+    """The writer keeps stdin open (a pipe from a live process): the reading thread is still
+    blocked in it at exit, which must not abort the interpreter (exit 134)."""
+    import signal
+
+    X = mixture_rows(100, seed=7)
+    cfg = _cfg({"type": "stdin"}, {"type": "stdout"}, {"type": "stdout"}, warmup=50)
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
+    p = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        p.stdin.write("".join(json.dumps(to_record(i, x)) + "\n"
+                              for i, x in enumerate(X)).encode())
+        p.stdin.flush()  # and left open
+        lines = [p.stdout.readline() for _ in range(100)]
+        assert all(b'"score"' in line for line in lines)
+        p.send_signal(getattr(signal, sig))
+        p.wait(30)
+        err = p.stderr.read().decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.stdin.close()
+    assert p.returncode == 0, err
+    assert "Fatal Python error" not in err and "stopped (exit code 0)" in err
+
+
 def _following(tmp_path, n: int, first: int, seed: int):
     """(input file holding the first ``first`` of n JSON lines, output file, the n lines, a
     daemon following the file)."""

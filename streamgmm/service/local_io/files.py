@@ -418,13 +418,24 @@ class FileSource(_LocalSource):
         self._fh.close()
 
 
+def _own_stdin():
+    """Standard input as a buffered binary stream that sys.stdin does not share."""
+    try:
+        return io.BufferedReader(io.FileIO(os.dup(sys.stdin.fileno()), "rb"))
+    except (OSError, ValueError, AttributeError):  # no real fd 0 (embedded, tests)
+        return sys.stdin.buffer
+
+
 class StdinSource(_LocalSource):
     """Records from standard input (JSON lines or CSV), read by a helper thread so that
     polling never blocks the loop; exhausted at end of input."""
 
     def __init__(self, fmt: str = "auto", stream=None, maxsize: int = 100_000,
                  max_bytes: int = DEFAULT_MAX_BYTES):
-        self._stream = stream if stream is not None else sys.stdin.buffer
+        # Standard input is read through a buffer of our own on a duplicate of fd 0: the
+        # reading thread may still be blocked in it at exit, and a blocked sys.stdin.buffer
+        # makes the interpreter abort ("could not acquire lock ... at interpreter shutdown")
+        self._stream = stream if stream is not None else _own_stdin()
         self._max_bytes = max_bytes
         self._parser = _LineParser("jsonl" if fmt in (None, "auto") else fmt)
         self._q: queue.Queue = queue.Queue(maxsize=maxsize)
