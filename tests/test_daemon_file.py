@@ -383,6 +383,34 @@ def test_sigint_while_following_flushes_and_exits_0(tmp_path):
     assert "SIGINT received" in err
 
 
+def test_sigterm_is_prompt_whatever_the_poll_timeout(tmp_path):
+    """A poll waits at most a second at a time, so a long poll_timeout_ms does not hold a
+    stop request up until shutdown_timeout_seconds runs out (exit 1)."""
+    import signal
+
+    data = tmp_path / "tail.jsonl"
+    good, _ = _jsonl(data, 300)
+    out = tmp_path / "scored.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data), "follow": True},
+               {"type": "file", "path": str(out)}, {"type": "stdout"})
+    cfg["kafka"] = {"poll_timeout_ms": 60000}
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
+    p = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: out.exists() and len(_lines(out)) == good, 30, what="scored")
+        time.sleep(1.5)  # now waiting in a poll at the end of the file
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert took < 8, took  # (shutdown_timeout_seconds is 10 s by default)
+
+
 def test_sink_helpers_write_strict_json_and_keep_binary_values():
     import base64
 

@@ -130,7 +130,8 @@ class KafkaConfig:
     max_poll_records: int = setting(Int(1), 1000,
         doc='records per poll (one vectorised batch)')
     poll_timeout_ms: int = setting(Int(0), 500,
-        doc='poll timeout')
+        doc=('how long a poll waits for records when none are there (at most 1,000 ms per '
+             'poll, so a stop signal is seen within a second)'))
     session_timeout_ms: int = setting(Int(1), 10000,
         doc='group session timeout')
     heartbeat_interval_ms: int = setting(Int(1), 3000,

@@ -54,6 +54,7 @@ REVOKE_FLUSH_SECONDS = 0.5
 CLUSTER_CHECK_SECONDS = 1.0     # how often the consumer's connections are looked at
 OUTAGE_AFTER_SECONDS = 3.0      # no connection to any broker for this long: cluster down
 FLUSH_SLICE_SECONDS = 1.0       # a flush waits in slices, so a stop request is seen
+POLL_SLICE_MS = 1000            # and a poll waits at most this long, for the same reason
 OUTPUTS_LATE_SECONDS = 10.0     # outputs unacknowledged this long: say so (once)
 REBUILD_BACKOFF_MAX_SECONDS = 30.0
 
@@ -313,7 +314,8 @@ class Daemon:
         previous batch.
         """
         cfg = self.cfg
-        batch = self.source.poll(cfg.kafka.poll_timeout_ms, cfg.kafka.max_poll_records)
+        batch = self.source.poll(min(cfg.kafka.poll_timeout_ms, POLL_SLICE_MS),
+                                 cfg.kafka.max_poll_records)
         self.health.beat()
         self._settle_revoked()
         self._check_cluster()
