@@ -603,11 +603,14 @@ class Detector:
 
     def _complete_warmup(self, events):
         Xw = self._pop_warm()
+        t0 = time.perf_counter()
         trained = self._fit_fn(Xw)
+        seconds = time.perf_counter() - t0
         self.scheduler_.observe(Xw)
         self._install(trained)
         events.append(DetectorEvent("warmup_done", detail={
-            "n_records": len(Xw), "n_components": self.n_components,
+            "n_records": len(Xw), "seconds": round(seconds, 3),
+            "n_components": self.n_components,
             "n_dropped": trained.info["n_dropped"], "threshold": self.threshold_}))
         return self._run(Xw, events, update=False)
 
