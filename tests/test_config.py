@@ -330,14 +330,35 @@ def test_interpolation_applies_to_env_override_values():
 
 # ---------------------------------------------------------------------------------- secrets
 
+@pytest.mark.parametrize("section, value, message", [
+    ("consumer", {"fetch_max_bytez": 1}, 'not a KafkaConsumer setting .*"fetch_max_bytes"'),
+    ("producer", {"linger_ms": "abc"}, r"expected int .* got \"abc\""),
+    ("producer", {"enable_idempotence": 1}, "expected bool"),
+    ("security", {"sasl_mechanismz": "PLAIN"}, '"sasl_mechanism"'),
+    ("security", {"fetch_max_bytes": 5}, "every kafka-python client"),  # a consumer-only key
+])
+def test_kafka_client_maps_are_checked_against_kafka_python(section, value, message):
+    key = f"kafka.{section}.{next(iter(value))}"
+    with pytest.raises(ConfigError, match=message) as exc:
+        cfg_of({"kafka": {section: value}})
+    assert str(exc.value).startswith(key + ":")
+
+
+def test_kafka_client_numbers_given_as_text_become_numbers():
+    cfg = cfg_of({"kafka": {"producer": {"linger_ms": "50"}, "consumer": {
+        "fetch_max_wait_ms": 100, "ssl_check_hostname": False}}})
+    assert cfg.kafka.producer == {"linger_ms": 50}
+    assert cfg.kafka.consumer == {"fetch_max_wait_ms": 100, "ssl_check_hostname": False}
+
+
 def test_secrets_are_masked_only_when_asked():
     cfg = cfg_of({"kafka": {"security": {"sasl_plain_password": "hunter2", "ssl_password": "x",
                                          "sasl_mechanism": "PLAIN"},
-                            "consumer": {"sasl_oauth_token": "t"}}})
+                            "consumer": {"ssl_password": "t"}}})
     masked = cfg.to_dict(mask_secrets=True)
     assert masked["kafka"]["security"] == {"sasl_plain_password": "***", "ssl_password": "***",
                                            "sasl_mechanism": "PLAIN"}
-    assert masked["kafka"]["consumer"] == {"sasl_oauth_token": "***"}
+    assert masked["kafka"]["consumer"] == {"ssl_password": "***"}
     assert "hunter2" not in yaml.safe_dump(masked)
     assert cfg.to_dict()["kafka"]["security"]["sasl_plain_password"] == "hunter2"
 

@@ -150,14 +150,16 @@ class KafkaConfig:
              '`zstd` pay off with `emit: all`. A `compression_type` under `kafka.producer` '
              'overrides it'))
     security: dict = setting(Map(), {}, free=True, file_keys=True,
-        doc=("passed to kafka-python's consumer and producers: `security_protocol`, "
+        doc=("passed to kafka-python's consumer, producers and admin client: `security_protocol`, "
              '`sasl_mechanism`, `sasl_plain_username`, `sasl_plain_password`, `ssl_cafile`, '
-             '`ssl_certfile`, `ssl_keyfile`, ...'))
+             '`ssl_certfile`, `ssl_keyfile`, ... (names and value types are checked against '
+             'kafka-python at start-up, as for `consumer` and `producer`)'))
     consumer: dict = setting(Map(), {}, free=True,
-        doc='extra `KafkaConsumer` arguments')
+        doc=('extra `KafkaConsumer` arguments (an unknown name, or a value of another type than '
+             "kafka-python's default, stops start-up naming the key)"))
     producer: dict = setting(Map(), {}, free=True,
         doc=("extra `KafkaProducer` arguments, over the daemon's defaults `acks: all`, `linger_ms:"
-             ' 100`, `batch_size: 262144`'))
+             ' 100`, `batch_size: 262144` (checked as `consumer` is)'))
 
 
 @dataclass(frozen=True)
@@ -513,6 +515,58 @@ def _deep_copy(x: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+def _client_settings():
+    """{map key: (kafka-python's settings with their defaults, which clients)} for the
+    pass-through maps: ``security`` goes to every client, so it takes what all of them do."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+    consumer, producer = KafkaConsumer.DEFAULT_CONFIG, KafkaProducer.DEFAULT_CONFIG
+    common = set(consumer) & set(producer) & set(KafkaAdminClient.DEFAULT_CONFIG)
+    return {"consumer": (consumer, "a KafkaConsumer setting"),
+            "producer": (producer, "a KafkaProducer setting"),
+            "security": ({k: consumer[k] for k in common},
+                         "a setting every kafka-python client (consumer, producer, admin) takes")}
+
+
+def _checked_client_map(section: str, values: Mapping) -> dict:
+    """``kafka.<section>`` against kafka-python's own settings: an unknown name or a value of
+    the wrong type stops start-up naming the key (kafka-python would fail later, blaming the
+    connection); digits given as text (an environment value) become the number."""
+    defaults, what = _client_settings()[section]
+    out = {}
+    for name, value in values.items():
+        key = f"kafka.{section}.{name}"
+        if name not in defaults:
+            close = difflib.get_close_matches(name, list(defaults), n=1)
+            hint = f'; did you mean "{close[0]}"?' if close else ""
+            raise ConfigError(key, f"is not {what} (kafka-python {_kafka_version()}){hint}")
+        default = defaults[name]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:  # None, a tuple, a class...: kafka-python checks those itself
+            ok = True
+        if not ok:
+            raise ConfigError(key, f"expected {type(default).__name__} (kafka-python's "
+                              f"default is {default!r}), got {show(value)}")
+        out[name] = value
+    return out
+
+
+def _kafka_version() -> str:
+    import kafka
+
+    return getattr(kafka, "__version__", "?")
+
+
 def _is_input(kafka, topic: str) -> bool:
     """Whether the daemon's Kafka source reads ``topic`` (a listed topic, or one its pattern
     matches as kafka-python matches it: ``re.match``)."""
@@ -537,6 +591,11 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
         if kafka.topics is None and kafka.topic_pattern is None:
             raise ConfigError("kafka.topics", "set kafka.topics (a list of topic names) or "
                               "kafka.topic_pattern (a regex) for the kafka source")
+    maps = {section: _checked_client_map(section, getattr(kafka, section) or {})
+            for section in ("security", "consumer", "producer")}
+    if any(maps[k] != dict(getattr(kafka, k) or {}) for k in maps):
+        kafka = dataclasses.replace(kafka, **maps)
+        cfg = dataclasses.replace(cfg, kafka=kafka)
     if kafka.heartbeat_interval_ms >= kafka.session_timeout_ms:
         raise ConfigError("kafka.heartbeat_interval_ms", f"must be lower than "
                           f"kafka.session_timeout_ms ({kafka.session_timeout_ms}), got "
