@@ -17,7 +17,7 @@ class ThresholdConfig:
 
     percentile: float = setting(Num(0, 50, lo_open=True, hi_open=True), 1.0,
                                 "flag the lowest p% of log-densities, 0 < p < 50")
-    window: int = setting(Int(100), 20000,
+    window: int = setting(Int(100, 10_000_000), 20000,
                           "recent scores the streaming percentile is taken over")
     calibration_folds: int = setting(Int(0, 10), 5,
                                      "k-fold held-out scores start the threshold at each "
@@ -66,7 +66,8 @@ class DriftConfig:
 class RefitConfig:
     """Batch refit on a window of recent records after drift, at most once per cooldown."""
 
-    window: int = setting(Int(2), 20000, "most recent records a refit may use (ring buffer)")
+    window: int = setting(Int(2, 1_000_000), 20000,
+                          "most recent records a refit may use (ring buffer)")
     min_records: int = setting(Int(2), 2000, "post-change records needed before a drift refit "
                                "starts (capped at the window)")
     cooldown_records: int = setting(Int(0), 0, "records after a model swap before another "

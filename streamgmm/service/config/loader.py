@@ -284,7 +284,7 @@ class MetricsConfig:
         doc='listen address')
     port: int = setting(Int(0, 65535), 9108,
         doc='listen port')
-    ratio_window: int = setting(Int(1), 10000,
+    ratio_window: int = setting(Int(1, 10_000_000), 10000,
         doc='records in the `streamgmm_anomaly_ratio` window')
 
 
