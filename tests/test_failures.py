@@ -111,6 +111,26 @@ def test_check_config_runs_the_start_up_checks(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+def test_check_config_finds_a_taken_metrics_port_as_run_does(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        cfg = local_config(tmp_path, metrics={"enabled": True, "host": "127.0.0.1",
+                                              "port": port})
+        r = streamgmm("check-config", "-q", cfg)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"metrics.port: cannot serve metrics on 127.0.0.1:{port}" in r.stderr
+        r = streamgmm("run", "--config", cfg)
+        assert_one_line_failure(r, "metrics.port", f"127.0.0.1:{port}")
+    cfg = local_config(tmp_path, metrics={"enabled": True, "host": "no.such.host.invalid",
+                                          "port": port})
+    r = streamgmm("check-config", "-q", cfg)
+    assert r.returncode == 1 and "metrics.host" in r.stderr
+
+
 def test_check_config_loads_the_model_the_daemon_would_start_from(tmp_path):
     """A model trained on other features and a damaged checkpoint fail check-config as they
     fail the daemon's start, one line naming the key."""

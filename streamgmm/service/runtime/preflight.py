@@ -338,13 +338,34 @@ def check_warmup(cfg) -> list[str]:
     return [w] if w else []
 
 
+def check_metrics_address(cfg) -> None:
+    """The metrics endpoint's address can be listened on (bound and released at once, as
+    the daemon's HTTP server binds it: with SO_REUSEADDR)."""
+    if not cfg.metrics.enabled:
+        return
+    import socket
+
+    host, port = cfg.metrics.host, cfg.metrics.port
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(1)
+    except OSError as exc:
+        key = "metrics.host" if isinstance(exc, socket.gaierror) else "metrics.port"
+        raise PreflightError(f"{key}: cannot serve metrics on {host}:{port}: "
+                             f"{exc.strerror or exc}") from None
+
+
 def run_preflight(cfg, network: bool = True, stop_event=None, on_state=None,
                   check_model: bool = False) -> list[str]:
     """All checks: PreflightError for the first problem; returns warnings (one line each).
     ``check_model`` also loads the model (check-config; the daemon loads it anyway).
     Returns None-equivalent early (empty list) when `stop_event` is set while waiting."""
     check_files(cfg)
-    if check_model:
+    if check_model:  # check-config: the checks the daemon makes before these, too
+        check_metrics_address(cfg)
         check_model_content(cfg)
     if not network or not kafka_needed(cfg):
         return []
