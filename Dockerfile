@@ -3,16 +3,20 @@
 #   docker build -t streamgmm .
 #   docker run --rm -p 9108:9108 \
 #     -v $PWD/config/streamgmm.yaml:/etc/streamgmm/streamgmm.yaml:ro \
+#     -v $PWD/tls:/etc/streamgmm/tls:ro \
 #     -v streamgmm-state:/var/lib/streamgmm \
 #     -e KAFKA_SASL_PASSWORD=... \
 #     --stop-timeout 30 streamgmm
 #
 #   docker run --rm streamgmm run --demo          # the no-Kafka demo
-#   docker run --rm -e KAFKA_SASL_PASSWORD=... streamgmm check-config \
-#     /etc/streamgmm/streamgmm.yaml      # also reaches the cluster it names; --offline: validate only
+#   docker run --rm -e KAFKA_SASL_PASSWORD=... -v $PWD/tls:/etc/streamgmm/tls:ro streamgmm \
+#     check-config /etc/streamgmm/streamgmm.yaml   # also reaches the cluster; --offline: validate only
 #
-# The config is read from /etc/streamgmm/streamgmm.yaml (mount yours there; the example baked
-# in needs KAFKA_SASL_PASSWORD). STREAMGMM__SECTION__KEY environment variables override any key.
+# The config is read from /etc/streamgmm/streamgmm.yaml (mount yours there). The example baked
+# in connects with SASL_SSL: it needs KAFKA_SASL_PASSWORD and the cluster's CA certificate at
+# /etc/streamgmm/tls/ca.pem (the tls mount above); for a plaintext cluster pass
+# -e STREAMGMM__KAFKA__SECURITY='{}' instead of both, as docker-compose.yml does.
+# STREAMGMM__SECTION__KEY environment variables override any key.
 # Checkpoints belong on the /var/lib/streamgmm volume (checkpoint.path in the config).
 # Metrics, /healthz and /readyz are served on port 9108.
 
