@@ -411,6 +411,50 @@ def test_sigterm_is_prompt_whatever_the_poll_timeout(tmp_path):
     assert took < 8, took  # (shutdown_timeout_seconds is 10 s by default)
 
 
+def test_sigterm_during_a_long_warmup_fit_exits_0_at_once(tmp_path):
+    """Wide records and a large warm-up make a fit of many seconds: a stop does not wait for
+    it (nor overrun shutdown_timeout_seconds into exit 1); nothing is committed or saved."""
+    import signal
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    names = [f"f{j}" for j in range(30)]
+    data = tmp_path / "wide.jsonl"
+    with open(data, "w") as f:
+        for i, x in enumerate(rng.normal(size=(3000, 30))):
+            f.write(json.dumps({"id": i, **dict(zip(names, map(float, x)))}) + "\n")
+    out, ck = tmp_path / "scored.jsonl", tmp_path / "ck.npz"
+    cfg = {"source": {"type": "file", "path": str(data), "follow": True},
+           "records": {"features": names, "key_field": "id"},
+           "sink": {"type": "file", "path": str(out), "emit": "all"},
+           "dead_letter": {"type": "stdout"}, "detector": {"warmup_records": 3000},
+           "checkpoint": {"path": str(ck)}, "metrics": {"enabled": False},
+           "shutdown_timeout_seconds": 5}
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
+    p = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in p.stderr:  # wait for the fit to start
+            seen.append(line)
+            if "warm-up complete: fitting on 3000 records" in line:
+                break
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+        err = "".join(seen) + err
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert "stop requested during the warm-up fit" in err, err
+    assert took < 3, took
+    assert not ck.exists() and not (tmp_path / "ck.npz.position").exists()
+    assert not out.exists() or not _lines(out)
+
+
 def test_sink_helpers_write_strict_json_and_keep_binary_values():
     import base64
 

@@ -55,6 +55,7 @@ CLUSTER_CHECK_SECONDS = 1.0     # how often the consumer's connections are looke
 OUTAGE_AFTER_SECONDS = 3.0      # no connection to any broker for this long: cluster down
 FLUSH_SLICE_SECONDS = 1.0       # a flush waits in slices, so a stop request is seen
 POLL_SLICE_MS = 1000            # and a poll waits at most this long, for the same reason
+FIT_WATCH_SECONDS = 0.2         # a warm-up fit is watched for a stop request this often
 OUTPUTS_LATE_SECONDS = 10.0     # outputs unacknowledged this long: say so (once)
 REBUILD_BACKOFF_MAX_SECONDS = 30.0
 
@@ -94,6 +95,7 @@ class Daemon:
         self._committed: dict = {}   # (topic, partition) -> last offset sent in a commit
         self._unflushed: dict | None = None  # next offsets of the batch sent but not flushed
         self._async_commit_failed = False
+        self._fit_abandoned = False  # a stop left a warm-up fit running: hands off the detector
         self._last_ckpt = time.monotonic()
         self._last_flush = time.monotonic()
         self._last_lag = 0.0
@@ -487,8 +489,40 @@ class Daemon:
         grecs = recs if len(good) == len(recs) else [recs[i] for i in good]
         keys = dec.keys if self.cfg.records.key_field is not None else None
         self.pending.push(Chunk(grecs, keys, record_ts_ms(grecs, dec.timestamps)))
-        if not self._hand_on(self.det.process(dec.X)) and self.det.pending:
+        if not self._hand_on(self._process(dec.X)) and self.det.pending:
             log.debug("warm-up: %d records buffered", self.det.pending)
+
+    def _process(self, X):
+        """`Detector.process`; a call that completes the warm-up (a fit, seconds to minutes on
+        wide records) runs in a helper thread while this one watches for a stop request, so
+        a signal is obeyed at once: the fit is left unfinished (StopRequested), and the
+        records in warm-up, never committed, are read again after a restart."""
+        det = self.det
+        if det.ready or det.link_ is not None or \
+                det.pending + len(X) < det.config.warmup_records:
+            return det.process(X)
+        log.info("warm-up complete: fitting on %d records", det.config.warmup_records)
+        box: dict = {}
+
+        def fit():
+            try:
+                box["result"] = det.process(X)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the loop
+                box["error"] = exc
+        worker = threading.Thread(target=fit, name="warmup-fit", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(FIT_WATCH_SECONDS)
+            self.health.beat()  # the loop is busy, not stuck
+            if worker.is_alive() and self.stop_event.is_set():
+                self._fit_abandoned = True
+                log.warning("stop requested during the warm-up fit: not waiting for it; the "
+                            "%d records in warm-up are not committed (read again after a "
+                            "restart)", len(self.pending))
+                raise StopRequested()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
 
     def _hand_on(self, res, more_events=()) -> int:
         """Events to metrics and the log; outputs for the scored records (the oldest pending
@@ -642,7 +676,8 @@ class Daemon:
         short = lambda: min(left(), 2.0) if kafka_down else left()  # noqa: E731
         if clean and self.source is not None:
             try:
-                self._drain()
+                if not self._fit_abandoned:  # (a batch in the decode worker: not handled)
+                    self._drain()
                 self._flush(short())
                 self._forget(self._revoked)  # revoked in the last poll: not ours to commit
                 self._revoked.clear()
@@ -663,7 +698,7 @@ class Daemon:
                           _one_line(exc))
                 log.debug("finishing the last batch failed", exc_info=True)
                 code = 1
-        if self.det is not None:
+        if self.det is not None and not self._fit_abandoned:
             if len(self.pending):
                 log.warning("%d records still in warm-up at shutdown: not scored, not "
                             "committed", len(self.pending))
