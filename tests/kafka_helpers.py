@@ -267,6 +267,24 @@ def wait_for(pred, timeout: float, interval: float = 0.2, what: str = "condition
         time.sleep(interval)
 
 
+def signal_when(p: subprocess.Popen, ready, what: str, sig=None,
+                timeout: float = 30.0) -> tuple[str, float]:
+    """Wait for ``ready()``, send ``sig`` (SIGTERM) to the process ``p`` and wait for it to
+    exit: (its stderr, seconds from the signal to the exit). The process is killed if any of
+    it fails."""
+    import signal
+
+    try:
+        wait_for(ready, timeout, what=what)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM if sig is None else sig)
+        _, err = p.communicate(timeout=timeout)
+        return err, time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 def parse_metrics(text: str) -> dict:
     """Prometheus text -> {(name, frozenset(labels.items())): value}."""
     from prometheus_client.parser import text_string_to_metric_families

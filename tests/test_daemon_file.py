@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from kafka_helpers import DaemonThread, FEATURES, mixture_rows, to_record, wait_for, write_yaml
+from kafka_helpers import (DaemonThread, FEATURES, mixture_rows, signal_when, to_record,
+                           wait_for, write_yaml)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -372,13 +373,8 @@ def test_sigint_while_following_flushes_and_exits_0(tmp_path):
     path = write_yaml(tmp_path / "cfg.yaml", cfg)
     p = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: out.exists() and len(_lines(out)) == good, 30, what="scored")
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=15)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    err, _ = signal_when(p, lambda: out.exists() and len(_lines(out)) == good, "scored",
+                         signal.SIGINT)
     assert p.returncode == 0, err
     assert "SIGINT received" in err
 
@@ -386,8 +382,6 @@ def test_sigint_while_following_flushes_and_exits_0(tmp_path):
 def test_sigterm_is_prompt_whatever_the_poll_timeout(tmp_path):
     """A poll waits at most a second at a time, so a long poll_timeout_ms does not hold a
     stop request up until shutdown_timeout_seconds runs out (exit 1)."""
-    import signal
-
     data = tmp_path / "tail.jsonl"
     good, _ = _jsonl(data, 300)
     out = tmp_path / "scored.jsonl"
@@ -397,16 +391,13 @@ def test_sigterm_is_prompt_whatever_the_poll_timeout(tmp_path):
     path = write_yaml(tmp_path / "cfg.yaml", cfg)
     p = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: out.exists() and len(_lines(out)) == good, 30, what="scored")
-        time.sleep(1.5)  # now waiting in a poll at the end of the file
-        t0 = time.monotonic()
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=30)
-        took = time.monotonic() - t0
-    finally:
-        if p.poll() is None:
-            p.kill()
+    scored_at = []
+
+    def idle():  # all scored, then 1.5 s more: waiting in a poll at the end of the file
+        if not scored_at and out.exists() and len(_lines(out)) == good:
+            scored_at.append(time.monotonic())
+        return bool(scored_at) and time.monotonic() - scored_at[0] > 1.5
+    err, took = signal_when(p, idle, "scored")
     assert p.returncode == 0, err
     assert took < 8, took  # (shutdown_timeout_seconds is 10 s by default)
 

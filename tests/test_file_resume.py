@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import signal
 import subprocess
 import sys
 
 import pytest
 
-from kafka_helpers import DaemonThread, FEATURES, mixture_rows, to_record, wait_for, write_yaml
+from kafka_helpers import (DaemonThread, FEATURES, mixture_rows, signal_when, to_record,
+                           wait_for, write_yaml)
 from streamgmm.service.local_io import FileSource
 
 pytestmark = pytest.mark.timeout(120)
@@ -159,13 +159,8 @@ def test_kill_9_while_following_loses_nothing_and_rereads_little(tmp_path):
     with open(tmp_path / "in.jsonl", "a") as f:
         f.write("".join(rows[600:]))
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: _scored(tmp_path)[-1:] == ["r1199"], 60, what="the appended rows")
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    err, _ = signal_when(p, lambda: _scored(tmp_path)[-1:] == ["r1199"], "the appended rows",
+                         timeout=60)
     assert p.returncode == 0, err
     keys = _scored(tmp_path)
     assert set(keys) == {f"r{i}" for i in range(1200)}  # nothing lost
