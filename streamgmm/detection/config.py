@@ -39,9 +39,10 @@ class OnlineConfig:
     t0: float = setting(Num(0), 10.0, "step-size delay, in mini-batches")
     half_life: float = setting(Optional(Num(0, lo_open=True)), None,
                                "`exponential`: records after which old data weighs half")
-    learn_from_anomalies: bool = setting(Bool(), False, "learn from flagged records and "
-                                         "gross outliers (scores below the threshold's "
-                                         "far-out fence) too")
+    learn_from_anomalies: bool = setting(
+        Bool(), False, "learn from gross outliers too (scores below the threshold's far-out "
+        "fence, for at least half of the members); flagged records above the fence are "
+        "learned either way")
     batch_size: int = setting(Int(1), 1000, "records per online-EM step, counting every "
                               "record (flagged or not), whatever the call or poll size")
 

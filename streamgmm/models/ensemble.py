@@ -207,6 +207,18 @@ class MixtureEnsemble:
         out += b
         return out
 
+    def lenient(self, logd):
+        """The median member z-score of each row, on the combined score's scale: a row far
+        out by this is far out for at least half of the members (a minor mode of the normal
+        data is far out for the one-component members but not for the mixtures that fit it;
+        the highest z would also excuse far anomalies that one large member absorbed)."""
+        logd = np.asarray(logd)
+        z = (logd - self.loc_) / self.scale_
+        out = np.median(z, axis=1)
+        if self.log_density_units:
+            out = out * self.scale_[0] + self.loc_[0]
+        return out
+
     def score_samples(self, X):
         """Combined score of each row (lower = more anomalous; nats, see ``combine``)."""
         X = np.asarray(X)
