@@ -122,6 +122,31 @@ def test_rarity_is_calibrated_and_severity_orders_extremes():
     assert far.severity[1] > far.severity[0] > 3
 
 
+def test_flagged_iff_rarity_below_p_when_the_percentile_lies_among_gross_scores():
+    """More than p% of the window below the far-out fence while the percentile sets the
+    threshold (a fit's window, no burst): the exponential tail used to start at the last
+    gross score, past the percentile's rank, so records above the threshold got rarities
+    below p/100 (24 unflagged records in the demo)."""
+    rng = np.random.default_rng(3)
+    scores = np.concatenate([rng.normal(size=19_500), -40 + 10 * rng.normal(size=500)])
+    th = PercentileThreshold(1.0, 20_000).fit(scores, gross=())
+    assert not th.burst_ and th.value_ < th.fence_  # the percentile, among the gross scores
+    probe = np.linspace(scores.min() - 5, 0, 4001)
+    flagged = probe < th.value_
+    rarity, severity = th.rarity_severity(probe)
+    assert np.array_equal(rarity < 0.01, flagged)
+    assert th.rarity([th.value_])[0] == pytest.approx(0.01)
+    np.testing.assert_allclose(severity, -np.log10(rarity))
+
+
+def test_severity_keeps_ordering_records_beyond_the_smallest_rarity():
+    """Rarity stops at 1e-300; severity goes on (no ties among the most extreme records)."""
+    th = PercentileThreshold(1.0, 20_000).fit(np.random.default_rng(4).normal(size=20_000))
+    rarity, severity = th.rarity_severity([-1e4, -1e5, -1e6])
+    assert np.all(rarity == 1e-300)
+    assert 300 < severity[0] < severity[1] < severity[2] < np.inf
+
+
 def test_rarity_agrees_with_the_threshold_with_gross_anomalies_in_the_window():
     """Flagged iff rarity < p/100: right after warm-up and later, with gross anomalies in the
     threshold window (the daemon e2e's stream: p = 2%, 1 far anomaly per 150 records). The

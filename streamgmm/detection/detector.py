@@ -353,9 +353,9 @@ class Detector:
             scores, comp, is_anomaly, threshold = (np.concatenate([sg[k] for sg in segs])
                                                    for k in range(4))
             contributions = [c for sg in segs for c in sg[4]]
-        rarity = self.threshold_model_.rarity(scores)
+        rarity, severity = self.threshold_model_.rarity_severity(scores)
         return Xs, DetectionResult(scores, is_anomaly, threshold, comp, contributions, [],
-                                   rarity, PercentileThreshold.severity(rarity))
+                                   rarity, severity)
 
     def _unstarve(self, events):
         """Swap a finished refit in; wait for one that has run for too many records."""

@@ -283,7 +283,12 @@ class PercentileThreshold:
         # statistics (the anchor and the k-th lowest). Quantile-based, so gross anomalies
         # do not inflate it (a mean excess did: flagged normals got rarities of 4-9 p).
         fence = float(q1 - (3.0 if self.fence_iqr is None else self.fence_iqr) * (q3 - q1))
-        m = int(min(max(EXTRAP_RANK, np.searchsorted(self.low_, fence)), max(k // 2, 0)))
+        # The anchor never passes the percentile's own rank, so the threshold's neighbourhood
+        # is read from the window itself: a record is flagged iff its rarity < p/100 (with
+        # more gross scores than p% in a window and the percentile among them, an anchor past
+        # it gave unflagged records rarities below p/100).
+        m = int(min(max(EXTRAP_RANK, np.searchsorted(self.low_, fence)), max(k // 2, 0),
+                    max(int(lo[0]), EXTRAP_RANK)))
         self.anchor_s_ = float(self.low_[m])
         self.anchor_r_ = max(m, 0.5) / self.n_rank_
         spread = self.tail_s_ - self.anchor_s_
@@ -328,33 +333,43 @@ class PercentileThreshold:
         self.since_ = 0
         return self.value_
 
-    def rarity(self, scores):
-        """Fraction of recent scores below each score, in (0, 1]: the bulk from a sorted
-        sample, the lower tail from the exact lowest scores (linear between order statistics,
-        consistent with the threshold's percentile), beyond the lowest few an exponential
-        tail, so it stays finite and ordered."""
+    def rarity_severity(self, scores):
+        """(rarity, severity) of each score. Rarity: the fraction of recent scores below it,
+        in [1e-300, 1]: the bulk from a sorted sample, the lower tail from the exact lowest
+        scores (linear between order statistics, consistent with the threshold's percentile),
+        beyond the lowest few an exponential tail. Severity: -log10(rarity), computed from
+        the tail in log space, so it stays finite and ordered however far out a record is
+        (rarity itself stops at 1e-300)."""
         if getattr(self, "low_", None) is None:
             self._refresh()
         s, n = self.sorted_, len(self.sorted_)
         scores = np.asarray(scores, dtype=np.float64)
         if n == 0:
-            return np.ones(len(scores))
+            return np.ones(len(scores)), np.zeros(len(scores))
         r = (_insertion_points(s, scores) + 0.5) / (n + 1.0)
         low = scores < self.tail_s_
-        if low.any():
-            sl = scores[low]
-            k = self.tail_k_
-            rl = np.interp(sl, self.low_, np.arange(k + 1) / self.n_rank_)
-            far = sl < self.anchor_s_
-            if far.any():
-                with np.errstate(over="ignore", under="ignore"):
-                    rl[far] = self.anchor_r_ * np.exp((sl[far] - self.anchor_s_)
-                                                      / self.tail_beta_)
-            r[low] = rl
         # the bulk's sample never ranks a score above the tail's end below the tail's share
         if self.tail_k_:
             r[~low] = np.maximum(r[~low], self.tail_frac_)
-        return np.clip(r, 1e-300, 1.0)
+        if not low.any():
+            return r, -np.log10(r)
+        sl = scores[low]
+        rl = np.interp(sl, self.low_, np.arange(self.tail_k_ + 1) / self.n_rank_)
+        with np.errstate(divide="ignore"):
+            ln = np.log(rl)
+        far = sl < self.anchor_s_
+        if far.any():
+            ln[far] = np.log(self.anchor_r_) + (sl[far] - self.anchor_s_) / self.tail_beta_
+        ln = np.minimum(ln, 0.0)
+        sev = -np.log10(r)
+        sev[low] = -ln / np.log(10.0)
+        with np.errstate(under="ignore"):
+            r[low] = np.maximum(np.exp(ln), 1e-300)
+        return r, sev
+
+    def rarity(self, scores):
+        """Fraction of recent scores below each score (see ``rarity_severity``)."""
+        return self.rarity_severity(scores)[0]
 
     @staticmethod
     def severity(rarity):

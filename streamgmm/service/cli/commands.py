@@ -563,17 +563,20 @@ def _score_lines(lines: list[int], dec, res, with_key: bool) -> str:
     out: list = [None] * len(lines)
     for i, reason, message in dec.errors:
         rec = {"line": lines[i], "error": reason, "message": message, "score": None,
-               "anomaly": None, "threshold": None, "component": None}
+               "anomaly": None, "threshold": None, "rarity": None, "severity": None,
+               "component": None}
         out[i] = json.dumps(rec)
     if res is not None:
         scores = res.scores.tolist()
         flags = res.is_anomaly.tolist()
         thr = res.threshold.tolist()
         comp = res.component.tolist()
+        rarity, severity = res.rarity.tolist(), res.severity.tolist()
         contrib = res.contributions
         for j, i in enumerate(dec.good_index.tolist()):
             rec = {"line": lines[i], "score": _num(scores[j]), "anomaly": bool(flags[j]),
-                   "threshold": _num(thr[j]), "component": int(comp[j]),
+                   "threshold": _num(thr[j]), "rarity": _num(rarity[j]),
+                   "severity": _num(round(severity[j], 3)), "component": int(comp[j]),
                    "contributions": [[str(n), _num(s)] for n, s in contrib[j]]}
             if with_key:
                 rec["key"] = dec.keys[j]

@@ -738,6 +738,8 @@ def _log_event(ev) -> None:
     detail = getattr(ev, "detail", {}) or {}
     if kind == "drift":
         log.warning("drift detected by %s: %s", getattr(ev, "detector", None), detail)
+    elif kind == "drift_update":
+        log.info("drift_update by %s: %s", getattr(ev, "detector", None), detail)
     elif kind == "refit_failed":
         log.error("refit failed: %s", detail)
     else:
