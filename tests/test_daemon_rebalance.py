@@ -22,7 +22,8 @@ def test_revocation_mid_warmup_fits_in_the_main_loop_and_loses_nothing(
         bootstrap, make_topics, monkeypatch):
     """A holds a full batch in its decode worker whose scoring completes the warm-up when B
     joins. The old callback decoded it and ran the warm-up fit on the client's thread; now the
-    callback only commits what is handed on, and A's main loop fits after the poll."""
+    callback only commits what is handed on, and A's main loop fits after the poll (in the
+    helper thread it watches for a stop, "warmup-fit")."""
     import streamgmm.detection.detector as detector_mod
     import streamgmm.service.runtime.daemon as daemon_mod
 
@@ -79,7 +80,7 @@ def test_revocation_mid_warmup_fits_in_the_main_loop_and_loses_nothing(
                  and len(a.daemon.source.assignment() | b.daemon.source.assignment()) == 2,
                  60, what="the partitions split between A and B")
         wait_for(lambda: a.daemon.det.ready, 30, what="A's warm-up fit")
-        assert fits[:1] == [("daemon-under-test", WARMUP)], fits  # not kafka-python's thread
+        assert fits[:1] == [("warmup-fit", WARMUP)], fits  # not kafka-python's thread
         rest = [json.dumps(to_record(i, x)) for i, x in enumerate(X[WARMUP:], start=WARMUP)]
         for p in (0, 1):
             produce(bootstrap, src, rest[p::2], partition=p, one_per_batch=True)
@@ -95,8 +96,9 @@ def test_revocation_mid_warmup_fits_in_the_main_loop_and_loses_nothing(
     assert any(c["mid_warmup"] for c in calls), calls
     # ... and it stayed short and never fitted: every fit ran in a daemon's main loop
     assert all(c["seconds"] < 1.0 for c in calls), calls
-    assert {name for name, _ in fits} <= {"daemon-under-test", "streamgmm-refit"}, fits
-    assert ("daemon-under-test", WARMUP) in fits      # A's warm-up fit on all 300 records
+    assert {name for name, _ in fits} <= {"daemon-under-test", "warmup-fit",
+                                          "streamgmm-refit"}, fits
+    assert ("warmup-fit", WARMUP) in fits      # A's warm-up fit on all 300 records
     # nothing lost: every input offset has its outcome, and the final commits cover them all
     assert {(e["partition"], e["offset"]) for e in events} == \
         {(p, o) for p in (0, 1) for o in range(350)}
