@@ -445,3 +445,58 @@ def test_a_broker_pause_longer_than_the_session_loses_nothing_and_keeps_one_lead
         codes = fl.stop()
         broker.stop()
     assert all(c == 0 for c in codes.values()), codes
+
+
+def test_after_a_broker_restart_the_fleet_producer_is_rebuilt(tmp_path):
+    """A new, empty broker on the same address (its producer state lost: the members'
+    idempotent producers fail fatally): the fleet producer is rebuilt and the members'
+    statistics are acknowledged again; `published` counts only acknowledged syncs. Before,
+    the fleet producer stayed fatal for ever (one ERROR line a minute) while its published
+    counter kept rising, so the leader silently merged nothing from that member."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from kafka_helpers import broker_binary, start_broker
+    binary, port = broker_binary(), free_port()
+    broker = start_broker(binary, str(tmp_path / "broker.log"), port=port)
+    fl = Fleet(broker.bootstrap, tmp_path, partitions=4)
+    for k in range(2):
+        fl.start(k)
+
+    def published():
+        return {k: fl.metric(k, "streamgmm_fleet_statistics_published_total") or 0.0
+                for k in fl.live()}
+
+    try:
+        wait_for(lambda: len(fl.leaders()) == 1, 60, what="one leader")
+        n1 = 2000
+        BackgroundProducer(broker.bootstrap, fl.src, _records(mixture_rows(n1, seed=41), 0),
+                           rate=1000).start().join(120)
+        _has_every_outcome(_outcomes(fl, n1), n1)
+
+        broker.stop()
+        time.sleep(8)
+        broker = start_broker(binary, str(tmp_path / "broker.log"), port=port)
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin.create_topics([NewTopic(fl.src, 4, 1), NewTopic(fl.out, 1, 1),
+                             NewTopic(fl.dlq, 1, 1),
+                             NewTopic(fl.state, 1, 1, topic_configs={"cleanup.policy":
+                                                                     "compact"}),
+                             NewTopic(fl.ftopic, 1, 1)])
+        admin.close()
+        BackgroundProducer(broker.bootstrap, fl.src, _records(mixture_rows(2000, seed=42), n1),
+                           rate=1000).start().join(120)
+        logs = lambda: "".join(fl.log(k) for k in fl.live())  # noqa: E731
+        wait_for(lambda: "statistics reach the coordination topic again" in logs(), 90,
+                 what="the fleet producer rebuilt and acknowledged")
+        assert "the producer is rebuilt" in logs()
+        after = published()
+        time.sleep(5 * SYNC)
+        grown = published()
+        # a member that is not alone keeps getting its syncs acknowledged
+        assert any(grown[k] > after[k] for k in grown), (after, grown)
+        for k in fl.live():
+            assert "Traceback" not in fl.log(k), fl.log(k)[-3000:]
+    finally:
+        codes = fl.stop()
+        broker.stop()
+    assert all(c == 0 for c in codes.values()), codes

@@ -52,6 +52,8 @@ class Fleet:
         self.version = 0
         self.status = FleetStatus(group=self.group)
         self._producer = None
+        self._sync_error: BaseException | None = None  # a failed sync: rebuild the producer
+        self._sync_failing_since = None
         self._last_sync = time.monotonic()
         self._synced_at = time.monotonic()
         self._epoch = 0
@@ -67,15 +69,11 @@ class Fleet:
     # ------------------------------------------------------------------------- lifecycle
     def start(self) -> DetectionResult:
         """Topics, threads, and the newest version adopted before anything is scored."""
-        from ..kafka_io.producer import make_producer
-
         try:
             ensure_coordination_topic(self.cfg.kafka, self.cfg.fleet.topic)
         except RuntimeError as exc:
             raise FleetError(str(exc)) from None
-        self._producer = make_producer(self.cfg.kafka, client_id=f"{self.cfg.kafka.client_id}"
-                                       f"-fleet", linger_ms=20,
-                                       max_request_size=16 << 20)
+        self._producer = self._make_producer()
         self.tail.start()
         if not self.tail.caught_up.wait(CATCH_UP_SECONDS):
             log.warning("fleet: the state topic %s was not read to its end within %.0fs; "
@@ -95,9 +93,15 @@ class Fleet:
                      self.cfg.detector.warmup_records)
         return res
 
+    def _make_producer(self):
+        from ..kafka_io.producer import make_producer
+
+        return make_producer(self.cfg.kafka, client_id=f"{self.cfg.kafka.client_id}-fleet",
+                             linger_ms=20, max_request_size=16 << 20)
+
     def close(self, timeout: float = 5.0) -> None:
         if self.solo and self.coordinator.leader:  # the final checkpoint of a lone member
-            self._publish_own(self._epoch)
+            self._publish_own(self._epoch, timeout=min(timeout, PUBLISH_TIMEOUT_SECONDS))
         try:
             if self._producer is not None:
                 self._producer.flush(timeout)
@@ -186,15 +190,59 @@ class Fleet:
         return res
 
     def _send_sync(self) -> None:
+        """This member's statistics to the coordination topic. Counted when the cluster
+        acknowledges them. A send that fails for good (the producer declared fatal, e.g.
+        after a broker lost its producer state) gets the producer rebuilt before the next
+        sync, as the sinks' producer is; the statistics of a failed sync are lost (the
+        leader merges the next ones), never the records."""
         meta, arrays = self.link.take(self.version)
         if not meta["n"] and not arrays and not meta["drift"]:
             return
         data = encode_sync(meta, arrays)
-        self._producer.send(self.cfg.fleet.topic, value=data, key=self.group.encode(),
-                            headers=member_header(self.member_id))
+        if self._sync_error is not None:
+            self._rebuild_producer()
+        try:
+            fut = self._producer.send(self.cfg.fleet.topic, value=data, key=self.group.encode(),
+                                      headers=member_header(self.member_id))
+        except Exception as exc:  # noqa: BLE001 - a fatal producer, metadata unavailable
+            self._sync_failed(exc)
+            return
+        producer = self._producer
+        fut.add_callback(lambda _md: self._sync_acked(len(data)))
+        fut.add_errback(lambda exc: self._sync_failed(exc, producer))
+
+    def _sync_acked(self, size: int) -> None:  # on the producer's IO thread
         self.status.published += 1
         self.status.bytes[("coordination", "sent")] = \
-            self.status.bytes.get(("coordination", "sent"), 0) + len(data)
+            self.status.bytes.get(("coordination", "sent"), 0) + size
+        if self._sync_failing_since is not None:
+            log.info("fleet: statistics reach the coordination topic again after %.1fs",
+                     time.monotonic() - self._sync_failing_since)
+            self._sync_failing_since = None
+
+    def _sync_failed(self, exc: BaseException, producer=None) -> None:
+        """Remember a failed sync (the producer is rebuilt before the next one); one warning
+        per episode."""
+        if producer is not None and producer is not self._producer:
+            return  # an old producer's late errback
+        self._sync_error = exc
+        if self._sync_failing_since is None:
+            self._sync_failing_since = time.monotonic()
+            log.warning("fleet: sending statistics to %s failed (%s: %s); the producer is "
+                        "rebuilt and the next sync retried", self.cfg.fleet.topic,
+                        type(exc).__name__, exc)
+
+    def _rebuild_producer(self) -> None:
+        old, self._producer, self._sync_error = self._producer, None, None
+        try:
+            old.close(timeout=0)
+        except Exception:  # noqa: BLE001 - a fatal producer may complain on close
+            log.debug("closing the failed fleet producer", exc_info=True)
+        try:
+            self._producer = self._make_producer()
+        except Exception as exc:  # noqa: BLE001 - retried at the next sync
+            self._producer = old
+            self._sync_error = exc
 
     def _lead(self) -> DetectionResult:
         res = DetectionResult.empty()
@@ -283,7 +331,7 @@ class Fleet:
         self.det.follow(self.link)
         self.solo = False
 
-    def _publish_own(self, epoch: int) -> None:
+    def _publish_own(self, epoch: int, timeout: float = PUBLISH_TIMEOUT_SECONDS) -> None:
         """Solo: this member's Detector is the group's model; publish it as the next
         version (it is also the checkpoint a new or restarted member restores)."""
         if not self.det.ready:
@@ -292,7 +340,7 @@ class Fleet:
         nxt = max(self.version, self.leader.version, newest[0] if newest else 0) + 1
         try:
             data = self.det.dumps()
-            self.store.save(data, headers=version_header(nxt), timeout=PUBLISH_TIMEOUT_SECONDS)
+            self.store.save(data, headers=version_header(nxt), timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - retried at the next interval
             self._publish_failed(nxt, exc)
             return

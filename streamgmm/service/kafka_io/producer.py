@@ -145,8 +145,9 @@ class ProducerLink:
         if self.producer is not None:
             try:
                 self.producer.close(timeout=timeout)
-            except Exception:  # noqa: BLE001
-                log.exception("error closing the producer")
+            except Exception as exc:  # noqa: BLE001 - e.g. a timeout while the cluster is down
+                log.warning("closing the producer: %s: %s", type(exc).__name__, exc)
+                log.debug("closing the producer", exc_info=True)
 
 
 class KafkaSink:

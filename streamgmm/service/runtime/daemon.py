@@ -672,7 +672,9 @@ class Daemon:
         left = lambda: max(0.1, deadline - time.monotonic())  # noqa: E731
         code = 0 if clean else 1
         self.phase = "stopping"
-        kafka_down = self._cluster_down or self._outputs_blocked
+        connected = getattr(self.source, "connected", None)
+        kafka_down = (self._cluster_down or self._outputs_blocked or
+                      (callable(connected) and connected() is False))  # (an outage's start)
         short = lambda: min(left(), 2.0) if kafka_down else left()  # noqa: E731
         if clean and self.source is not None:
             try:
@@ -713,8 +715,9 @@ class Daemon:
         if self.store is not None:
             try:
                 self.store.close(timeout=short())
-            except Exception:  # noqa: BLE001
-                log.exception("error closing the state store's producer")
+            except Exception as exc:  # noqa: BLE001 - e.g. a timeout while the cluster is down
+                log.warning("closing the state store's producer: %s", _one_line(exc))
+                log.debug("closing the state store's producer", exc_info=True)
         if self.source is not None:
             self._closing = True  # the final commit is done: close() revokes, nothing to add
             self.source.close(timeout_ms=int(short() * 1000))
@@ -724,8 +727,9 @@ class Daemon:
         if self.link is not None:
             try:
                 self.link.close(timeout=short())
-            except Exception:  # noqa: BLE001
-                log.exception("error closing the producer")
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing the producer: %s", _one_line(exc))
+                log.debug("closing the producer", exc_info=True)
         if self.worker is not None:
             self.worker.close()
         if self.server is not None:
