@@ -36,6 +36,9 @@ def test_revocation_mid_warmup_fits_in_the_main_loop_and_loses_nothing(
 
     monkeypatch.setattr(detector_mod, "fit_window", recording_fit)
     monkeypatch.setattr(daemon_mod, "decode_worker_wanted", lambda: True)  # full batches
+    # a poll waits at most POLL_SLICE_MS (1 s, for prompt stops): here A's poll must really
+    # last 15 s, so that B joins while the batch is still in A's decode worker
+    monkeypatch.setattr(daemon_mod, "POLL_SLICE_MS", 15000)
 
     src, out, dlq = make_topics("rbw-in", "rbw-out", "rbw-dlq", partitions=2)
     group = unique("g-rbw")
