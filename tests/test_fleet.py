@@ -401,6 +401,15 @@ def test_a_torn_newest_version_is_refused_and_the_one_before_used(bootstrap, tmp
     assert codes == {0: 0}
 
 
+def _one_leader_then_records(fl, bootstrap, n, seed):
+    """Wait for one leader, stream n records at 1,000/s, check each has its outcome."""
+    wait_for(lambda: len(fl.leaders()) == 1, 60, what="one leader")
+    BackgroundProducer(bootstrap, fl.src, _records(mixture_rows(n, seed=seed), 0),
+                       rate=1000).start().join(120)
+    _has_every_outcome(_outcomes(fl, n), n)
+    return n
+
+
 def test_a_broker_pause_longer_than_the_session_loses_nothing_and_keeps_one_leader(tmp_path):
     """The broker stops answering for 15 s (SIGSTOP: every session expires, its data stay):
     both members stay up, every record gets its outcome, the group has one leader again and
@@ -414,11 +423,7 @@ def test_a_broker_pause_longer_than_the_session_loses_nothing_and_keeps_one_lead
         fl.start(k)
     paused = False
     try:
-        wait_for(lambda: len(fl.leaders()) == 1, 60, what="one leader")
-        n1 = 3000
-        BackgroundProducer(broker.bootstrap, fl.src, _records(mixture_rows(n1, seed=31), 0),
-                           rate=1000).start().join(120)
-        _has_every_outcome(_outcomes(fl, n1), n1)
+        n1 = _one_leader_then_records(fl, broker.bootstrap, 3000, seed=31)
 
         broker.proc.send_signal(signal.SIGSTOP)
         paused = True
@@ -467,11 +472,7 @@ def test_after_a_broker_restart_the_fleet_producer_is_rebuilt(tmp_path):
                 for k in fl.live()}
 
     try:
-        wait_for(lambda: len(fl.leaders()) == 1, 60, what="one leader")
-        n1 = 2000
-        BackgroundProducer(broker.bootstrap, fl.src, _records(mixture_rows(n1, seed=41), 0),
-                           rate=1000).start().join(120)
-        _has_every_outcome(_outcomes(fl, n1), n1)
+        n1 = _one_leader_then_records(fl, broker.bootstrap, 2000, seed=41)
 
         broker.stop()
         time.sleep(8)
