@@ -355,6 +355,16 @@ def test_score_refuses_to_write_over_its_input(tmp_path):
     assert data.read_bytes() == before
 
 
+def test_fit_and_score_both_make_a_missing_output_directory(tmp_path):
+    X, data, _ = _fitted(tmp_path, 600)
+    model = tmp_path / "models" / "m.npz"
+    assert cli("fit", "-c", tmp_path / "c.yaml", "-i", data, "-o", model).returncode == 0
+    out = tmp_path / "scores" / "day1" / "s.jsonl"
+    r = cli("score", "-m", model, "-i", data, "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert len(read_jsonl(out.read_text())) == len(X)
+
+
 def test_fit_output_gets_the_umask_mode_and_errors_name_the_output(tmp_path):
     X, data, model = _fitted(tmp_path, 600)
     cfg = tmp_path / "c.yaml"

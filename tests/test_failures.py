@@ -737,3 +737,53 @@ def test_lag_follows_the_brokers_while_outputs_are_held_up(bootstrap, make_topic
         assert http_get(f"http://127.0.0.1:{port}/readyz")[0] == 503
     finally:
         assert d.stop() == 0
+
+
+class _AckedFuture(_Future):
+    def add_callback(self, fn):
+        if self.error is None:
+            fn(None)
+
+
+class _FleetFakeProducer(_FakeProducer):
+    def send(self, topic, value=None, key=None, headers=None):
+        fut = super().send(topic, value=value, key=key, headers=headers)
+        return _AckedFuture(fut.error)
+
+
+def test_fleet_sync_rebuilds_a_fatal_coordination_producer_and_counts_only_acked_syncs(
+        caplog):
+    """The fleet's coordination producer is a ProducerLink: after a fatal send error the next
+    sync rebuilds it (nothing replayed: a newer sync supersedes the lost one), and
+    `published` counts acknowledged syncs only."""
+    from streamgmm import Detector
+    from streamgmm.service.config import config_from_dict, detector_dict
+    from streamgmm.service.fleet.fleet import Fleet
+    from streamgmm.service.kafka_io import ProducerLink
+
+    raw = daemon_config("127.0.0.1:9", "in", "out", "dlq", "g", warmup=50,
+                        fleet={"enabled": True, "topic": "coord"})
+    raw["checkpoint"] = {"store": "kafka", "topic": "state"}
+    cfg = config_from_dict(raw)
+    store = type("Store", (), {"topic": "state"})()  # not read: no tail is started here
+    fl = Fleet(cfg, store, Detector, detector_dict(cfg))
+    sent: list = []
+    made: list = []
+
+    def factory(**kw):
+        made.append(_FleetFakeProducer(fail=not made, log=sent, **kw))  # the first fails
+        return made[-1]
+
+    fl._link = ProducerLink(None, factory=factory)
+    X = mixture_rows(40, seed=1)
+    with caplog.at_level(logging.INFO, logger="streamgmm.fleet"):
+        fl.det.process(X[:20])
+        fl._send_sync()              # fails on the fatal producer: not counted
+        assert fl.status.published == 0 and fl._link.failed and sent == []
+        fl.det.process(X[20:])
+        fl._send_sync()              # rebuilt first, then sent and acknowledged
+    assert len(made) == 2 and fl._link.rebuilds == 1 and not fl._link.failed
+    assert [t for t, _ in sent] == ["coord"] and fl.status.published == 1
+    text = caplog.text
+    assert text.count("sending statistics to coord failed") == 1
+    assert "statistics reach the coordination topic again" in text

@@ -371,11 +371,6 @@ class PercentileThreshold:
         """Fraction of recent scores below each score (see ``rarity_severity``)."""
         return self.rarity_severity(scores)[0]
 
-    @staticmethod
-    def severity(rarity):
-        """-log10(rarity): 2 = one in a hundred, 4 = one in ten thousand recent records."""
-        return -np.log10(rarity)
-
     def get_state(self):
         """Only the filled slots, oldest first (never the ring's unused, uninitialised ones)."""
         return ({"percentile": self.percentile, "window": self.window,

@@ -191,13 +191,7 @@ class MixtureEnsemble:
             return (logd[:, 0].copy() if self.log_density_units
                     else (logd[:, 0] - self.loc_[0]) / self.scale_[0])
         if self.combination == "min":
-            z = logd - self.loc_
-            z /= self.scale_
-            out = z.min(axis=1)
-            if self.log_density_units:
-                out *= self.scale_[0]
-                out += self.loc_[0]
-            return out
+            return self._on_primary_scale(self._member_z(logd).min(axis=1))
         # mean_m (l_m - loc_m) / scale_m, times scale_0 plus loc_0, as one matrix-vector product
         w = 1.0 / (self.n_members * self.scale_)
         b = -float(np.dot(w, self.loc_))
@@ -212,12 +206,21 @@ class MixtureEnsemble:
         out by this is far out for at least half of the members (a minor mode of the normal
         data is far out for the one-component members but not for the mixtures that fit it;
         the highest z would also excuse far anomalies that one large member absorbed)."""
-        logd = np.asarray(logd)
-        z = (logd - self.loc_) / self.scale_
-        out = np.median(z, axis=1)
+        return self._on_primary_scale(np.median(self._member_z(np.asarray(logd)), axis=1))
+
+    def _member_z(self, logd):
+        """Each member's robust z-score of its log-densities (n, M)."""
+        z = logd - self.loc_
+        z /= self.scale_
+        return z
+
+    def _on_primary_scale(self, z):
+        """z-scores mapped onto the primary member's log-density scale (in place) when the
+        ensemble reports nats."""
         if self.log_density_units:
-            out = out * self.scale_[0] + self.loc_[0]
-        return out
+            z *= self.scale_[0]
+            z += self.loc_[0]
+        return z
 
     def score_samples(self, X):
         """Combined score of each row (lower = more anomalous; nats, see ``combine``)."""

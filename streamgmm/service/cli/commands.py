@@ -33,8 +33,8 @@ from typing import IO, Any, Iterator
 
 from ..._version import __version__
 from ..config import ConfigError, detector_dict, load_config
-from ..local_io.files import (BOM, CORRUPT_INPUT, corrupt_input_message, detect_format,
-                              open_input, open_stream)
+from ..local_io.files import (CORRUPT_INPUT, corrupt_input_message, detect_format,
+                              open_input, open_stream, strip_bom)
 
 __all__ = ["main", "build_parser", "UsageError"]
 
@@ -512,8 +512,7 @@ def _iter_decoded(path: str, fmt: str, spec,
                     continue
                 if not seen:
                     seen["first"] = line
-                    if line.startswith(BOM):  # (a spreadsheet's export may open with one)
-                        line = line[len(BOM):]
+                    line = strip_bom(line)
                 if size > len(line):
                     sizes[len(values)] = size
                 values.append(line.rstrip(b"\r\n"))
@@ -585,7 +584,8 @@ def _score_lines(lines: list[int], dec, res, with_key: bool) -> str:
 
 
 class _open_out:
-    """Context manager: a text file for writing, or stdout for ``-`` (not closed)."""
+    """Context manager: a text file for writing, or stdout for ``-`` (not closed). A missing
+    directory is made, as ``fit -o`` and the daemon's file sink make theirs."""
 
     def __init__(self, path: str):
         self.path = path
@@ -595,6 +595,7 @@ class _open_out:
         if self.path == "-":
             self.f = sys.stdout
         else:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self.f = open(self.path, "w", encoding="utf-8")
         return self.f
 

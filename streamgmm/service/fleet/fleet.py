@@ -9,6 +9,7 @@ import time
 
 from ...detection.detector import DetectionResult
 from ...persistence import CheckpointError
+from ..kafka_io.producer import ProducerLink, make_producer
 from .coordination import Coordinator, ensure_coordination_topic
 from .leader import PUBLISH_TIMEOUT_SECONDS, Leader
 from .member import MemberLink
@@ -51,8 +52,7 @@ class Fleet:
         self.leader = Leader(Detector, cfg, store, detector_config, features)
         self.version = 0
         self.status = FleetStatus(group=self.group)
-        self._producer = None
-        self._sync_error: BaseException | None = None  # a failed sync: rebuild the producer
+        self._link = None   # the coordination producer (a ProducerLink: rebuilt when fatal)
         self._sync_failing_since = None
         self._last_sync = time.monotonic()
         self._synced_at = time.monotonic()
@@ -73,7 +73,7 @@ class Fleet:
             ensure_coordination_topic(self.cfg.kafka, self.cfg.fleet.topic)
         except RuntimeError as exc:
             raise FleetError(str(exc)) from None
-        self._producer = self._make_producer()
+        self._link = ProducerLink(self.cfg.kafka, factory=self._make_producer)
         self.tail.start()
         if not self.tail.caught_up.wait(CATCH_UP_SECONDS):
             log.warning("fleet: the state topic %s was not read to its end within %.0fs; "
@@ -93,21 +93,20 @@ class Fleet:
                      self.cfg.detector.warmup_records)
         return res
 
-    def _make_producer(self):
-        from ..kafka_io.producer import make_producer
-
-        return make_producer(self.cfg.kafka, client_id=f"{self.cfg.kafka.client_id}-fleet",
-                             linger_ms=20, max_request_size=16 << 20)
+    def _make_producer(self, **overrides):
+        return make_producer(self.cfg.kafka, **{"client_id": f"{self.cfg.kafka.client_id}-fleet",
+                                                "linger_ms": 20, "max_request_size": 16 << 20,
+                                                **overrides})
 
     def close(self, timeout: float = 5.0) -> None:
         if self.solo and self.coordinator.leader:  # the final checkpoint of a lone member
             self._publish_own(self._epoch, timeout=min(timeout, PUBLISH_TIMEOUT_SECONDS))
-        try:
-            if self._producer is not None:
-                self._producer.flush(timeout)
-                self._producer.close(timeout)
-        except Exception:  # noqa: BLE001
-            log.debug("closing the fleet producer", exc_info=True)
+        if self._link is not None:
+            try:
+                self._link.flush(timeout)
+            except Exception:  # noqa: BLE001 - syncs not acknowledged are superseded anyway
+                log.debug("flushing the fleet producer", exc_info=True)
+            self._link.close(timeout)
         self.coordinator.stop(timeout)
         self.tail.stop(timeout)
         self.leader.wait(0.5)
@@ -199,17 +198,17 @@ class Fleet:
         if not meta["n"] and not arrays and not meta["drift"]:
             return
         data = encode_sync(meta, arrays)
-        if self._sync_error is not None:
-            self._rebuild_producer()
-        try:
-            fut = self._producer.send(self.cfg.fleet.topic, value=data, key=self.group.encode(),
-                                      headers=member_header(self.member_id))
-        except Exception as exc:  # noqa: BLE001 - a fatal producer, metadata unavailable
-            self._sync_failed(exc)
-            return
-        producer = self._producer
-        fut.add_callback(lambda _md: self._sync_acked(len(data)))
-        fut.add_errback(lambda exc: self._sync_failed(exc, producer))
+        if self._link.failed:
+            self._sync_failed(self._link.error)
+            try:
+                self._link.rebuild()
+            except Exception as exc:  # noqa: BLE001 - retried at the next sync
+                log.debug("fleet: rebuilding the producer: %s: %s", type(exc).__name__, exc)
+                return
+        if not self._link.send_once(self.cfg.fleet.topic, data, key=self.group.encode(),
+                                    headers=member_header(self.member_id),
+                                    on_ack=lambda: self._sync_acked(len(data))):
+            self._sync_failed(self._link.error)
 
     def _sync_acked(self, size: int) -> None:  # on the producer's IO thread
         self.status.published += 1
@@ -220,29 +219,13 @@ class Fleet:
                      time.monotonic() - self._sync_failing_since)
             self._sync_failing_since = None
 
-    def _sync_failed(self, exc: BaseException, producer=None) -> None:
-        """Remember a failed sync (the producer is rebuilt before the next one); one warning
-        per episode."""
-        if producer is not None and producer is not self._producer:
-            return  # an old producer's late errback
-        self._sync_error = exc
+    def _sync_failed(self, exc: BaseException | None) -> None:
+        """One warning per episode of failed syncs (the producer is rebuilt before the next)."""
         if self._sync_failing_since is None:
             self._sync_failing_since = time.monotonic()
             log.warning("fleet: sending statistics to %s failed (%s: %s); the producer is "
                         "rebuilt and the next sync retried", self.cfg.fleet.topic,
-                        type(exc).__name__, exc)
-
-    def _rebuild_producer(self) -> None:
-        old, self._producer, self._sync_error = self._producer, None, None
-        try:
-            old.close(timeout=0)
-        except Exception:  # noqa: BLE001 - a fatal producer may complain on close
-            log.debug("closing the failed fleet producer", exc_info=True)
-        try:
-            self._producer = self._make_producer()
-        except Exception as exc:  # noqa: BLE001 - retried at the next sync
-            self._producer = old
-            self._sync_error = exc
+                        type(exc).__name__ if exc else "no producer", exc or "")
 
     def _lead(self) -> DetectionResult:
         res = DetectionResult.empty()

@@ -90,6 +90,32 @@ class ProducerLink:
         gen = self._generation
         fut.add_errback(lambda exc: self._on_error(topic, exc, gen))
 
+    @property
+    def failed(self) -> bool:
+        """A send failed for good on this producer (or rebuilding it failed): `rebuild()`."""
+        return self._error is not None or self.producer is None
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def send_once(self, topic: str, value: bytes, key=None, headers=None, on_ack=None) -> bool:
+        """Send one output that is not kept for a replay (a fleet sync: the next one
+        supersedes it); `on_ack()` runs on the client's IO thread when it is acknowledged.
+        A send that fails marks the link `failed`. False when nothing was sent."""
+        if self.failed:
+            return False
+        try:
+            fut = self.producer.send(topic, value=value, key=key, headers=headers or None)
+        except Exception as exc:  # noqa: BLE001 - fatal state, metadata timeout, ...
+            self._on_error(topic, exc)
+            return False
+        gen = self._generation
+        if on_ack is not None:
+            fut.add_callback(lambda _md: on_ack())
+        fut.add_errback(lambda exc: self._on_error(topic, exc, gen))
+        return True
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait for the acks of everything sent: OutputsPending when `timeout` runs out,
         ProducerFailed when a send failed (then `rebuild()`)."""

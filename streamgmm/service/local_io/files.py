@@ -66,6 +66,11 @@ def corrupt_input_message(path: str, n_records: int, exc: BaseException) -> str:
 
 DEFAULT_MAX_BYTES = 1048576
 BOM = b"\xef\xbb\xbf"
+
+
+def strip_bom(value: bytes) -> bytes:
+    """The first line of an input without its UTF-8 byte-order mark (spreadsheet exports)."""
+    return value[len(BOM):] if value.startswith(BOM) else value
 # A CSV row whose quoted field spans lines is gathered up to this size, then parsed as it is.
 MAX_CSV_ROW_BYTES = DEFAULT_MAX_BYTES
 SKIP_CHUNK = 1 << 16
@@ -154,8 +159,7 @@ class _LineParser:
         value = line.rstrip(b"\r\n")
         if self._first:
             self._first = False
-            if value.startswith(BOM):
-                value = value[len(BOM):]
+            value = strip_bom(value)
         if not value.strip():
             return None
         if self.fmt == "csv":

@@ -650,13 +650,13 @@ class Daemon:
                         self.phase == "connecting")
         # a Kafka consumer the group gave no partition is a ready standby even without a
         # model (nothing to score; it warms up when it gets partitions)
+        assigned = len(self.source.assignment()) if self.source is not None else 0
         standby = (src_ready and getattr(self.source, "group", None) is not None and
-                   not self.source.assignment())
+                   not assigned)
         ok = (det_ready or standby) and src_ready and kafka_ok
         self.metrics.ready.set(1 if ok else 0)
         detail = {"model_ready": det_ready, "in_group": src_ready,
-                  "partitions_assigned": len(self.source.assignment())
-                  if self.source is not None else 0}
+                  "partitions_assigned": assigned}
         if not kafka_ok:
             detail["kafka"] = ("connecting" if self.phase == "connecting" else
                                "unreachable" if self._cluster_down else
