@@ -181,3 +181,45 @@ def test_a_standby_without_a_model_is_ready_and_its_loop_age_is_exported(bootstr
     finally:
         codes = [d.stop() for d in daemons]
     assert codes == [0, 0]
+
+
+def test_a_deleted_input_topic_makes_the_daemon_not_ready_with_the_reason(
+        bootstrap, make_topics, monkeypatch, caplog):
+    """A consumer whose topic was deleted scores nothing and, on the test broker, keeps its
+    stale assignment: the topic watch makes /readyz say which topic is missing (one warning
+    line), and ready again once the topic exists."""
+    import logging
+
+    from kafka.admin import KafkaAdminClient
+
+    from kafka_helpers import create_topics, http_get
+    from streamgmm.service.runtime import topic_watch
+
+    monkeypatch.setattr(topic_watch, "TOPIC_CHECK_SECONDS", 0.5)
+    src, out, dlq = make_topics("del-in", "del-out", "del-dlq")
+    port = free_port()
+    cfg = daemon_config(bootstrap, src, out, dlq, unique("g-del"), warmup=100,
+                        metrics_port=port, emit="all")
+    d = DaemonThread(cfg).start()
+    ready = lambda: http_get(f"http://127.0.0.1:{port}/readyz")  # noqa: E731
+    try:
+        X = mixture_rows(150, seed=5)
+        produce(bootstrap, src, [json.dumps(to_record(i, x)) for i, x in enumerate(X)])
+        wait_for(lambda: ready()[0] == 200, 60, what="ready")
+        with caplog.at_level(logging.INFO, logger="streamgmm.daemon"):
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+            try:
+                admin.delete_topics([src])
+            finally:
+                admin.close()
+            code, body = wait_for(lambda: (r := ready())[0] == 503 and r, 30,
+                                  what="not ready")
+            assert json.loads(body)["missing_topics"] == [src]
+            assert metric(scrape(port)[1], "streamgmm_ready") == 0
+            create_topics(bootstrap, [src])
+            wait_for(lambda: ready()[0] == 200, 30, what="ready again")
+        text = caplog.text
+        assert text.count(f"kafka.topics: '{src}' do(es) not exist") == 1
+        assert "every input topic exists" in text
+    finally:
+        assert d.stop() == 0

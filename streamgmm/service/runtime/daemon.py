@@ -36,6 +36,7 @@ from .events import DEAD_LETTER_CLASS, iso_now, key_text, make_event, record_ts_
 from .health import Health, HealthServer, liveness_timeout
 from .metrics import DaemonMetrics
 from .pending import Chunk, PendingQueue
+from .topic_watch import TopicWatch
 
 log = logging.getLogger("streamgmm.daemon")
 
@@ -114,6 +115,7 @@ class Daemon:
         self._disconnected_since: float | None = None
         self._last_cluster_check = 0.0
         self._outputs_blocked = False  # Kafka outputs not acknowledged (being retried)
+        self.topic_watch: TopicWatch | None = None  # input topics deleted / not created yet
 
     # ----------------------------------------------------------------------------- start-up
     def start(self) -> bool:
@@ -185,6 +187,8 @@ class Daemon:
                 raise
             raise DaemonError(f"cannot create the Kafka consumer for {where}: "
                               f"{type(exc).__name__}: {exc}") from None
+        if cfg.source.type == "kafka" and cfg.kafka.topics:
+            self.topic_watch = TopicWatch(cfg).start()
         self.phase = "running"
         self._update_ready()
         return True
@@ -653,10 +657,13 @@ class Daemon:
         assigned = len(self.source.assignment()) if self.source is not None else 0
         standby = (src_ready and getattr(self.source, "group", None) is not None and
                    not assigned)
-        ok = (det_ready or standby) and src_ready and kafka_ok
+        missing = self.topic_watch.missing if self.topic_watch is not None else ()
+        ok = (det_ready or standby) and src_ready and kafka_ok and not missing
         self.metrics.ready.set(1 if ok else 0)
         detail = {"model_ready": det_ready, "in_group": src_ready,
                   "partitions_assigned": assigned}
+        if missing:
+            detail["missing_topics"] = list(missing)
         if not kafka_ok:
             detail["kafka"] = ("connecting" if self.phase == "connecting" else
                                "unreachable" if self._cluster_down else
@@ -718,6 +725,8 @@ class Daemon:
             except Exception as exc:  # noqa: BLE001 - e.g. a timeout while the cluster is down
                 log.warning("closing the state store's producer: %s", _one_line(exc))
                 log.debug("closing the state store's producer", exc_info=True)
+        if self.topic_watch is not None:
+            self.topic_watch.stop()
         if self.source is not None:
             self._closing = True  # the final commit is done: close() revokes, nothing to add
             self.source.close(timeout_ms=int(short() * 1000))

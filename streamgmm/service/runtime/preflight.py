@@ -202,7 +202,7 @@ def _tcp_check(cfg, timeout_s: float) -> None:
     raise Unreachable("; ".join(reasons))
 
 
-def _probe_once(cfg, timeout_s: float) -> set:
+def list_topics(cfg, timeout_s: float) -> set:
     """One metadata round trip with a fresh admin client: the topic names, or an exception."""
     from kafka import KafkaAdminClient
 
@@ -248,7 +248,7 @@ class ClusterProbe:
         while not self._cancel.is_set():
             self.attempts += 1
             try:
-                self.topics = _probe_once(self.cfg, self.attempt_timeout)
+                self.topics = list_topics(self.cfg, self.attempt_timeout)
                 self.done.set()
                 return
             except Exception as exc:  # noqa: BLE001 - NoBrokersAvailable, timeouts, auth...
