@@ -145,3 +145,48 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(bootstrap, make_topics, tm
         d2.kill()
     assert "restored checkpoint" in d2.log_text()
     assert committed_offsets(bootstrap, group)[TopicPartition(src, 0)] == n
+
+
+def test_kill_9_right_after_the_warm_up_restores_the_fitted_model(bootstrap, make_topics,
+                                                                     tmp_path):
+    """The warm-up fit is checkpointed at once, not at the next checkpoint period: its records
+    are committed right after it, so a crash before the period would otherwise leave no model
+    for them and the restart would warm up again on other records, with another model."""
+    src, out, dlq = make_topics("kwarm-in", "kwarm-out", "kwarm-dlq")
+    group, ck = unique("g-kwarm"), tmp_path / "ck.npz"
+    port = free_port()
+    warmup = 200
+    cfg = daemon_config(bootstrap, src, out, dlq, group, warmup=warmup, emit="all",
+                        checkpoint=str(ck), metrics_port=port)
+    assert cfg["checkpoint"]["interval_seconds"] == 3600  # no periodic checkpoint in this test
+    X = mixture_rows(700, seed=41)
+    records = [json.dumps(to_record(i, x)) for i, x in enumerate(X)]
+    produce(bootstrap, src, records[:400], one_per_batch=True)
+    d = _start(cfg, tmp_path, "first")
+    try:
+        wait_for(lambda: committed_offsets(bootstrap, group).get(TopicPartition(src, 0), 0)
+                 >= 400, 90, what="the warm-up records scored and committed")
+        os.kill(d.proc.pid, signal.SIGKILL)
+        assert d.wait(10) == -signal.SIGKILL
+    finally:
+        d.kill()
+    assert ck.exists(), "offsets committed past the warm-up, but its model was not saved"
+    outs = [json.loads(e.value) for e in read_topic(bootstrap, out, min_records=400)]
+    first_threshold = {o["threshold"] for o in outs if o["offset"] < warmup}
+
+    produce(bootstrap, src, records[400:], one_per_batch=True)
+    port2 = free_port()
+    d2 = _start({**cfg, "metrics": {**cfg["metrics"], "port": port2}}, tmp_path, "second")
+    try:
+        wait_for(lambda: _processed(port2) >= 300, 90, what="the restarted daemon scoring")
+        d2.proc.send_signal(signal.SIGTERM)
+        assert d2.wait(15) == 0, d2.log_text()
+    finally:
+        d2.kill()
+    log2 = d2.log_text()
+    assert "restored checkpoint" in log2 and "warming up" not in log2, log2
+    outs = [json.loads(e.value) for e in read_topic(bootstrap, out, min_records=700)]
+    assert {o["offset"] for o in outs} == set(range(700))  # nothing lost
+    later = [o for o in outs if o["offset"] >= 400]
+    assert {o["model_version"] for o in later} == {1}  # the same model, not a second warm-up
+    assert len(first_threshold) == 1

@@ -254,7 +254,8 @@ class CheckpointConfig:
         doc=('checkpoint file (`null`: no checkpoints); restored at start (before `model.path`), '
              "with this file's `detector` settings"))
     interval_seconds: float = setting(Num(0, lo_open=True), 60.0,
-        doc='checkpoint period (and one at shutdown)')
+        doc=('checkpoint period; also one right after each new model (the warm-up fit, '
+             'a refit), before the records it was fitted on are committed, and one at shutdown'))
     include_recent_records: bool = setting(Bool(), False,
         doc=('**holds raw data**: also save the recent input records (up to '
              '`detector.refit.window` raw rows for a refit, the online-learning queue and the '

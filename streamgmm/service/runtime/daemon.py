@@ -98,6 +98,7 @@ class Daemon:
         self._async_commit_failed = False
         self._fit_abandoned = False  # a stop left a warm-up fit running: hands off the detector
         self._last_ckpt = time.monotonic()
+        self._ckpt_version = None    # model version of the last checkpoint (or the restored one)
         self._last_flush = time.monotonic()
         self._last_lag = 0.0
         self._emit_all = cfg.sink.emit == "all"
@@ -151,6 +152,7 @@ class Daemon:
             self._join_fleet()
         else:
             self.det = load_detector(cfg, self.store)
+            self._ckpt_version = self.det.model_version  # saved already (or a model file)
         self.metrics.observe_model(self.det)  # a restored model: unsaved learning from now
         if decode_worker_wanted():
             try:
@@ -627,9 +629,16 @@ class Daemon:
             path = f"state topic {self.store.topic}"
         if not path or not self.det.ready:
             return True
-        if not force and time.monotonic() - self._last_ckpt < self.cfg.checkpoint.interval_seconds:
+        # A new model (the warm-up fit, a refit) is saved at once, not at the next period: the
+        # records it was fitted on are committed right after this step, and a crash before
+        # the next periodic checkpoint would otherwise start a new warm-up on other records
+        # (or score on with the model the drift replaced). A failed write retries by period.
+        version = self.det.model_version
+        if not force and version == self._ckpt_version and \
+                time.monotonic() - self._last_ckpt < self.cfg.checkpoint.interval_seconds:
             return True
         self._last_ckpt = time.monotonic()
+        self._ckpt_version = version
         try:
             t0 = time.perf_counter()
             recent = self.cfg.checkpoint.include_recent_records
