@@ -379,8 +379,8 @@ def test_fit_output_gets_the_umask_mode_and_errors_name_the_output(tmp_path):
     assert oct(out.stat().st_mode & 0o777) == oct(0o640)
     r = cli("fit", "-c", cfg, "-i", data, "-o", tmp_path)
     assert r.returncode == 1
-    assert f"{tmp_path}: Is a directory" in r.stderr and ".tmp-" not in r.stderr
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert f"{tmp_path}: Is a directory" in r.stderr and ".tmp" not in r.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith((".tmp", ".ckpt"))]
 
 
 def _fitted(tmp_path, n: int):

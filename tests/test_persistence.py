@@ -1,6 +1,8 @@
 """Checkpoints: whole-state round trip, atomic writes, refusal of bad files, joblib, sklearn."""
 import json
 import os
+import tempfile
+import textwrap
 import zipfile
 
 import joblib
@@ -73,6 +75,57 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, trained):
     det.save(path)  # overwrite in place
     assert sorted(os.listdir(path.parent)) == ["ckpt.npz"]
     assert len(first) > 1000
+
+
+def test_a_write_killed_half_way_leaves_a_temp_file_the_next_writes_remove(tmp_path,
+                                                                            trained):
+    """kill -9 (or an OOM kill, a power cut) between creating the temp file and renaming it
+    leaves the temp file behind; a daemon that crashes again and again must not fill its
+    volume with them. The next successful write of the same file removes those older than
+    STALE_TEMP_SECONDS; a younger one may be another writer's, in progress, and is kept."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from streamgmm.persistence import checkpoint
+
+    det, _ = trained
+    path = tmp_path / "ckpt.npz"
+    child = textwrap.dedent(f"""
+        import os, sys, time
+        from streamgmm.persistence.checkpoint import atomic_write_bytes
+        def stuck(fd):  # a disk that stalls in fsync: the write is caught half-way
+            print("writing", flush=True)
+            time.sleep(600)
+        os.fsync = stuck
+        atomic_write_bytes({str(path)!r}, b"x" * 100_000)
+        """)
+    p = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"writing\n"
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+    stale = [n for n in os.listdir(tmp_path) if n != "ckpt.npz"]
+    assert len(stale) == 1 and not path.exists(), stale  # what the crash left behind
+    old = time.time() - checkpoint.STALE_TEMP_SECONDS - 5
+    os.utime(tmp_path / stale[0], (old, old))
+    legacy = tmp_path / ".tmp-abc123.ckpt"  # the temp names of earlier versions
+    legacy.write_bytes(b"x")
+    os.utime(legacy, (old, old))
+    fd, fresh = tempfile.mkstemp(prefix=checkpoint._temp_prefix(path),
+                                 suffix=checkpoint.TEMP_SUFFIX, dir=tmp_path)
+    os.close(fd)  # another writer's, in progress
+    others = [tmp_path / ".other.npz.x1.tmp",  # other files' temps: not ours to remove
+              tmp_path / ".ckpt.npz.position.x2.tmp"]
+    for other in others:
+        other.write_bytes(b"x")
+        os.utime(other, (old, old))
+    det.save(path)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["ckpt.npz", os.path.basename(fresh), *(o.name for o in others)])
+    assert Detector.load(path).ready
 
 
 def test_truncated_checkpoint_is_refused(tmp_path, trained):

@@ -14,6 +14,7 @@ import json
 import os
 import stat
 import tempfile
+import time
 import zipfile
 
 import numpy as np
@@ -80,13 +81,16 @@ def atomic_write_bytes(path, data):
             mode = stat.S_IMODE(os.stat(path).st_mode)
         except FileNotFoundError:
             mode = 0o666 & ~_umask()
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX,
+                                   dir=directory)
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        tmp = None
+        _remove_stale_temps(path)
     except BaseException as exc:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -101,6 +105,41 @@ def atomic_write_bytes(path, data):
             os.close(dfd)
     except OSError:  # some filesystems cannot fsync a directory
         pass
+
+
+# Temp files of atomic writes: `.<name>.<random>.tmp` beside the target. A process killed
+# between creating one and renaming it (kill -9, OOM, power loss) leaves it behind; the next
+# successful write of the same target removes those older than STALE_TEMP_SECONDS (a younger
+# one may be another process's write in progress), so crashes do not fill the volume.
+TEMP_SUFFIX = ".tmp"
+STALE_TEMP_SECONDS = 60.0
+_LEGACY_TEMP = (".tmp-", ".ckpt")  # the names before: not tied to a target
+
+
+def _temp_prefix(path) -> str:
+    return f".{os.path.basename(path)}."
+
+
+def _remove_stale_temps(path) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = _temp_prefix(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        ours = (name.startswith(prefix) and name.endswith(TEMP_SUFFIX) and
+                "." not in name[len(prefix):-len(TEMP_SUFFIX)])  # not `.<name>.position...`
+        if not (ours or (name.startswith(_LEGACY_TEMP[0]) and
+                         name.endswith(_LEGACY_TEMP[1]))):
+            continue
+        full = os.path.join(directory, name)
+        try:
+            if now - os.stat(full).st_mtime >= STALE_TEMP_SECONDS:
+                os.unlink(full)
+        except OSError:  # gone meanwhile, or not ours to remove
+            pass
 
 
 def _umask() -> int:
