@@ -103,8 +103,9 @@ class SourceConfig:
              'records in `<checkpoint.path>.position` (at each commit, atomically) and, after a '
              'restart, go on from it, as a Kafka consumer goes on from its committed offset. It '
              'is used only while the file begins with the same bytes as when it was stored and '
-             'is unchanged up to it; a rotated, truncated or regenerated file is read from its '
-             'start (a warning says so). Delete the `.position` file to read from the start '
+             'is unchanged up to it; a rotated, truncated or regenerated file, or a `.position` '
+             'file that cannot be read or parsed, is read from its start (a warning says so: '
+             'records may be scored twice, none is lost). Delete the `.position` file to read from the start '
              'again. `false`, or no `checkpoint.path`: every start reads the file from its first '
              'line'))
 
