@@ -151,3 +151,73 @@ def test_a_tombstone_is_dead_lettered_as_a_tombstone(bootstrap, make_topics):
     [letter] = read_topic(bootstrap, dlq, min_records=1)
     assert letter.key == b"deleted-42" and letter.value is None
     assert dict(letter.headers)[P + "reason"] == b"invalid_json"
+
+
+class _NullValueHeaders(list):
+    """Headers with null values (legal in Kafka: Java clients write them), which kafka-python's
+    producer refuses: its checks see empty values, its record encoder the nulls."""
+
+    def __iter__(self):
+        import sys
+
+        if sys._getframe(1).f_code.co_name in ("_encode_msg", "append", "size_of"):
+            return list.__iter__(self)
+        return iter([(k, b"" if v is None else v) for k, v in list.__iter__(self)])
+
+
+def test_outputs_too_big_to_send_are_cut_to_fit_and_the_stream_goes_on(bootstrap, make_topics):
+    """Whatever a record holds, its outputs fit one producer request: a dead letter whose key
+    or headers alone are over max_request_size, an event whose key (non-ASCII, three times
+    longer once JSON-escaped) is, and a record with a null header value (which kafka-python
+    cannot send) each used to fail for good on every retry, holding up every output and
+    commit after them (a poison pill: the same again after a restart)."""
+    from kafka_helpers import make_producer
+
+    src, out, dlq = make_topics("cut-in", "cut-out", "cut-dlq")
+    X = mixture_rows(300, seed=7)
+    good = [json.dumps(to_record(i, x)).encode() for i, x in enumerate(X)]
+    produce(bootstrap, src, good[:150])
+    port = free_port()
+    cfg = daemon_config(bootstrap, src, out, dlq, unique("g-cut"), warmup=100,
+                        metrics_port=port, emit="all", records={"max_bytes": 10_000},
+                        kafka={"producer": {"max_request_size": 16_384}})
+    d = DaemonThread(cfg).start()
+    long_id = "\U0001F600" * 2400  # 9.6 KB of UTF-8, 28.8 KB as a JSON-escaped event key
+    p = make_producer(bootstrap, linger_ms=0)
+    try:
+        wait_for(lambda: metric(scrape(port)[1], "streamgmm_records_processed_total") == 150,
+                 60, what="the warm-up")
+        p.send(src, b"not json 1", key=b"k" * 20_000).get(30)
+        p.send(src, b"not json 2", key=b"hdrs", headers=[("h", b"v" * 20_000)]).get(30)
+        p.send(src, b"not json 3", key=b"null",
+               headers=_NullValueHeaders([("n", None)])).get(30)
+        p.send(src, json.dumps({**to_record(0, X[0]), "id": long_id},
+                               ensure_ascii=False).encode(), key=b"long-id").get(30)
+        for v in good[150:]:
+            p.send(src, v)
+        p.flush(30)
+        wait_for(lambda: metric(scrape(port)[1], "streamgmm_records_processed_total") == 301,
+                 60, what="every good record scored")
+        wait_for(lambda: metric(scrape(port)[1], "streamgmm_ready") == 1, 30,
+                 what="outputs acknowledged")
+    finally:
+        p.close()
+        assert d.stop() == 0
+    dead = read_topic(bootstrap, dlq, min_records=3)
+    assert len(dead) == 3
+    by_offset = {int(dict(r.headers)[P + "offset"]): r for r in dead}
+    big_key, big_hdrs, null_hdr = by_offset[150], by_offset[151], by_offset[152]
+    assert big_key.value == b"not json 1"                     # the value kept, the key cut
+    assert b"k" * 4000 == big_key.key[:4000] and len(big_key.key) <= 16_384 // 4
+    assert dict(big_key.headers)[P + "key.truncated"] == b"20000"
+    assert big_hdrs.value == b"not json 2" and big_hdrs.key == b"hdrs"  # its headers dropped
+    assert dict(big_hdrs.headers)[P + "headers.dropped"] == b"1"
+    assert "h" not in dict(big_hdrs.headers)
+    assert null_hdr.value == b"not json 3" and ("n", b"") in null_hdr.headers
+    for r in dead:
+        assert dict(r.headers)[P + "reason"] == b"invalid_json"
+    events = read_topic(bootstrap, out, min_records=301)
+    assert len(events) == 301
+    [cut] = [json.loads(e.value) for e in events if e.key == b"long-id"]
+    assert cut["key_truncated"] is True and cut["offset"] == 153
+    assert 1000 < len(cut["key"]) < 2400 and long_id.startswith(cut["key"])

@@ -50,6 +50,10 @@ H_EXC_CLASS = DLQ_PREFIX + "exception.class"
 H_TIMESTAMP = DLQ_PREFIX + "timestamp"
 # the original value's size in bytes, on a dead letter whose value was cut to fit a request
 H_VALUE_TRUNCATED = DLQ_PREFIX + "value.truncated"
+# on a dead letter too large even with an empty value: the number of the record's own headers
+# left out, and the original key's size when the key was cut too
+H_HEADERS_DROPPED = DLQ_PREFIX + "headers.dropped"
+H_KEY_TRUNCATED = DLQ_PREFIX + "key.truncated"
 
 
 class SinkError(RuntimeError):

@@ -188,7 +188,10 @@ class SinkConfig:
     type: str = setting(Choice("kafka", "file", "stdout"), "kafka",
         doc='`kafka`, `file` or `stdout`')
     topic: str = setting(Str(), "anomalies",
-        doc='output topic')
+        doc=('output topic. An event too big for one producer request '
+             '(`kafka.producer.max_request_size`: only a huge record key can make it so) has '
+             'its Kafka key cut to a quarter of the request and its `key` field (as a string) '
+             'to the first characters that fit, with `"key_truncated": true`'))
     path: str | None = setting(Optional(PathStr()), None, path=True,
         doc='file sink: JSON lines file')
     emit: str = setting(Choice("anomalies", "all"), "anomalies",
@@ -206,9 +209,13 @@ class DeadLetterConfig:
              'offset, group, reason and message. A value too big for one producer request '
              '(`kafka.producer.max_request_size`, 1 MiB by default: any `too_large` record over '
              '1 MiB) keeps its first bytes that fit, with its whole size in the header '
-             '`__streamgmm.errors.value.truncated`; the whole record stays in the input topic at '
-             'the offset the headers name. If you raise `max_request_size`, raise the '
-             "dead-letter topic's `max.message.bytes` with it: a record the broker refuses is "
+             '`__streamgmm.errors.value.truncated`; if its key and headers alone are too big, '
+             'its own headers are left out too (their number in '
+             '`__streamgmm.errors.headers.dropped`) and its key cut to a quarter of the request '
+             '(its whole size in `__streamgmm.errors.key.truncated`); a null header value '
+             '(which kafka-python cannot send) becomes empty. The whole record stays in the '
+             'input topic at the offset the headers name. If you raise `max_request_size`, '
+             "raise the dead-letter topic's `max.message.bytes` with it: a record the broker refuses is "
              'retried, and holds up the outputs after it, until it is accepted'))
     path: str | None = setting(Optional(PathStr()), None, path=True,
         doc='file dead letters: JSON lines file')
