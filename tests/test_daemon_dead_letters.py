@@ -221,3 +221,62 @@ def test_outputs_too_big_to_send_are_cut_to_fit_and_the_stream_goes_on(bootstrap
     [cut] = [json.loads(e.value) for e in events if e.key == b"long-id"]
     assert cut["key_truncated"] is True and cut["offset"] == 153
     assert 1000 < len(cut["key"]) < 2400 and long_id.startswith(cut["key"])
+
+
+def test_values_nested_nearly_as_deep_as_json_allows_are_handled_not_fatal(bootstrap,
+                                                                            make_topics):
+    """A record whose feature or key is an array nested ~900-1000 deep is decoded (JSON's
+    limit is the recursion limit), but writing it out (the dead letter's message, the
+    event's key) needs a few more stack frames: the RecursionError used to escape and stop
+    the daemon with exit 1, and a restart met the same record again. Every such record now
+    has an outcome: a dead letter, or an event whose key is cut below 64 levels."""
+    src, out, dlq = make_topics("deep-in", "deep-out", "deep-dlq")
+    X = mixture_rows(150, seed=9)
+    produce(bootstrap, src, [json.dumps(to_record(i, x)).encode() for i, x in enumerate(X)])
+    port = free_port()
+    cfg = daemon_config(bootstrap, src, out, dlq, unique("g-deep"), warmup=100,
+                        metrics_port=port, emit="all")
+    d = DaemonThread(cfg).start()
+    rest = '"latency_ms": 1, "sensor": {"temp": 1, "rpm": 1}'
+    deep = []
+    for n in range(900, 1000, 2):   # (where encoding fails depends on the stack's depth)
+        nested = "[" * n + "]" * n
+        deep.append(f'{{"id": "a{n}", "amount": {nested}, {rest}}}'.encode())
+        deep.append(f'{{"id": {nested}, "amount": 1, {rest}}}'.encode())
+    try:
+        wait_for(lambda: metric(scrape(port)[1], "streamgmm_records_processed_total") == 150,
+                 60, what="the warm-up")
+        produce(bootstrap, src, deep + [json.dumps(to_record(i, x)).encode()
+                                        for i, x in enumerate(X[:20], 150)])
+
+        def outcomes():
+            m = scrape(port)[1]
+            return (metric(m, "streamgmm_records_processed_total") +
+                    sum(v for (name, _), v in m.items()
+                        if name == "streamgmm_dead_letters_total"))
+        wait_for(lambda: not d.alive or outcomes() == 150 + len(deep) + 20, 60,
+                 what="an outcome for every record")
+        assert d.alive
+    finally:
+        assert d.stop() == 0
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10_000)  # the keys that were written whole: as deep as they came
+    try:
+        events = [json.loads(e.value) for e in read_topic(bootstrap, out, min_records=170)]
+    finally:
+        sys.setrecursionlimit(limit)
+    letters = read_topic(bootstrap, dlq, min_records=1)
+    assert len(events) + len(letters) == 150 + len(deep) + 20
+    assert {f"r{i}" for i in range(150, 170)} <= {e["key"] for e in events if
+                                                     isinstance(e["key"], str)}
+    for e in events:
+        if isinstance(e["key"], list):  # a deep key: whole, or cut 64 levels below the event
+            depth, k = 0, e["key"]
+            while isinstance(k, list) and k:
+                depth, k = depth + 1, k[0]
+            assert (k, depth) == ("[nested too deeply]", 63) or (k == [] and depth >= 899)
+    for r in letters:
+        reason = dict(r.headers)[P + "reason"]
+        assert reason in (b"non_numeric", b"invalid_json"), reason

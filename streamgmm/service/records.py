@@ -320,6 +320,8 @@ def _get_path(obj: Any, path: str) -> Any:
 def _short(value: Any) -> str:
     try:
         text = json.dumps(value, allow_nan=True, default=str)
+    except RecursionError:  # a value nested nearly as deep as a record may be
+        return "[[[[..." if isinstance(value, list) else '{"...'
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
