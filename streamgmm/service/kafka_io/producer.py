@@ -183,7 +183,12 @@ class KafkaSink:
 
     @property
     def _limit(self) -> int:
-        return self.link.max_request_size - SIZE_MARGIN
+        """The largest record the producer takes, less a margin (read once: the producer's
+        config does not change when it is rebuilt)."""
+        limit = self.__dict__.get("_limit_bytes")
+        if limit is None:
+            limit = self._limit_bytes = self.link.max_request_size - SIZE_MARGIN
+        return limit
 
     def send_event(self, event: dict, key: bytes | None = None) -> None:
         """Queue one scored-record event (JSON). An event that would be larger than the
