@@ -223,19 +223,25 @@ def test_outputs_too_big_to_send_are_cut_to_fit_and_the_stream_goes_on(bootstrap
     assert 1000 < len(cut["key"]) < 2400 and long_id.startswith(cut["key"])
 
 
+@pytest.mark.parametrize("worker", ["0", "1"], ids=["inline", "decode-worker"])
 def test_values_nested_nearly_as_deep_as_json_allows_are_handled_not_fatal(bootstrap,
-                                                                            make_topics):
+                                                                            make_topics,
+                                                                            worker, monkeypatch):
     """A record whose feature or key is an array nested ~900-1000 deep is decoded (JSON's
     limit is the recursion limit), but writing it out (the dead letter's message, the
     event's key) needs a few more stack frames: the RecursionError used to escape and stop
     the daemon with exit 1, and a restart met the same record again. Every such record now
-    has an outcome: a dead letter, or an event whose key is cut below 64 levels."""
+    has an outcome: a dead letter, or an event whose key is cut below 64 levels. The decode
+    worker (forced on, small polls so that batches are full), which cannot pickle such a key
+    back, hands that batch to the main process and is kept (it used to be dropped for good)."""
+    monkeypatch.setenv("STREAMGMM_DECODE_WORKER", worker)
     src, out, dlq = make_topics("deep-in", "deep-out", "deep-dlq")
     X = mixture_rows(150, seed=9)
     produce(bootstrap, src, [json.dumps(to_record(i, x)).encode() for i, x in enumerate(X)])
     port = free_port()
     cfg = daemon_config(bootstrap, src, out, dlq, unique("g-deep"), warmup=100,
-                        metrics_port=port, emit="all")
+                        metrics_port=port, emit="all",
+                        kafka={"max_poll_records": 500 if worker == "0" else 20})
     d = DaemonThread(cfg).start()
     rest = '"latency_ms": 1, "sensor": {"temp": 1, "rpm": 1}'
     deep = []
@@ -257,6 +263,7 @@ def test_values_nested_nearly_as_deep_as_json_allows_are_handled_not_fatal(boots
         wait_for(lambda: not d.alive or outcomes() == 150 + len(deep) + 20, 60,
                  what="an outcome for every record")
         assert d.alive
+        assert (d.daemon.worker is not None) == (worker == "1")
     finally:
         assert d.stop() == 0
     import sys
