@@ -212,6 +212,23 @@ class Regex(Str):
         return value
 
 
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+class TopicName(Str):
+    """A Kafka topic name as Kafka (and kafka-python, before any send) requires it: at most
+    249 ASCII letters, digits, ".", "_" and "-", not "." or "..". An illegal name used to be
+    taken and every send to it refused for ever."""
+
+    expected = 'a Kafka topic name (at most 249 of ASCII letters, digits, ".", "_" and "-")'
+
+    def convert(self, value, path):
+        value = super().convert(value, path)
+        if not _TOPIC_RE.fullmatch(value) or value in (".", ".."):
+            raise ValueError
+        return value
+
+
 class StrList(Check):
     """A list of non-empty strings; a single string is accepted as a comma-separated list."""
 

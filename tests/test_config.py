@@ -180,6 +180,13 @@ def test_detector_dict_is_accepted_by_the_detectors_own_config():
      "not one of records.features"),
     ({"records": {"features": ["a"], "impute": {"a": "zero"}}}, "records.impute.a",
      "a finite number"),
+    # illegal Kafka topic names: kafka-python refuses every send to them, for ever
+    ({"dead_letter": {"topic": "payments events dlq"}}, "dead_letter.topic",
+     "a Kafka topic name"),
+    ({"sink": {"topic": "anomalies/eu"}}, "sink.topic", "a Kafka topic name"),
+    ({"kafka": {"topics": ["events", "é"]}}, "kafka.topics[1]", "a Kafka topic name"),
+    ({"checkpoint": {"topic": "x" * 250}}, "checkpoint.topic", "at most 249"),
+    ({"fleet": {"topic": ".."}}, "fleet.topic", "a Kafka topic name"),
 ])
 def test_bad_values_name_the_key_and_what_was_expected(d, key, fragment):
     full = {"records": {"features": ["amount", "latency_ms"]}}
@@ -312,13 +319,14 @@ def test_interpolation_with_defaults_escapes_and_typed_whole_values():
     d = {"kafka": {"bootstrap_servers": ["${BROKER}:9092"], "group_id": "g-${ENV:-dev}",
                    "security": {"sasl_plain_password": "${PW}"}},
          "metrics": {"port": "${PORT:-9200}", "enabled": "${METRICS:-true}"},
-         "sink": {"topic": "lit-$${NOT_A_VAR}"}}
+         "logging": {"level": "INFO"}}
+    d["kafka"]["client_id"] = "lit-$${NOT_A_VAR}"  # (a topic name could not hold "${")
     cfg = cfg_of(d, environ={"BROKER": "k1", "PW": "12345"})
     assert cfg.kafka.bootstrap_servers == ("k1:9092",)
     assert cfg.kafka.group_id == "g-dev"
     assert cfg.kafka.security["sasl_plain_password"] == "12345"  # stays a string
     assert cfg.metrics.port == 9200 and cfg.metrics.enabled is True
-    assert cfg.sink.topic == "lit-${NOT_A_VAR}"
+    assert cfg.kafka.client_id == "lit-${NOT_A_VAR}"
 
 
 def test_undefined_variable_without_default_names_the_key():
@@ -550,3 +558,10 @@ def test_check_config_prints_effective_yaml_with_secrets_masked(tmp_path):
     # the printed config is itself a valid config (with the secret filled back in)
     eff["kafka"]["security"]["sasl_plain_password"] = "x"
     assert config_from_dict(eff, environ={}).detector.threshold.percentile == 0.5
+
+
+def test_legal_topic_names_of_every_kind_are_taken():
+    cfg = cfg_of({"kafka": {"topics": ["payments.events_v2-EU", "x" * 249]},
+                  "sink": {"topic": "_anomalies"}, "dead_letter": {"topic": "a..b"}})
+    assert cfg.kafka.topics == ("payments.events_v2-EU", "x" * 249)
+    assert (cfg.sink.topic, cfg.dead_letter.topic) == ("_anomalies", "a..b")

@@ -74,6 +74,47 @@ def test_corrupt_record_batch_stops_with_one_clear_line_and_commits_before_it(
     assert offsets == list(range(300))
 
 
+class _RawHeaderKey(str):
+    """A header key whose bytes are not UTF-8 (a client other than kafka-python may write
+    one; the broker does not check): kafka-python encodes it as these bytes."""
+
+    def encode(self, *args, **kwargs):
+        return b"\xff\xfe-key"
+
+
+def test_a_record_kafka_python_cannot_parse_is_named_by_partition_and_offset(
+        bootstrap, make_topics, tmp_path):
+    """kafka-python cannot read a header key that is not UTF-8 and, unlike a CRC failure,
+    does not say where the record is: the one line used to say "an unknown position" and
+    repeat the error; it names the partitions' positions (the record is at one of them) and
+    the cause, so that the documented --reset-offsets can be applied."""
+    from kafka_helpers import make_producer
+
+    src, out, dlq = make_topics("hk-in", "hk-out", "hk-dlq")
+    group = unique("g-hk")
+    X = mixture_rows(150, seed=72)
+    produce(bootstrap, src, [json.dumps(to_record(i, x)) for i, x in enumerate(X)],
+            one_per_batch=True, partition=0)
+    p = make_producer(bootstrap, linger_ms=0)
+    p.send(src, json.dumps(to_record(150, X[0])).encode(), partition=0,
+           headers=[(_RawHeaderKey("x"), b"v")]).get(30)
+    p.close()
+    cfg = daemon_config(bootstrap, src, out, dlq, group, warmup=100)
+    d = DaemonProcess(write_yaml(tmp_path / "c.yaml", cfg), str(tmp_path / "d.log"),
+                      module="streamgmm", args=("run",))
+    try:
+        code = d.wait(90)
+    finally:
+        d.kill()
+    log = d.log_text()
+    assert code == 1, log
+    [line] = [ln for ln in log.splitlines() if "corrupt record batch" in ln]
+    assert f"topic {src} partition 0 from offset 150" in line, line
+    assert "header key that is not UTF-8" in line and line.count("UnicodeDecodeError") == 1
+    assert "Traceback" not in log, log
+    assert committed_offsets(bootstrap, group) == {TopicPartition(src, 0): 150}
+
+
 def _limit_file_size(limit: int):
     def apply():  # in the child: writes past `limit` bytes fail with EFBIG (SIGXFSZ ignored)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

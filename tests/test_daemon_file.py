@@ -260,6 +260,33 @@ def test_csv_quoted_fields_may_span_lines(tmp_path):
     _every_row_scored_once(tmp_path, data, 300)
 
 
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_a_csv_quote_never_closed_is_a_dead_letter_not_a_silent_loss(tmp_path, source):
+    """A quoted field opened and never closed gathers every line after it, looking for its
+    end; at the end of the input those lines used to vanish: no event, no dead letter, no
+    log line. They are one dead letter now (not_object), with every byte of them."""
+    data = tmp_path / "open-quote.csv"
+    X = mixture_rows(200, seed=13)
+    rows = ["id," + ",".join(FEATURES)]
+    rows += [f"r{i}," + ",".join(repr(float(v)) for v in x) for i, x in enumerate(X)]
+    tail = ['r200,1,2,3,"4', "r201,1,1,1,1", "r202,1,1,1,1"]
+    data.write_text("\n".join(rows + tail) + "\n")
+    out, dl = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    src = ({"type": "file", "path": str(data), "format": "csv"} if source == "file"
+           else {"type": "stdin", "format": "csv"})
+    cfg = _cfg(src, {"type": "file", "path": str(out)}, {"type": "file", "path": str(dl)})
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
+    with open(data) as stdin:
+        r = subprocess.run([sys.executable, "-m", "streamgmm.service.runtime.daemon",
+                            "--config", path], stdin=stdin, capture_output=True, text=True,
+                           timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [o["key"] for o in _lines(out)] == [f"r{i}" for i in range(200)]
+    [letter] = _lines(dl)
+    assert letter["reason"] == "not_object" and "never closed" in letter["message"]
+    assert letter["value"] == "\n".join(tail) and letter["offset"] == 200
+
+
 def test_pretrained_model_skips_warmup(tmp_path):
     from streamgmm import Detector
     from streamgmm.service.config import config_from_dict, detector_dict

@@ -458,6 +458,50 @@ def test_producer_link_rebuilds_a_fatal_producer_and_resends_every_unacked_outpu
     assert link.unacked == 0 and link.rebuilds == 1
 
 
+@pytest.mark.parametrize("key, value, headers", [
+    (b"k" * 40_000, b"not json", []),                          # a huge key
+    (None, b"not json", [("h", b"v" * 40_000)]),                # huge headers
+    (None, b"x" * 40_000, [(f"h{i % 10}", b"") for i in range(3000)]),  # many tiny headers
+    (b"k" * 40_000, None, []),                                 # a tombstone with a huge key
+    (b"k" * 40_000, b"y" * 40_000, [("a", b"b" * 40_000), ("n", None)]),
+], ids=["key", "headers", "many-headers", "tombstone", "everything"])
+def test_every_dead_letter_fits_the_producers_max_request_size(key, value, headers):
+    """kafka-python refuses a record over max_request_size for good (and a null header value
+    always): whatever the input record holds, its dead letter is cut to what it accepts,
+    the streamgmm headers kept."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    from streamgmm.service.kafka_io import KafkaSink, ProducerLink
+    from streamgmm.service.messages import SourceRecord
+
+    sent: list = []
+
+    class Checking(_FakeProducer):
+        def send(self, topic, value=None, key=None, headers=None):
+            assert all(isinstance(v, bytes) for _, v in headers)  # kafka-python's own check
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+            assert size <= self.config["max_request_size"]
+            sent.append((key, value, dict(headers)))
+            return _Future()
+
+    p = Checking(False, [])
+    p.config["max_request_size"] = 16_384
+    dead = KafkaSink(None, "dlq", producer=ProducerLink(None, factory=lambda **kw: p))
+    dead.send_dead_letter(SourceRecord(value, "in", 3, 7, key=key, headers=list(headers)),
+                          "invalid_json", "bad", "X", "g")
+    [(k, v, h)] = sent
+    P = "__streamgmm.errors."
+    assert (h[P + "topic"], h[P + "partition"], h[P + "offset"]) == (b"in", b"3", b"7")
+    assert h[P + "reason"] == b"invalid_json"
+    if value is None:
+        assert v is None
+    else:
+        assert value.startswith(v) and len(v) > 0
+        assert (P + "value.truncated" in h) == (len(v) < len(value))
+    if key is not None:
+        assert key.startswith(k) and (P + "key.truncated" in h) == (len(k) < len(key))
+
+
 # --------------------------------------------------------------------- client log rate limit
 
 def test_client_log_limiter_passes_the_first_then_a_summary():

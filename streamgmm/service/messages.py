@@ -50,6 +50,10 @@ H_EXC_CLASS = DLQ_PREFIX + "exception.class"
 H_TIMESTAMP = DLQ_PREFIX + "timestamp"
 # the original value's size in bytes, on a dead letter whose value was cut to fit a request
 H_VALUE_TRUNCATED = DLQ_PREFIX + "value.truncated"
+# on a dead letter too large even with an empty value: the number of the record's own headers
+# left out, and the original key's size when the key was cut too
+H_HEADERS_DROPPED = DLQ_PREFIX + "headers.dropped"
+H_KEY_TRUNCATED = DLQ_PREFIX + "key.truncated"
 
 
 class SinkError(RuntimeError):
@@ -78,12 +82,37 @@ _STRICT = json.JSONEncoder(separators=(",", ":"), default=_json_default, allow_n
 _LENIENT = json.JSONEncoder(separators=(",", ":"), default=_json_default)
 
 
+#: in an output, a JSON value from a record (a key) nested deeper than this is cut there
+MAX_OUTPUT_NESTING = 64
+NESTED_TOO_DEEPLY = "[nested too deeply]"
+
+
 def dumps(obj) -> bytes:
-    """Compact JSON bytes (non-finite floats become null: output must be strict JSON)."""
+    """Compact JSON bytes (non-finite floats become null: output must be strict JSON). A value
+    nested too deeply to encode (a record's key can be nested nearly as deep as the
+    recursion limit, and the encoder needs a few frames more than the decoder) has what lies
+    below MAX_OUTPUT_NESTING levels replaced by the string NESTED_TOO_DEEPLY."""
     try:
         return _STRICT.encode(obj).encode()
     except ValueError:
-        return _LENIENT.encode(_finite(obj)).encode()
+        try:
+            return _LENIENT.encode(_finite(obj)).encode()
+        except RecursionError:
+            return dumps(_shallow(obj))
+    except RecursionError:
+        return dumps(_shallow(obj))
+
+
+def _shallow(obj, depth: int = 0):
+    if isinstance(obj, dict):
+        if depth >= MAX_OUTPUT_NESTING:
+            return NESTED_TOO_DEEPLY
+        return {k: _shallow(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        if depth >= MAX_OUTPUT_NESTING:
+            return NESTED_TOO_DEEPLY
+        return [_shallow(v, depth + 1) for v in obj]
+    return obj
 
 
 def _finite(obj):

@@ -7,7 +7,7 @@ on. ``reason`` is one of ``REASONS`` (a Prometheus label value, so exactly these
 * ``too_large``     the raw record is longer than ``records.max_bytes`` bytes
 * ``invalid_json``  not parseable JSON (also: invalid UTF-8, an empty or null Kafka value)
 * ``not_object``    valid JSON but not an object (array, number, ...); a CSV row with more
-                    cells than the header
+                    cells than the header, or whose quoted field never closes (``None``)
 * ``missing_field`` a feature path is absent, its value is ``null``, a CSV cell is empty, or an
                     intermediate value of a dotted path is not an object
 * ``non_numeric``   the value is not a JSON number: strings (even ``"3.5"``: JSON producers that
@@ -320,6 +320,8 @@ def _get_path(obj: Any, path: str) -> Any:
 def _short(value: Any) -> str:
     try:
         text = json.dumps(value, allow_nan=True, default=str)
+    except RecursionError:  # a value nested nearly as deep as a record may be
+        return "[[[[..." if isinstance(value, list) else '{"...'
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -659,7 +661,8 @@ def decode_csv_rows(header: Sequence[str], rows: Iterable[Sequence[str]], spec: 
     """Decode CSV rows (lists of strings, as from ``csv.reader``) given the header row.
 
     Indices in the result count the given rows from 0. A row longer than the header is
-    ``not_object``; a short row's absent cells are missing.
+    ``not_object``, and so is ``None`` (a row whose quoted field never closed, as a file
+    source gives it at the end of its input); a short row's absent cells are missing.
     """
     spec = compile_spec(spec)
     header = [h.strip() for h in header]
@@ -681,6 +684,10 @@ def decode_csv_rows(header: Sequence[str], rows: Iterable[Sequence[str]], spec: 
     n_input = 0
     for i, row in enumerate(rows):
         n_input = i + 1
+        if row is None:  # (files.py: lines gathered for a quoted field that never closed)
+            errors.append((i, "not_object", "CSV row with a quoted field that is never "
+                           "closed: it runs to the end of the input"))
+            continue
         n = len(row)
         if n == 0:
             errors.append((i, "not_object", "empty CSV row"))

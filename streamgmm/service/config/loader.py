@@ -44,8 +44,8 @@ import yaml
 from ...detection.config import (DetectorConfig, DriftConfig, OnlineConfig, RefitConfig,
                                  ThresholdConfig)
 from ...schema import (REQUIRED, Bool, Builder, Choice, ConfigError, FeaturePath, Int, Map, Num,
-                       Optional, PathStr, Regex, Str, StrList, iter_settings, join, section,
-                       setting, show, to_plain, unknown_key)
+                       Optional, PathStr, Regex, Str, StrList, TopicName, iter_settings, join,
+                       section, setting, show, to_plain, unknown_key)
 from .local_defaults import apply_local_defaults
 
 __all__ = [
@@ -117,7 +117,7 @@ class KafkaConfig:
 
     bootstrap_servers: tuple = setting(StrList(1), ("localhost:9092",),
         doc='brokers')
-    topics: tuple | None = setting(Optional(StrList(1)), ("events",),
+    topics: tuple | None = setting(Optional(StrList(1, item=TopicName())), ("events",),
         doc='input topics (or `topic_pattern`; exactly one of the two)')
     topic_pattern: str | None = setting(Optional(Regex()), None,
         doc=('regex of input topics, matched from the start of a name (as kafka-python does); '
@@ -188,8 +188,11 @@ class SinkConfig:
 
     type: str = setting(Choice("kafka", "file", "stdout"), "kafka",
         doc='`kafka`, `file` or `stdout`')
-    topic: str = setting(Str(), "anomalies",
-        doc='output topic')
+    topic: str = setting(TopicName(), "anomalies",
+        doc=('output topic. An event too big for one producer request '
+             '(`kafka.producer.max_request_size`: only a huge record key can make it so) has '
+             'its Kafka key cut to a quarter of the request and its `key` field (as a string) '
+             'to the first characters that fit, with `"key_truncated": true`'))
     path: str | None = setting(Optional(PathStr()), None, path=True,
         doc='file sink: JSON lines file')
     emit: str = setting(Choice("anomalies", "all"), "anomalies",
@@ -202,15 +205,19 @@ class DeadLetterConfig:
 
     type: str = setting(Choice("kafka", "file", "stdout"), "kafka",
         doc='`kafka`, `file` or `stdout`')
-    topic: str = setting(Str(), "events.dlq",
+    topic: str = setting(TopicName(), "events.dlq",
         doc=('dead-letter topic: the original value, headers with the original topic, partition, '
              'offset, group, reason and message. A value too big for one producer request '
              '(`kafka.producer.max_request_size`, 1 MiB by default: any `too_large` record over '
              '1 MiB) keeps its first bytes that fit, with its whole size in the header '
-             '`__streamgmm.errors.value.truncated`; the whole record stays in the input topic at '
-             'the offset the headers name. If you raise `max_request_size`, raise the '
-             "dead-letter topic's `max.message.bytes` with it: a record the broker refuses is "
-             'retried, and holds up the outputs after it, until it is accepted'))
+             '`__streamgmm.errors.value.truncated`; if its key and headers alone are too big, '
+             'its own headers are left out too (their number in '
+             '`__streamgmm.errors.headers.dropped`) and its key cut to a quarter of the request '
+             '(its whole size in `__streamgmm.errors.key.truncated`); a null header value '
+             '(which kafka-python cannot send) becomes empty. The whole record stays in the '
+             'input topic at the offset the headers name. If you raise `max_request_size`, '
+             "raise the dead-letter topic's `max.message.bytes` with it: a record the broker "
+             'refuses is retried, and holds up the outputs after it, until it is accepted'))
     path: str | None = setting(Optional(PathStr()), None, path=True,
         doc='file dead letters: JSON lines file')
 
@@ -238,7 +245,7 @@ class FleetConfig:
         doc=('share one model, threshold and refits across the consumer group: members send '
              'online-EM statistics to a leader chosen by Kafka, which publishes versions to '
              '`checkpoint.topic`; needs `source.type: kafka` and `checkpoint.store: kafka`'))
-    topic: str = setting(Str(), "streamgmm.fleet",
+    topic: str = setting(TopicName(), "streamgmm.fleet",
         doc=('coordination topic (created if missing, 1 partition): its owner in the group '
              '`<kafka.group_id>.fleet` is the leader, and members send it their syncs'))
     sample_records: int = setting(Int(0), 500,
@@ -267,7 +274,7 @@ class CheckpointConfig:
         doc=('`file` (`checkpoint.path`) or `kafka`: one record per checkpoint in the compacted '
              '`checkpoint.topic`, keyed by `kafka.group_id`; a daemon with no state restores the '
              'newest valid record at start (no warm-up); `checkpoint.path` must then be `null`'))
-    topic: str = setting(Str(), "streamgmm.state",
+    topic: str = setting(TopicName(), "streamgmm.state",
         doc=('state topic for `store: kafka` (created if missing: 1 partition, '
              '`cleanup.policy=compact`)'))
     max_bytes: int = setting(Int(1024), 1000000,

@@ -148,7 +148,7 @@ class KafkaSource:
         try:
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except CorruptRecordError as exc:  # not skippable: stop before it, say where it is
-            raise SourceError(_corrupt_message(exc)) from None
+            raise SourceError(_corrupt_message(exc, self._positions())) from None
         if not polled:
             return EMPTY
         records, nxt = [], {}
@@ -157,6 +157,19 @@ class KafkaSource:
                 records.extend(recs)
                 nxt[(tp.topic, tp.partition)] = recs[-1].offset + 1
         return Batch(records, nxt)
+
+    def _positions(self) -> dict:
+        """{(topic, partition): the next offset to fetch} of the owned partitions (what is
+        known of them without waiting)."""
+        out = {}
+        for tp in list(self.consumer.assignment()):
+            try:
+                pos = self.consumer.position(tp, timeout_ms=500)
+            except Exception:  # noqa: BLE001 - partition moved, position unknown yet
+                continue
+            if pos is not None:
+                out[(tp.topic, tp.partition)] = pos
+        return out
 
     def commit(self, offsets: dict, timeout_ms: int | None = None) -> bool:
         """Synchronously commit {(topic, partition): next_offset}; False (logged) on failure
@@ -232,14 +245,25 @@ def _payload(offsets: dict) -> dict:
     return {TopicPartition(t, p): OffsetAndMetadata(o, None, -1) for (t, p), o in offsets.items()}
 
 
-def _corrupt_message(exc) -> str:
+def _corrupt_message(exc, positions: dict | None = None) -> str:
     """One line naming the corrupt batch's topic, partition and offset (kafka-python only says
-    so in its message text)."""
+    so in its message text). When the text does not say (a record kafka-python cannot parse,
+    e.g. a header key that is not UTF-8), the partitions' positions: it is at or after one."""
     text = str(exc)
+    for prefix in ("[Error 2] CorruptRecordError: ", "CorruptRecordError: "):
+        text = text[len(prefix):] if text.startswith(prefix) else text
     m = re.search(r"topic='([^']*)', partition=(\d+)\) at offset (\d+)", text)
-    where = (f"topic {m.group(1)} partition {m.group(2)} offset {m.group(3)}" if m
-             else f"an unknown position ({text})")
+    if m:
+        where = f"topic {m.group(1)} partition {m.group(2)} offset {m.group(3)}"
+    elif positions:
+        where = ("one of " + ", ".join(f"topic {t} partition {p} from offset {o}"
+                                       for (t, p), o in sorted(positions.items())) +
+                 " (kafka-python does not say which)")
+    else:
+        where = "a position kafka-python does not name"
     why = "CRC check failed" if "crc" in text.lower() else text
+    if "UnicodeDecodeError" in text:
+        why += ": a record header key that is not UTF-8, which kafka-python cannot read"
     return (f"corrupt record batch in {where} ({why}): stopping; nothing at or after it is "
             f"committed. Restarting reads it again: repair the topic or move the group's "
             f"offset past it (kafka-consumer-groups --reset-offsets) to skip it")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from ..messages import H_VALUE_TRUNCATED, SinkError, dead_letter_headers, dumps
+from ..messages import (H_HEADERS_DROPPED, H_KEY_TRUNCATED, H_VALUE_TRUNCATED, SinkError,
+                        dead_letter_headers, dumps)
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,25 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BLOCK_MS = 5000
 #: kafka-python's default max_request_size (one record can be no larger)
 DEFAULT_MAX_REQUEST_SIZE = 1048576
-#: bytes kept free under max_request_size for a record's framing (batch and record headers)
-RECORD_OVERHEAD = 1024
+#: bytes kept free under max_request_size beyond kafka-python's own size estimate
+SIZE_MARGIN = 256
+#: an upper bound of a one-record batch's framing beyond its key and value, when it has no
+#: headers (the batch header, the record's fields and varints): below it no estimate is needed
+EVENT_OVERHEAD = 128
+#: a key that must be cut keeps 1/KEY_SHARE of max_request_size (the value gets the rest)
+KEY_SHARE = 4
+
+
+def record_size(key, value, headers=()) -> int:
+    """The size kafka-python's producer gives a one-record batch of these (what it checks
+    against max_request_size, refusing larger records for good)."""
+    hdrs = list(headers or ())
+    try:
+        from kafka.record.default_records import DefaultRecordBatchBuilder
+    except ImportError:  # another client version: a generous bound
+        return (96 + len(key or b"") + len(value or b"") + 10 +
+                sum(len(k.encode()) + len(v or b"") + 10 for k, v in hdrs))
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, hdrs)
 
 
 class RetriableSinkError(SinkError):
@@ -189,27 +207,44 @@ class KafkaSink:
             producer = ProducerLink(kcfg, factory=lambda **kw: bare)
         self.link = producer
 
+    @property
+    def _limit(self) -> int:
+        """The largest record the producer takes, less a margin (read once: the producer's
+        config does not change when it is rebuilt)."""
+        limit = self.__dict__.get("_limit_bytes")
+        if limit is None:
+            limit = self._limit_bytes = self.link.max_request_size - SIZE_MARGIN
+        return limit
+
     def send_event(self, event: dict, key: bytes | None = None) -> None:
-        """Queue one scored-record event (JSON)."""
-        self.link.send(self.topic, dumps(event), key=key)
+        """Queue one scored-record event (JSON). An event that would be larger than the
+        producer's `max_request_size` (only a huge key can make it so) has its key cut to
+        fit (`fit_event`): sent whole, it would be refused for ever and hold up every
+        output after it."""
+        value = dumps(event)
+        if len(value) + len(key or b"") + EVENT_OVERHEAD > self._limit:
+            value, key = fit_event(event, value, key, self._limit)
+        self.link.send(self.topic, value, key=key)
 
     def send_dead_letter(self, rec, reason, message, exc_class, group) -> None:
-        """Queue the original value with `__streamgmm.errors.*` headers. A value that would
-        make the dead letter larger than the producer's `max_request_size` (a `too_large`
-        record over 1 MiB, with the defaults) keeps only its first bytes that fit, and a
-        header with its whole size: sent whole, it would be refused for ever and hold up
-        every output after it. The whole record stays at the topic, partition and offset
-        the headers name. A tombstone (a key, no value) stays one."""
+        """Queue the original value with `__streamgmm.errors.*` headers. A dead letter that
+        would be larger than the producer's `max_request_size` (a `too_large` record over
+        1 MiB, with the defaults; or a huge key or headers) is cut to fit (`fit_dead_letter`):
+        sent whole, it would be refused for ever and hold up every output after it. The
+        whole record stays at the topic, partition and offset the headers name. A tombstone
+        (a key, no value) stays one. A header with a null value (legal in Kafka, refused by
+        kafka-python's producer) is sent with an empty one."""
         value = rec.value
         if value is None and rec.key is None:  # a record needs a key or a value
             value = b""
         headers = dead_letter_headers(rec, reason, message, exc_class, group)
-        room = (self.link.max_request_size - RECORD_OVERHEAD - len(rec.key or b"")
-                - sum(len(k) + len(v or b"") for k, v in headers) - 32)
-        if value is not None and len(value) > room:
-            headers.append((H_VALUE_TRUNCATED, str(len(value)).encode()))
-            value = value[:max(0, room)]
-        self.link.send(self.topic, value, key=rec.key, headers=headers)
+        headers = [(k, b"" if v is None else v) for k, v in headers]
+        key = rec.key
+        limit = self._limit
+        if record_size(key, value, headers) > limit:
+            key, value, headers = fit_dead_letter(key, value, headers,
+                                                  len(rec.headers or ()), limit)
+        self.link.send(self.topic, value, key=key, headers=headers)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for all acks (see ProducerLink.flush)."""
@@ -218,6 +253,65 @@ class KafkaSink:
     def close(self, timeout: float | None = None) -> None:
         if self._owns:
             self.link.close(timeout)
+
+
+def fit_dead_letter(key, value, headers: list, n_original: int, limit: int):
+    """(key, value, headers) of a dead letter cut to `limit` bytes (`record_size`): the value
+    first (its first bytes that fit, and its whole size in `__streamgmm.errors.value.truncated`);
+    when the key and headers alone are too large, the record's own headers are dropped too
+    (their number in `__streamgmm.errors.headers.dropped`), then the key is cut to at most a
+    quarter of the limit (its whole size in `__streamgmm.errors.key.truncated`). The
+    streamgmm headers (where the record is and why it is a dead letter) are always kept."""
+    empty = None if value is None else b""
+    notes: list = []
+    if value is not None:
+        notes.append((H_VALUE_TRUNCATED, str(len(value)).encode()))
+    if record_size(key, empty, headers + notes) > limit and n_original:
+        notes.append((H_HEADERS_DROPPED, str(n_original).encode()))
+        headers = headers[n_original:]
+    if key and record_size(key, empty, headers + notes) > limit:
+        notes.append((H_KEY_TRUNCATED, str(len(key)).encode()))
+        room = limit - record_size(b"", empty, headers + notes) - 4
+        key = key[:max(0, min(room, limit // KEY_SHARE))]  # the value gets the rest
+    if value is not None:
+        room = limit - record_size(key, b"", headers + notes) - 4
+        if len(value) <= room:  # it fits once the headers are gone
+            notes = notes[1:]
+        else:
+            value = value[:max(0, room)]
+    return key, value, headers + notes
+
+
+def fit_event(event: dict, value: bytes, key: bytes | None, limit: int):
+    """(value, key) of an event cut to `limit` bytes (`record_size`): the Kafka key to at most
+    a quarter of the limit, then the event's `key` field (as a JSON string: the text of a
+    non-string key) to its first characters that fit, with `"key_truncated": true`. An event
+    that does not fit even with an empty key is left as it is (a `max_request_size` too
+    small for any event: a configuration problem, reported when the send fails)."""
+    if record_size(key, value) <= limit:
+        return value, key
+    whole_key = key
+    if key and len(key) > limit // KEY_SHARE:
+        key = key[:limit // KEY_SHARE]
+    text = event.get("key")
+    if text is not None and not isinstance(text, str):
+        text = dumps(text).decode()
+
+    def cut(n: int) -> bytes:
+        return dumps({**event, "key": None if text is None else text[:n],
+                      "key_truncated": True})
+    if record_size(key, cut(0)) > limit:  # no key makes it fit: left as it is
+        return value, whole_key
+    if text is None:
+        return cut(0), key
+    lo, hi = 0, len(text)  # the longest prefix that fits (escaping may grow each character)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if record_size(key, cut(mid)) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return cut(lo), key
 
 
 def make_producer(kcfg, **overrides):

@@ -181,6 +181,16 @@ class _LineParser:
             return SourceRecord(value, topic, None, offset, row=row)
         return SourceRecord(value, topic, None, offset)
 
+    def end(self, topic, offset) -> SourceRecord | None:
+        """At the end of the input: a CSV row whose quoted field never closed (the lines
+        gathered for it) as a record without cells, which the decoder dead-letters, rather
+        than nothing: its lines would have had no outcome at all."""
+        if not self._open_quote or self.header is None:
+            self._open_quote = b""
+            return None
+        value, self._open_quote = self._open_quote.rstrip(b"\r\n"), b""
+        return SourceRecord(value, topic, None, offset, row=None)
+
 
 class _LocalSource:
     """What a file or stdin source answers where Kafka would have partitions and offsets:
@@ -397,6 +407,11 @@ class FileSource(_LocalSource):
                     break
                 raise self._cut from None
             if got is None:
+                rec = None if self.follow else self._parser.end(self.topic, self._next_offset)
+                if rec is not None:
+                    out.append(rec)
+                    ends.append(pos)
+                    self._next_offset += 1
                 break
             line, size = got
             pos += size
@@ -478,6 +493,10 @@ class StdinSource(_LocalSource):
                 break
             if line is self._eof:
                 self._done = True
+                rec = self._parser.end("stdin", self._next_offset)
+                if rec is not None:
+                    out.append(rec)
+                    self._next_offset += 1
                 break
             line, size = line
             rec = self._parser.record(line, "stdin", self._next_offset, size)

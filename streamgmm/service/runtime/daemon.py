@@ -366,10 +366,17 @@ class Daemon:
             self._accept(batch, *self._worker_result(batch))
 
     def _worker_result(self, batch):
-        """The worker's decode of `batch`; if the worker is gone, decode here from now on."""
+        """The worker's decode of `batch`; if the worker is gone, decode here from now on.
+        A batch it could not send back (a record's key nested too deeply to pickle) is
+        decoded here, and the worker kept."""
         try:
             return self.worker.result()
         except RuntimeError as exc:
+            if isinstance(exc.__cause__, RecursionError):
+                log.debug("the decode worker could not return a batch (%s): decoding it "
+                          "here", exc)
+                t0 = time.perf_counter()
+                return self._decode(batch.records), time.perf_counter() - t0
             log.warning("%s; decoding in this process from now on", exc)
             self.worker.close()
             self.worker = None
