@@ -187,6 +187,8 @@ def test_detector_dict_is_accepted_by_the_detectors_own_config():
     ({"kafka": {"topics": ["events", "é"]}}, "kafka.topics[1]", "a Kafka topic name"),
     ({"checkpoint": {"topic": "x" * 250}}, "checkpoint.topic", "at most 249"),
     ({"fleet": {"topic": ".."}}, "fleet.topic", "a Kafka topic name"),
+    ({"sink": {"topic": "out"}, "dead_letter": {"topic": "out"}}, "dead_letter.topic",
+     "must differ from sink.topic"),
 ])
 def test_bad_values_name_the_key_and_what_was_expected(d, key, fragment):
     full = {"records": {"features": ["amount", "latency_ms"]}}

@@ -243,6 +243,8 @@ def test_csv_bad_rows_get_reasons():
         (1, "non_numeric"), (2, "missing_field"), (3, "non_finite"), (4, "non_finite"),
         (5, "missing_field"), (6, "not_object"), (7, "not_object"), (8, "non_numeric")]
     assert '"sensor.temp"' in dec.errors[2][2]
+    # the header has the column: the row is short (not "missing column")
+    assert dec.errors[4][2] == 'CSV row too short: no cell for column "sensor.temp"'
 
 
 def test_csv_impute_and_missing_columns():

@@ -55,6 +55,7 @@ REASONS = ("invalid_json", "not_object", "missing_field", "non_numeric", "non_fi
 
 _NUMERIC_TYPES = frozenset((int, float))
 _MISSING = object()
+_SHORT_ROW = object()  # a CSV row that ends before this column (the header has it)
 _JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean",
                     int: "number", float: "number", type(None): "null"}
 _loads = json.loads
@@ -644,6 +645,8 @@ def _csv_cell(cell: Any, name: str) -> tuple[float | None, str | None, str | Non
     """One CSV cell (a string) -> float or (reason, message); an empty cell is missing."""
     if cell is _MISSING:
         return None, "missing_field", f'missing column "{name}"'
+    if cell is _SHORT_ROW:
+        return None, "missing_field", f'CSV row too short: no cell for column "{name}"'
     text = cell.strip() if isinstance(cell, str) else cell
     if text == "" or text is None:
         return None, "missing_field", f'field "{name}" is empty'
@@ -702,7 +705,8 @@ def decode_csv_rows(header: Sequence[str], rows: Iterable[Sequence[str]], spec: 
         if all_present and n == width:
             cells.append([row[j] for j in feat_idx])
         else:
-            cells.append([row[j] if j is not None and j < n else _MISSING for j in feat_idx])
+            cells.append([_MISSING if j is None else row[j] if j < n else _SHORT_ROW
+                          for j in feat_idx])
         cand.append(i)
         extra.append((row[key_j] if key_j is not None and key_j < n else None,
                       row[ts_j] if ts_j is not None and ts_j < n else None))

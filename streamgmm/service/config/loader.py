@@ -619,6 +619,11 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
     if (cfg.sink.type == "file" and cfg.dead_letter.type == "file"
             and cfg.sink.path == cfg.dead_letter.path):
         raise ConfigError("dead_letter.path", "must differ from sink.path")
+    if (cfg.sink.type == "kafka" and cfg.dead_letter.type == "kafka"
+            and cfg.sink.topic == cfg.dead_letter.topic):
+        raise ConfigError("dead_letter.topic", "must differ from sink.topic (dead letters are "
+                          "the raw records, not JSON events: their readers would get both), "
+                          f"got {show(cfg.dead_letter.topic)}")
     if cfg.source.type == "file" and cfg.source.path in (cfg.sink.path, cfg.dead_letter.path):
         raise ConfigError("source.path", "must differ from the sink and dead-letter paths")
     for key, out in (("sink", cfg.sink), ("dead_letter", cfg.dead_letter)):
