@@ -43,6 +43,19 @@ def _produce_with_bad_crc(bootstrap: str, topic: str, value: bytes) -> int:
     return int(r.stdout.strip().splitlines()[-1])
 
 
+def _run_to_its_exit_1(cfg: dict, tmp_path) -> str:
+    """Run the daemon until it stops by itself (it must exit 1): its log."""
+    d = DaemonProcess(write_yaml(tmp_path / "c.yaml", cfg), str(tmp_path / "d.log"),
+                      module="streamgmm", args=("run",))
+    try:
+        code = d.wait(90)
+    finally:
+        d.kill()
+    log = d.log_text()
+    assert code == 1, log
+    return log
+
+
 def test_corrupt_record_batch_stops_with_one_clear_line_and_commits_before_it(
         bootstrap, make_topics, tmp_path):
     src, out, dlq = make_topics("crc-in", "crc-out", "crc-dlq")
@@ -54,15 +67,8 @@ def test_corrupt_record_batch_stops_with_one_clear_line_and_commits_before_it(
     assert bad == 300
     produce(bootstrap, src, values[301:], one_per_batch=True, partition=0)
 
-    cfg = daemon_config(bootstrap, src, out, dlq, group, warmup=100, emit="all")
-    d = DaemonProcess(write_yaml(tmp_path / "c.yaml", cfg), str(tmp_path / "d.log"),
-                      module="streamgmm", args=("run",))
-    try:
-        code = d.wait(90)
-    finally:
-        d.kill()
-    log = d.log_text()
-    assert code == 1, log
+    log = _run_to_its_exit_1(daemon_config(bootstrap, src, out, dlq, group, warmup=100,
+                                           emit="all"), tmp_path)
     lines = [ln for ln in log.splitlines() if "corrupt record batch" in ln]
     assert len(lines) == 1, log
     assert f"topic {src} partition 0 offset 300" in lines[0] and "CRC" in lines[0], lines[0]
@@ -99,15 +105,8 @@ def test_a_record_kafka_python_cannot_parse_is_named_by_partition_and_offset(
     p.send(src, json.dumps(to_record(150, X[0])).encode(), partition=0,
            headers=[(_RawHeaderKey("x"), b"v")]).get(30)
     p.close()
-    cfg = daemon_config(bootstrap, src, out, dlq, group, warmup=100)
-    d = DaemonProcess(write_yaml(tmp_path / "c.yaml", cfg), str(tmp_path / "d.log"),
-                      module="streamgmm", args=("run",))
-    try:
-        code = d.wait(90)
-    finally:
-        d.kill()
-    log = d.log_text()
-    assert code == 1, log
+    log = _run_to_its_exit_1(daemon_config(bootstrap, src, out, dlq, group, warmup=100),
+                             tmp_path)
     [line] = [ln for ln in log.splitlines() if "corrupt record batch" in ln]
     assert f"topic {src} partition 0 from offset 150" in line, line
     assert "header key that is not UTF-8" in line and line.count("UnicodeDecodeError") == 1
