@@ -7,6 +7,7 @@ import gzip
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -166,3 +167,113 @@ def test_kill_9_while_following_loses_nothing_and_rereads_little(tmp_path):
     assert set(keys) == {f"r{i}" for i in range(1200)}  # nothing lost
     assert len(keys) < 1200 + 100  # and not the whole first part again
     assert "resuming after record" in err
+
+
+def _drain(src: FileSource, n: int, tries: int = 200) -> list:
+    """Poll a following source (no waiting) until n records came, or fail."""
+    out = []
+    for _ in range(tries):
+        out.extend(src.poll(0, 1000).records)
+        if len(out) >= n:
+            return out
+    raise AssertionError(f"{len(out)} of {n} records")
+
+
+def test_a_renamed_file_is_read_on_while_its_writer_appends(tmp_path, monkeypatch):
+    """logrotate `create`: the writer goes on appending to the renamed file until it reopens
+    its log; those lines are read too, beside the new file's, and none is lost."""
+    from streamgmm.service.local_io import files
+
+    monkeypatch.setattr(files, "ROTATE_WAIT_SECONDS", 0.3)
+    rows = _rows(100)
+    data = tmp_path / "app.log"
+    data.write_text("".join(rows[:50]))
+    src = FileSource(str(data), follow=True, position_path=str(tmp_path / "p.position"))
+    assert len(_drain(src, 50)) == 50
+    assert not src.poll(0, 10).records
+    with open(data, "a") as old:
+        data.rename(tmp_path / "app.log.1")
+        data.write_text("".join(rows[80:90]))  # the new file, already written
+        assert not src.poll(0, 10).records  # (the switch)
+        old.write("".join(rows[50:80]))  # the writer has not reopened yet
+    got = _drain(src, 40)
+    assert sorted(_keys(got), key=lambda k: int(k[1:])) == [f"r{i}" for i in range(50, 90)]
+    assert [r.offset for r in got] == list(range(50, 90))
+    time.sleep(0.4)
+    assert not src.poll(0, 10).records and not src._draining  # let go once quiet
+    with open(data, "a") as f:
+        f.write("".join(rows[90:]))
+    assert _keys(_drain(src, 10)) == [f"r{i}" for i in range(90, 100)]
+    src.close()
+
+
+def test_a_file_truncated_and_written_past_the_read_position_is_read_from_its_start(tmp_path):
+    """copytruncate where the writer refills the file beyond where we were before we look:
+    its size alone does not show it; its first bytes do. No fragment of a line is read."""
+    data = tmp_path / "app.log"
+    data.write_text("".join(_rows(30)))
+    src = FileSource(str(data), follow=True)
+    assert len(_drain(src, 30)) == 30
+    with open(data, "r+") as f:
+        f.truncate(0)
+    with open(data, "a") as f:
+        f.write("".join(_rows(200, seed=11)))
+    got = _drain(src, 200)
+    assert len(got) == 200 and _keys(got) == [f"r{i}" for i in range(200)]
+    assert [json.loads(r.value)["amount"] for r in got] == [
+        json.loads(x)["amount"] for x in _rows(200, seed=11)]
+    src.close()
+
+
+def test_a_csv_file_truncated_without_a_new_header_keeps_its_header(tmp_path):
+    """copytruncate of a CSV file: the writer appends rows, no new header; the first row after
+    the truncation is a record, not the header. A file replaced by rotation has its own."""
+    X = mixture_rows(60, seed=4)
+    row = lambda i: f"r{i}," + ",".join(f"{v:.5f}" for v in X[i]) + "\n"  # noqa: E731
+    header = "id," + ",".join(FEATURES) + "\n"
+    data = tmp_path / "app.csv"
+    data.write_text(header + "".join(row(i) for i in range(20)))
+    src = FileSource(str(data), follow=True)
+    assert len(_drain(src, 20)) == 20
+    with open(data, "r+") as f:
+        f.truncate(0)
+    assert not src.poll(0, 10).records  # (noticed)
+    with open(data, "a") as f:
+        f.write("".join(row(i) for i in range(20, 40)))
+    got = _drain(src, 20)
+    assert _keys(got) == [f"r{i}" for i in range(20, 40)]
+    assert src.csv_header == ["id", *FEATURES]
+    data.rename(tmp_path / "app.csv.1")
+    data.write_text(header + "".join(row(i) for i in range(40, 60)))
+    got = _drain(src, 20)
+    assert _keys(got) == [f"r{i}" for i in range(40, 60)]
+    src.close()
+
+
+@pytest.mark.parametrize("rotations", [1, 2])
+def test_a_file_rotated_while_stopped_is_read_to_its_end_first(tmp_path, rotations):
+    """Stopped (kill -9) after a commit; the writer went on, and logrotate renamed the file
+    (app.log -> app.log.1, or twice: .1 -> .2): the restart reads the rest of the file it
+    was in, then the newer ones, then the new app.log. Nothing is lost."""
+    rows = _rows(200)
+    data, pos = tmp_path / "app.log", str(tmp_path / "p.position")
+    data.write_text("".join(rows[:100]))
+    src = FileSource(str(data), follow=True, position_path=pos)
+    _read(src, 60)
+    assert src.commit({(src.topic, None): 60})
+    src.close()
+    with open(data, "a") as f:
+        f.write("".join(rows[100:120]))
+    data.rename(tmp_path / "app.log.1")
+    if rotations == 2:
+        (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+        (tmp_path / "app.log.1").write_text("".join(rows[120:150]))
+        data.write_text("".join(rows[150:]))
+        n = 140
+    else:
+        data.write_text("".join(rows[120:]))
+        n = 140
+    again = FileSource(str(data), follow=True, position_path=pos)
+    got = _drain(again, n)
+    assert _keys(got) == [f"r{i}" for i in range(60, 200)]
+    again.close()

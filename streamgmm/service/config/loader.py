@@ -95,17 +95,32 @@ class SourceConfig:
     format: str = setting(Choice("auto", "jsonl", "csv"), "auto",
         doc='`auto` (by extension: `.csv` and `.csv.gz` are CSV), `jsonl` or `csv`')
     follow: bool = setting(Bool(), False,
-        doc=('file source: keep reading at end of file (like `tail -F`: a file truncated or '
-             'replaced by rotation is read again from its start); otherwise the run ends with '
-             'exit 0 at the end'))
+        doc=('file source: keep reading at end of file (like `tail -F`); otherwise the run '
+             'ends with exit 0 at the end. A file renamed away and replaced (logrotate '
+             '`create`, deleted and created again, or replaced by a rename over it) gives way '
+             'to the new file, read from its start, and the old one is read on until nothing '
+             'has been appended to it for 5 s (its writer may append to it until it reopens '
+             'its log). A truncated file (`copytruncate`) is read again from its start, also '
+             'when it was refilled past the read position before the daemon looked (its first '
+             'bytes changed); what was written before the truncation and not read yet is lost '
+             '(an idle daemon looks every `kafka.poll_timeout_ms`): prefer `create`. A '
+             'truncated CSV file keeps its header (the first row after is a record unless it '
+             'repeats the header); a new file has its own. A gzip input is not followed across '
+             'a rotation, and a gzip file still being written is not read (exit 1, as a cut '
+             'file)'))
     resume: bool = setting(Bool(), True,
         doc=('file source with a `checkpoint.path`: store the read position of the committed '
              'records in `<checkpoint.path>.position` (at each commit, atomically) and, after a '
              'restart, go on from it, as a Kafka consumer goes on from its committed offset. It '
              'is used only while the file begins with the same bytes as when it was stored and '
-             'is unchanged up to it; a rotated, truncated or regenerated file, or a `.position` '
-             'file that cannot be read or parsed, is read from its start (a warning says so: '
-             'records may be scored twice, none is lost). Delete the `.position` file to read from the start '
+             'is unchanged up to it. A file rotated since (renamed in the same directory, '
+             '`app.log.1`: found by its inode) is read to its end first, then the ones rotated '
+             'after it (logrotate\'s numbering: `app.log.2`, then `app.log.1`), then the new '
+             'file. A truncated or regenerated file, or a `.position` file that cannot be read '
+             'or parsed, is read from its start (a warning says so: records may be scored '
+             'twice); so is the new file when the rotated one was compressed or moved to '
+             'another directory, and what that one held after the position is then not read. '
+             'Delete the `.position` file to read from the start '
              'again. `false`, or no `checkpoint.path`: every start reads the file from its first '
              'line'))
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -141,9 +142,15 @@ class _LineParser:
     """Turns raw lines into records: JSON lines as-is; CSV rows keep their cells in `row`
     (decoded later against the header by records.decode_csv_rows)."""
 
-    def __init__(self, fmt: str):
+    def __init__(self, fmt: str, previous_header: list | None = None, same_file: bool = False):
         self.fmt = fmt
         self.header: list | None = None
+        # a file read again (truncated or replaced, in follow mode): the header read before.
+        # The first row is a header if it repeats it or, in a new file, whatever it is; in
+        # a truncated file (copytruncate: the writer goes on appending rows, writing no new
+        # header) a row that differs from it is a record under the old header.
+        self._previous_header = previous_header
+        self._same_file = same_file
         self._first = True  # a UTF-8 byte-order mark may open the input (spreadsheet exports)
         self._open_quote = b""  # CSV: the lines so far of a row whose quoted field goes on
 
@@ -171,6 +178,14 @@ class _LineParser:
                 self._open_quote = b""
                 value = value.rstrip(b"\r\n")
             row = next(csv.reader([value.decode("utf-8", errors="replace")]))
+            if self.header is None and self._previous_header is not None:
+                previous, self._previous_header = self._previous_header, None
+                if [h.strip() for h in row] != previous:
+                    if self._same_file:
+                        self.header = previous
+                        return SourceRecord(value, topic, None, offset, row=row)
+                    log.warning("the CSV header of the new file differs from the one "
+                                "before: %s", ",".join(h.strip() for h in row))
             if self.header is None:
                 self.header = [h.strip() for h in row]
                 dup = duplicate_csv_columns(self.header)
@@ -223,6 +238,13 @@ class _LocalSource:
 POSITION_FORMAT = "streamgmm-file-position"
 HEAD_BYTES = 4096
 TAIL_BYTES = 64
+# Follow mode: a file renamed away (rotation) is read on, beside the new file at the path,
+# until nothing was appended to it for this long (a writer goes on appending to its open
+# file until it reopens its log: logrotate's postrotate signal).
+ROTATE_WAIT_SECONDS = 5.0
+# Follow mode: the first bytes read, compared at the end of the file with what the file now
+# begins with (a file truncated and written past the read position again is seen so).
+START_BYTES = 512
 
 
 def _sha256(data: bytes) -> str:
@@ -230,7 +252,8 @@ def _sha256(data: bytes) -> str:
 
 
 class FileSource(_LocalSource):
-    """CSV or JSON-lines file. Exhausted at end of file unless `follow` (tail -F).
+    """CSV or JSON-lines file. Exhausted at end of file unless `follow` (tail -F; a file
+    renamed away is read on while it is appended to, see `_reopen_if_replaced`).
 
     With ``position_path``, each commit stores where the committed records end in the file
     (atomically, like a Kafka offset commit), and a new source on the same file resumes there:
@@ -253,19 +276,25 @@ class FileSource(_LocalSource):
         self._ends: deque = deque()  # (first record, its segment, array of end positions)
         self._head: bytes | None = None  # the first HEAD_BYTES of the opened file, once known
         self._committed = -1
+        self._reading = path  # the file read: the path, or where it was rotated to
+        self._last_data = time.monotonic()
+        self._draining: list = []  # files renamed away (rotation), read on for a while
         self._open()
         if position_path:
             self._resume()
         self._cut: SourceError | None = None
         self.exhausted = False
 
-    def _open(self) -> None:
-        self._parser = _LineParser(self._fmt)
-        self._fh = open_input(self.path)
+    def _open(self, previous_header: list | None = None, same_file: bool = False,
+              name: str | None = None) -> None:
+        self._parser = _LineParser(self._fmt, previous_header, same_file)
+        self._reading = name or self.path
+        self._fh = open_input(self._reading)
         self._lines = BoundedLineReader(self._fh, self._max_bytes, self.follow)
         self._pos = 0  # bytes (decompressed) of the lines read so far
         self._segment += 1
         self._head = None
+        self._start = b""  # the first START_BYTES read (follow mode: see _reopen_if_replaced)
 
     # ------------------------------------------------------------------ read positions
     def _read_head(self, n: int) -> bytes:
@@ -298,6 +327,12 @@ class FileSource(_LocalSource):
             log.warning("source.path %s: the stored read position %s is unreadable (%s): "
                         "reading the file from its start", self.path, self._position_path, exc)
             return
+        rotated = self._rotated_to(pos)
+        if rotated is not None:  # renamed away since (rotation): its rest first
+            self._fh.close()
+            self._fh = open(rotated, "rb")
+            self._lines = BoundedLineReader(self._fh, self._max_bytes, self.follow)
+            self._reading = rotated
         try:
             head = self._read_head(head_len)
             same = len(head) == head_len and _sha256(head) == head_sha
@@ -317,6 +352,9 @@ class FileSource(_LocalSource):
             log.warning("source.path %s: not resuming at record %d (%s): reading it from its "
                         "start", self.path, record, why)
             return
+        if rotated is not None:
+            log.info("source.path %s was rotated to %s since the position was stored: "
+                     "reading the rest of %s first", self.path, rotated, rotated)
         if self._fmt == "csv":  # the header, as a first read would take it
             while self._parser.header is None:
                 got = self._lines.read()
@@ -326,9 +364,30 @@ class FileSource(_LocalSource):
         self._parser._first = False
         self._fh.seek(byte)
         self._pos = byte
+        if isinstance(self._fh, io.BufferedReader):
+            self._start = os.pread(self._fh.fileno(), min(byte, START_BYTES), 0)
         self._next_offset = self._committed = record
         log.info("source.path %s: resuming after record %d (byte %d), the position stored in "
                  "%s", self.path, record, byte, self._position_path)
+
+    def _rotated_to(self, pos: dict) -> str | None:
+        """The file the stored position was in, if the path now names another file and that
+        one is still in the same directory under another name (rotated: `app.log.1`)."""
+        ino, dev = pos.get("ino"), pos.get("dev")
+        if ino is None or not isinstance(self._fh, io.BufferedReader):
+            return None
+        try:
+            now = os.fstat(self._fh.fileno())
+            if (now.st_ino, now.st_dev) == (ino, dev):
+                return None
+            with os.scandir(os.path.dirname(os.path.abspath(self.path))) as it:
+                for entry in it:
+                    if entry.inode() == ino and entry.is_file(follow_symlinks=False) \
+                            and entry.stat(follow_symlinks=False).st_dev == dev:
+                        return entry.path
+        except OSError:
+            pass
+        return None
 
     def commit(self, offsets: dict, timeout_ms: int | None = None) -> bool:
         """Store where the records before ``offsets[(topic, None)]`` end (nothing without a
@@ -350,11 +409,13 @@ class FileSource(_LocalSource):
             if self._head is None or len(self._head) < min(byte, HEAD_BYTES):
                 self._head = self._read_head(HEAD_BYTES)
             head = self._head[:min(byte, HEAD_BYTES)]
+            st = os.fstat(self._fh.fileno())
             atomic_write_bytes(self._position_path, json.dumps({
                 "format": POSITION_FORMAT, "path": os.path.abspath(self.path),
                 "record": record, "byte": byte, "head_len": len(head),
                 "head_sha256": _sha256(head),
-                "tail_sha256": _sha256(self._read_tail(byte))}).encode())
+                "tail_sha256": _sha256(self._read_tail(byte)),
+                "ino": st.st_ino, "dev": st.st_dev}).encode())
         except (OSError, CORRUPT_INPUT) as exc:
             self._committed = -1
             log.warning("storing the read position of %s in %s failed: %s", self.path,
@@ -365,35 +426,83 @@ class FileSource(_LocalSource):
     def commit_async(self, offsets: dict, callback=None) -> bool:
         return self.commit(offsets)
 
-    def _reopen_if_replaced(self) -> bool:
-        """Follow mode at the end of the file, as `tail -F` does: a file truncated under us
-        (`: > file`, copytruncate rotation) is read again from its start, and a file renamed
-        away and replaced by a new one (rotation) is left for the new one, read from its
-        start. Returns whether it reopened. (The records before stay scored; the offsets
-        keep counting.)"""
+    def _reopen_if_replaced(self, rewritten_only: bool = False) -> bool:
+        """Follow mode, as `tail -F` does: a file truncated under us (`: > file`, copytruncate
+        rotation) is read again from its start, also when it was written past the read
+        position again before we looked (its first bytes are no longer those read); at the
+        end of the file (not `rewritten_only`), a file renamed away and replaced by a new one
+        (rotation) gives way to the new one, read from its start, while the old one is read
+        on as long as lines are appended to it (ROTATE_WAIT_SECONDS). Returns whether it
+        reopened. (The records before stay scored; the offsets keep counting.)"""
         if not isinstance(self._fh, io.BufferedReader):  # gzip: positions are not sizes
             return False
         try:
+            if self._start and os.pread(self._fh.fileno(), len(self._start), 0) != self._start:
+                self._reopen(True, "was truncated and written again: reading it from its "
+                                   "start")
+                return True
+            if rewritten_only:
+                return False
             now = os.stat(self.path)
             ours = os.fstat(self._fh.fileno())
         except (OSError, ValueError):  # the new file not there yet (mid-rotation)
             return False
         if (now.st_ino, now.st_dev) != (ours.st_ino, ours.st_dev):
-            why = "was replaced by a new file (rotation)"
+            if self._reading != self.path:
+                newer = self._newer_rotated()
+                self._reopen(False, f"was rotated to {self._reading}, read to its end: "
+                                    f"reading {newer or 'the new one'} from its start",
+                             newer)
+            else:
+                self._reopen(False, "was replaced by a new file (rotation): reading the new "
+                                    "one from its start, and the old one on while lines "
+                                    "are appended to it")
         elif now.st_size < self._fh.tell():
-            why = f"was truncated to {now.st_size} bytes"
+            self._reopen(True, f"was truncated to {now.st_size} bytes: reading it from its "
+                               "start")
         else:
             return False
-        log.warning("source.path %s %s: reading it from its start", self.path, why)
-        self._fh.close()
-        self._open()
         return True
 
-    def poll(self, timeout_ms: int, max_records: int) -> Batch:
-        """Up to `max_records` records; at EOF waits `timeout_ms` (follow) or is exhausted."""
-        if self._cut is not None:  # the records before it went out with the last batch
-            raise self._cut
-        out = []
+    def _newer_rotated(self) -> str | None:
+        """After a rotated file found at start (`app.log.2`, logrotate's numbering), the one
+        rotated after it (`app.log.1`), if any: it was rotated while we were stopped too."""
+        m = re.fullmatch(re.escape(os.path.abspath(self.path)) + r"\.(\d+)",
+                         os.path.abspath(self._reading))
+        if not m or int(m.group(1)) < 2:
+            return None
+        newer = f"{os.path.abspath(self.path)}.{int(m.group(1)) - 1}"
+        try:
+            with open(newer, "rb") as fh:
+                if fh.peek(2)[:2] == GZIP_MAGIC:  # compressed since: not the one written
+                    return None
+        except OSError:
+            return None
+        return newer
+
+    def _reopen(self, same_file: bool, why: str, name: str | None = None) -> None:
+        log.warning("source.path %s %s", self.path, why)
+        header = self._parser.header
+        if same_file:
+            self._fh.close()
+        else:
+            self._last_data = time.monotonic()
+            self._draining.append(tuple(getattr(self, k) for k in self._STATE))
+        self._open(header, same_file, name)
+
+    _STATE = ("_fh", "_lines", "_parser", "_pos", "_segment", "_reading", "_start",
+              "_last_data")
+
+    def _swap(self, state: tuple) -> tuple:
+        """Make `state` (a file being read) the current one; returns the one it replaces."""
+        old = tuple(getattr(self, k) for k in self._STATE)
+        for k, v in zip(self._STATE, state):
+            setattr(self, k, v)
+        return old
+
+    def _read(self, out: list, max_records: int) -> None:
+        """Records of the current file into `out`, up to `max_records` or its end; records
+        the run's end positions for commits."""
         ends = []
         first = self._next_offset
         pos = self._pos
@@ -414,13 +523,65 @@ class FileSource(_LocalSource):
                     self._next_offset += 1
                 break
             line, size = got
+            if len(self._start) < START_BYTES and pos == len(self._start) and size == len(line):
+                self._start += line[:START_BYTES - len(self._start)]
             pos += size
             rec = self._parser.record(line, self.topic, self._next_offset, size)
             if rec is not None:
                 out.append(rec)
                 ends.append(pos)
                 self._next_offset += 1
+        if pos != self._pos:
+            self._last_data = time.monotonic()
         self._pos = pos
+        if ends and self._position_path:
+            self._ends.append((first, self._segment, np.asarray(ends, dtype=np.int64)))
+
+    def _drain_rotated(self, out: list, max_records: int) -> None:
+        """Files renamed away (rotation) are read on for ROTATE_WAIT_SECONDS after the last
+        line appended to them: a writer goes on appending to its open file until it reopens
+        its log (logrotate's postrotate signal), and those lines are records too."""
+        for i, state in enumerate(list(self._draining)):
+            current = self._swap(state)
+            try:
+                fd = self._fh.fileno()
+                if os.fstat(fd).st_size < self._fh.tell() or (
+                        self._start and os.pread(fd, len(self._start), 0) != self._start):
+                    log.warning("source.path %s: the file it was rotated to was truncated or "
+                                "rewritten: no longer reading it", self.path)
+                    self._fh.close()
+                    self._draining[i] = None
+                    continue
+                self._read(out, max_records)
+                idle = time.monotonic() - self._last_data >= ROTATE_WAIT_SECONDS
+                if idle and len(out) < max_records:
+                    partial = self._lines._partial  # a last line the writer never finished
+                    if partial:
+                        self._lines._partial = b""
+                        rec = self._parser.record(partial, self.topic, self._next_offset)
+                        if rec is not None:
+                            out.append(rec)
+                            self._next_offset += 1
+                    self._fh.close()
+                    state = None
+                else:
+                    state = tuple(getattr(self, k) for k in self._STATE)
+            finally:
+                self._swap(current)
+            self._draining[i] = state
+        self._draining = [d for d in self._draining if d is not None]
+
+    def poll(self, timeout_ms: int, max_records: int) -> Batch:
+        """Up to `max_records` records; at EOF waits `timeout_ms` (follow) or is exhausted."""
+        if self._cut is not None:  # the records before it went out with the last batch
+            raise self._cut
+        out = []
+        if self._draining:
+            self._drain_rotated(out, max_records)
+        if self.follow:
+            self._reopen_if_replaced(rewritten_only=True)
+        if len(out) < max_records:
+            self._read(out, max_records)
         if not out:
             if self.follow:
                 if not self._reopen_if_replaced():
@@ -429,11 +590,13 @@ class FileSource(_LocalSource):
                 self.exhausted = True
             return Batch(out, {})
         if self._position_path:
-            self._ends.append((first, self._segment, np.asarray(ends, dtype=np.int64)))
             return Batch(out, {self._key: self._next_offset})
         return Batch(out, {})
 
     def close(self, timeout_ms: int | None = None) -> None:
+        for state in self._draining:
+            state[0].close()
+        self._draining = []
         self._fh.close()
 
 
