@@ -556,3 +556,23 @@ def test_daemon_and_api_agree_whatever_the_poll_size(tmp_path, poll):
     assert len(api) == n
     daemon = np.array([e["score"] for e in got])
     assert np.allclose(daemon, api, rtol=1e-6, atol=1e-6), np.abs(daemon - api).max()
+
+
+def test_a_sink_file_renamed_away_or_deleted_is_written_anew_at_its_path(tmp_path):
+    """logrotate `create` on the output file (no signal needed): the next lines go to a new
+    file at the path, not on into the renamed one."""
+    from streamgmm.service.local_io import JsonLinesSink
+
+    out = tmp_path / "events.jsonl"
+    sink = JsonLinesSink(str(out))
+    sink.send_event({"n": 1})
+    sink.flush()
+    out.rename(tmp_path / "events.jsonl.1")
+    sink.send_event({"n": 2})
+    sink.flush()
+    out.unlink()
+    sink.send_event({"n": 3})
+    sink.flush()
+    sink.close()
+    assert _lines(tmp_path / "events.jsonl.1") == [{"n": 1}]
+    assert _lines(out) == [{"n": 3}]

@@ -209,7 +209,10 @@ class SinkConfig:
              'its Kafka key cut to a quarter of the request and its `key` field (as a string) '
              'to the first characters that fit, with `"key_truncated": true`'))
     path: str | None = setting(Optional(PathStr()), None, path=True,
-        doc='file sink: JSON lines file')
+        doc=('file sink: JSON lines file, appended to. Renamed away or deleted (logrotate '
+             '`create`), it is created again at the next write: no signal is needed (SIGHUP '
+             'is not handled: its default action ends the process). `copytruncate` works '
+             '(append mode) but loses the lines written between its copy and its truncation'))
     emit: str = setting(Choice("anomalies", "all"), "anomalies",
         doc='`anomalies` (flagged records only) or `all` (a line per record)')
 
@@ -234,7 +237,7 @@ class DeadLetterConfig:
              "raise the dead-letter topic's `max.message.bytes` with it: a record the broker "
              'refuses is retried, and holds up the outputs after it, until it is accepted'))
     path: str | None = setting(Optional(PathStr()), None, path=True,
-        doc='file dead letters: JSON lines file')
+        doc='file dead letters: JSON lines file (rotated as `sink.path` is)')
 
 
 @dataclass(frozen=True)

@@ -718,6 +718,8 @@ class JsonLinesSink:
         data = b"\n".join(self._buf) + b"\n"
         self._buf.clear()
         try:
+            if self._owns:
+                self._reopen_if_moved()
             self._fh.write(data)
             self._fh.flush()
             if self._owns:
@@ -728,6 +730,22 @@ class JsonLinesSink:
             raise SinkError(f"writing {self.path} failed: {exc}") from exc
         except (OSError, ValueError) as exc:
             raise SinkError(f"writing {self.path or 'stdout'} failed: {exc}") from exc
+
+    def _reopen_if_moved(self) -> None:
+        """A file renamed away or deleted (logrotate's `create`, no signal needed): the lines
+        go to a new file at the path, not on into the renamed one."""
+        try:
+            now = os.stat(self.path)
+            ours = os.fstat(self._fh.fileno())
+            if (now.st_ino, now.st_dev) == (ours.st_ino, ours.st_dev):
+                return
+        except FileNotFoundError:
+            pass
+        log.info("%s was renamed away or deleted: writing to a new file at that path",
+                 self.path)
+        self._fh.close()
+        self._fh = open(self.path, "ab")
+        _end_torn_line(self._fh)
 
     def close(self, timeout: float | None = None) -> None:
         if self._owns:
