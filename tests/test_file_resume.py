@@ -277,3 +277,22 @@ def test_a_file_rotated_while_stopped_is_read_to_its_end_first(tmp_path, rotatio
     got = _drain(again, n)
     assert _keys(got) == [f"r{i}" for i in range(60, 200)]
     again.close()
+
+
+@pytest.mark.parametrize("refilled", [False, True])
+def test_copytruncate_loses_nothing_that_is_in_the_copy(tmp_path, refilled):
+    """logrotate `copytruncate` while the daemon is behind: the lines it had not read are
+    read from the copy (`app.log.1`), then the truncated file from its start."""
+    rows = _rows(300)
+    data = tmp_path / "app.log"
+    data.write_text("".join(rows[:100]))
+    src = FileSource(str(data), follow=True)
+    assert len(src.poll(0, 60).records) == 60  # 40 not read yet
+    (tmp_path / "app.log.1").write_bytes(data.read_bytes())
+    with open(data, "r+") as f:
+        f.truncate(0)
+    with open(data, "a") as f:  # refilled: past the read position before we look
+        f.write("".join(rows[100:300 if refilled else 110]))
+    got = _drain(src, 240 if refilled else 50)
+    assert _keys(got) == [f"r{i}" for i in range(60, 300 if refilled else 110)]
+    src.close()

@@ -295,6 +295,7 @@ class FileSource(_LocalSource):
         self._segment += 1
         self._head = None
         self._start = b""  # the first START_BYTES read (follow mode: see _reopen_if_replaced)
+        self._tail = b""  # the last TAIL_BYTES before the read position (the same)
 
     # ------------------------------------------------------------------ read positions
     def _read_head(self, n: int) -> bytes:
@@ -366,6 +367,7 @@ class FileSource(_LocalSource):
         self._pos = byte
         if isinstance(self._fh, io.BufferedReader):
             self._start = os.pread(self._fh.fileno(), min(byte, START_BYTES), 0)
+            self._tail = self._read_tail(byte)
         self._next_offset = self._committed = record
         log.info("source.path %s: resuming after record %d (byte %d), the position stored in "
                  "%s", self.path, record, byte, self._position_path)
@@ -438,6 +440,7 @@ class FileSource(_LocalSource):
             return False
         try:
             if self._start and os.pread(self._fh.fileno(), len(self._start), 0) != self._start:
+                self._drain_copy()
                 self._reopen(True, "was truncated and written again: reading it from its "
                                    "start")
                 return True
@@ -458,6 +461,7 @@ class FileSource(_LocalSource):
                                     "one from its start, and the old one on while lines "
                                     "are appended to it")
         elif now.st_size < self._fh.tell():
+            self._drain_copy()
             self._reopen(True, f"was truncated to {now.st_size} bytes: reading it from its "
                                "start")
         else:
@@ -480,6 +484,42 @@ class FileSource(_LocalSource):
             return None
         return newer
 
+    def _drain_copy(self) -> None:
+        """A file truncated under us (copytruncate): what was written to it and not read yet
+        is in logrotate's copy (`app.log.1`, `app.log-20261127`: a file of the same directory
+        whose name begins with the file's, that begins with the bytes read first and holds
+        the bytes read last at the read position): read on there before the truncated file."""
+        if not self._start or not self._tail or self._pos < len(self._tail):
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        base = os.path.basename(self.path)
+        try:
+            ours = os.fstat(self._fh.fileno())
+            with os.scandir(directory) as it:
+                entries = [e for e in it if e.name != base and e.name.startswith(base)]
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if not entry.is_file(follow_symlinks=False) or st.st_size < self._pos or \
+                        (st.st_ino, st.st_dev) == (ours.st_ino, ours.st_dev):
+                    continue
+                fh = open(entry.path, "rb")
+                fd = fh.fileno()
+                if os.pread(fd, len(self._start), 0) != self._start or os.pread(
+                        fd, len(self._tail), self._pos - len(self._tail)) != self._tail:
+                    fh.close()
+                    continue
+                fh.seek(self._pos)
+                parser = _LineParser(self._fmt)
+                parser.header, parser._first = self._parser.header, False
+                log.warning("source.path %s: reading what was not read yet before its "
+                            "truncation from its copy %s", self.path, entry.path)
+                self._draining.append((
+                    fh, BoundedLineReader(fh, self._max_bytes, self.follow), parser,
+                    self._pos, -1, entry.path, self._start, time.monotonic(), self._tail))
+                return
+        except OSError as exc:
+            log.debug("looking for the copy of %s failed: %s", self.path, exc)
+
     def _reopen(self, same_file: bool, why: str, name: str | None = None) -> None:
         log.warning("source.path %s %s", self.path, why)
         header = self._parser.header
@@ -491,7 +531,7 @@ class FileSource(_LocalSource):
         self._open(header, same_file, name)
 
     _STATE = ("_fh", "_lines", "_parser", "_pos", "_segment", "_reading", "_start",
-              "_last_data")
+              "_last_data", "_tail")
 
     def _swap(self, state: tuple) -> tuple:
         """Make `state` (a file being read) the current one; returns the one it replaces."""
@@ -506,6 +546,7 @@ class FileSource(_LocalSource):
         ends = []
         first = self._next_offset
         pos = self._pos
+        tail = self._tail
         while len(out) < max_records:
             try:
                 got = self._lines.read()
@@ -525,6 +566,7 @@ class FileSource(_LocalSource):
             line, size = got
             if len(self._start) < START_BYTES and pos == len(self._start) and size == len(line):
                 self._start += line[:START_BYTES - len(self._start)]
+            tail = line if len(line) >= TAIL_BYTES else tail + line
             pos += size
             rec = self._parser.record(line, self.topic, self._next_offset, size)
             if rec is not None:
@@ -533,6 +575,7 @@ class FileSource(_LocalSource):
                 self._next_offset += 1
         if pos != self._pos:
             self._last_data = time.monotonic()
+            self._tail = tail[-TAIL_BYTES:]
         self._pos = pos
         if ends and self._position_path:
             self._ends.append((first, self._segment, np.asarray(ends, dtype=np.int64)))
@@ -576,10 +619,10 @@ class FileSource(_LocalSource):
         if self._cut is not None:  # the records before it went out with the last batch
             raise self._cut
         out = []
-        if self._draining:
-            self._drain_rotated(out, max_records)
         if self.follow:
             self._reopen_if_replaced(rewritten_only=True)
+        if self._draining:
+            self._drain_rotated(out, max_records)
         if len(out) < max_records:
             self._read(out, max_records)
         if not out:
