@@ -576,3 +576,30 @@ def test_a_sink_file_renamed_away_or_deleted_is_written_anew_at_its_path(tmp_pat
     sink.close()
     assert _lines(tmp_path / "events.jsonl.1") == [{"n": 1}]
     assert _lines(out) == [{"n": 3}]
+
+
+def test_a_line_appended_to_a_followed_file_is_scored_at_once(tmp_path):
+    """An idle daemon following a file wakes when it grows and writes the outcome without
+    waiting for the next poll to time out: well under `poll_timeout_ms` (it took one to two
+    of them before)."""
+    data = tmp_path / "tail.jsonl"
+    rows = [json.dumps(to_record(i, x)) + "\n" for i, x in enumerate(mixture_rows(210, 8))]
+    data.write_text("".join(rows[:200]))
+    out = tmp_path / "scored.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data), "follow": True},
+               {"type": "file", "path": str(out)}, {"type": "stdout"})
+    cfg["kafka"] = {"poll_timeout_ms": 1000}
+    d = DaemonThread(cfg).start()
+    try:
+        wait_for(lambda: out.exists() and len(_lines(out)) == 200, 30, what="first part")
+        took = []
+        for i in range(200, 203):
+            time.sleep(1.3)  # idle: waiting in a poll
+            with open(data, "a") as f:
+                f.write(rows[i])
+            t0 = time.monotonic()
+            wait_for(lambda: len(_lines(out)) == i + 1, 10, interval=0.01, what="the line")
+            took.append(time.monotonic() - t0)
+        assert min(took) < 0.5, took
+    finally:
+        assert d.stop() == 0

@@ -152,7 +152,8 @@ class KafkaConfig:
         doc='records per poll (one vectorised batch)')
     poll_timeout_ms: int = setting(Int(0), 500,
         doc=('how long a poll waits for records when none are there (at most 1,000 ms per '
-             'poll, so a stop signal is seen within a second)'))
+             'poll, so a stop signal is seen within a second; a followed file is looked at '
+             'every 50 ms meanwhile, and its new lines are read at once)'))
     session_timeout_ms: int = setting(Int(1), 10000,
         doc='group session timeout')
     heartbeat_interval_ms: int = setting(Int(1), 3000,

@@ -245,6 +245,8 @@ ROTATE_WAIT_SECONDS = 5.0
 # Follow mode: the first bytes read, compared at the end of the file with what the file now
 # begins with (a file truncated and written past the read position again is seen so).
 START_BYTES = 512
+# Follow mode, waiting at the end of the file: how often its size is looked at.
+GROWTH_CHECK_SECONDS = 0.05
 
 
 def _sha256(data: bytes) -> str:
@@ -628,13 +630,29 @@ class FileSource(_LocalSource):
         if not out:
             if self.follow:
                 if not self._reopen_if_replaced():
-                    time.sleep(timeout_ms / 1000.0)
+                    self._wait(timeout_ms / 1000.0)
             else:
                 self.exhausted = True
             return Batch(out, {})
         if self._position_path:
             return Batch(out, {self._key: self._next_offset})
         return Batch(out, {})
+
+    def _wait(self, seconds: float) -> None:
+        """Follow mode at the end of the file: wait up to `seconds`, but not past the moment
+        the file grows (looked at every GROWTH_CHECK_SECONDS)."""
+        end = time.monotonic() + seconds
+        plain = isinstance(self._fh, io.BufferedReader)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, GROWTH_CHECK_SECONDS) if plain else left)
+            try:
+                if plain and os.fstat(self._fh.fileno()).st_size > self._fh.tell():
+                    return
+            except (OSError, ValueError):
+                return
 
     def close(self, timeout_ms: int | None = None) -> None:
         for state in self._draining:

@@ -322,8 +322,10 @@ class Daemon:
         previous batch.
         """
         cfg = self.cfg
-        batch = self.source.poll(min(cfg.kafka.poll_timeout_ms, POLL_SLICE_MS),
-                                 cfg.kafka.max_poll_records)
+        timeout = min(cfg.kafka.poll_timeout_ms, POLL_SLICE_MS)
+        if self._unflushed is not None and self.link is None:
+            timeout = 0  # local outputs have no acks to wait for: write the last batch's now
+        batch = self.source.poll(timeout, cfg.kafka.max_poll_records)
         self.health.beat()
         self._settle_revoked()
         self._check_cluster()
