@@ -323,8 +323,9 @@ class Daemon:
         """
         cfg = self.cfg
         timeout = min(cfg.kafka.poll_timeout_ms, POLL_SLICE_MS)
-        if self._unflushed is not None and self.link is None:
-            timeout = 0  # local outputs have no acks to wait for: write the last batch's now
+        if self._unflushed is not None and self.link is None \
+                and getattr(self.source, "group", None) is None:
+            timeout = 0  # local input and outputs, no acks to wait for: write the last batch's
         batch = self.source.poll(timeout, cfg.kafka.max_poll_records)
         self.health.beat()
         self._settle_revoked()
