@@ -296,3 +296,22 @@ def test_copytruncate_loses_nothing_that_is_in_the_copy(tmp_path, refilled):
     got = _drain(src, 240 if refilled else 50)
     assert _keys(got) == [f"r{i}" for i in range(60, 300 if refilled else 110)]
     src.close()
+
+
+def test_a_file_copytruncated_while_stopped_is_read_on_in_the_copy(tmp_path):
+    """Stopped after a commit; logrotate `copytruncate` copied the file (app.log.1) and
+    truncated it, and the writer refilled it: the restart reads the rest from the copy, then
+    the file from its start."""
+    rows = _rows(150)
+    data, pos = tmp_path / "app.log", str(tmp_path / "p.position")
+    data.write_text("".join(rows[:100]))
+    src = FileSource(str(data), follow=True, position_path=pos)
+    _read(src, 60)
+    assert src.commit({(src.topic, None): 60})
+    src.close()
+    (tmp_path / "app.log.1").write_bytes(data.read_bytes())
+    data.write_text("".join(rows[100:]))  # (truncated, the same file)
+    again = FileSource(str(data), follow=True, position_path=pos)
+    got = _drain(again, 90)
+    assert _keys(got) == [f"r{i}" for i in range(60, 150)]
+    again.close()

@@ -332,23 +332,13 @@ class FileSource(_LocalSource):
             return
         rotated = self._rotated_to(pos)
         if rotated is not None:  # renamed away since (rotation): its rest first
-            self._fh.close()
-            self._fh = open(rotated, "rb")
-            self._lines = BoundedLineReader(self._fh, self._max_bytes, self.follow)
-            self._reading = rotated
-        try:
-            head = self._read_head(head_len)
-            same = len(head) == head_len and _sha256(head) == head_sha
-            if same:  # and the bytes before the position unchanged (plain files)
-                same = _sha256(self._read_tail(byte)) == tail_sha
-            if same:  # the position inside the file
-                self._fh.seek(byte - 1)
-                same = len(self._fh.read(1)) == 1
-            self._fh.seek(0)
-        except CORRUPT_INPUT + (OSError,) as exc:
-            same, why = False, f"{exc}"
-        else:
-            why = "the file does not begin as the one read before or is shorter"
+            self._read_instead(rotated)
+        same, why = self._holds(byte, head_len, head_sha, tail_sha)
+        if not same and isinstance(self._fh, io.BufferedReader):
+            copy = self._copy_holding(byte, head_len, head_sha, tail_sha)
+            if copy is not None:  # truncated since (copytruncate): the rest is in the copy
+                self._read_instead(copy)
+                same, rotated = True, copy
         if not same:
             self._fh.close()
             self._open()
@@ -356,8 +346,8 @@ class FileSource(_LocalSource):
                         "start", self.path, record, why)
             return
         if rotated is not None:
-            log.info("source.path %s was rotated to %s since the position was stored: "
-                     "reading the rest of %s first", self.path, rotated, rotated)
+            log.info("source.path %s was rotated or copied to %s since the position was "
+                     "stored: reading the rest of %s first", self.path, rotated, rotated)
         if self._fmt == "csv":  # the header, as a first read would take it
             while self._parser.header is None:
                 got = self._lines.read()
@@ -373,6 +363,49 @@ class FileSource(_LocalSource):
         self._next_offset = self._committed = record
         log.info("source.path %s: resuming after record %d (byte %d), the position stored in "
                  "%s", self.path, record, byte, self._position_path)
+
+    def _read_instead(self, name: str) -> None:
+        self._fh.close()
+        self._fh = open(name, "rb")
+        self._lines = BoundedLineReader(self._fh, self._max_bytes, self.follow)
+        self._reading = name
+
+    def _holds(self, byte: int, head_len: int, head_sha: str, tail_sha: str) -> tuple:
+        """(whether the opened file holds the stored position, why not)."""
+        try:
+            head = self._read_head(head_len)
+            same = len(head) == head_len and _sha256(head) == head_sha
+            if same:  # and the bytes before the position unchanged (plain files)
+                same = _sha256(self._read_tail(byte)) == tail_sha
+            if same:  # the position inside the file
+                self._fh.seek(byte - 1)
+                same = len(self._fh.read(1)) == 1
+            self._fh.seek(0)
+        except CORRUPT_INPUT + (OSError,) as exc:
+            return False, f"{exc}"
+        return same, "the file does not begin as the one read before or is shorter"
+
+    def _copy_holding(self, byte: int, head_len: int, head_sha: str,
+                      tail_sha: str) -> str | None:
+        """A file of the same directory whose name begins with the file's (logrotate's copy,
+        `app.log.1`) that holds the stored position: same first bytes, same bytes before it."""
+        base = os.path.basename(self.path)
+        try:
+            with os.scandir(os.path.dirname(os.path.abspath(self.path))) as it:
+                entries = [e for e in it if e.name != base and e.name.startswith(base)]
+            for entry in entries:
+                if not entry.is_file(follow_symlinks=False) or \
+                        entry.stat(follow_symlinks=False).st_size < byte:
+                    continue
+                with open(entry.path, "rb") as fh:
+                    fd = fh.fileno()
+                    if _sha256(os.pread(fd, head_len, 0)) == head_sha and _sha256(os.pread(
+                            fd, byte - max(0, byte - TAIL_BYTES),
+                            max(0, byte - TAIL_BYTES))) == tail_sha:
+                        return entry.path
+        except OSError as exc:
+            log.debug("looking for a copy of %s failed: %s", self.path, exc)
+        return None
 
     def _rotated_to(self, pos: dict) -> str | None:
         """The file the stored position was in, if the path now names another file and that
