@@ -315,3 +315,28 @@ def test_a_file_copytruncated_while_stopped_is_read_on_in_the_copy(tmp_path):
     got = _drain(again, 90)
     assert _keys(got) == [f"r{i}" for i in range(60, 150)]
     again.close()
+
+
+def test_a_commit_in_a_renamed_file_read_on_is_stored_there(tmp_path):
+    """Records of a renamed file read on after the switch are committed as positions in it,
+    so a crash then re-reads little and loses nothing: the restart finds it by its inode."""
+    rows = _rows(120)
+    data, pos = tmp_path / "app.log", str(tmp_path / "p.position")
+    data.write_text("".join(rows[:50]))
+    src = FileSource(str(data), follow=True, position_path=pos)
+    assert len(_drain(src, 50)) == 50
+    with open(data, "a") as old:
+        data.rename(tmp_path / "app.log.1")
+        data.write_text("")
+        assert not src.poll(0, 10).records  # (the switch)
+        old.write("".join(rows[50:80]))
+        old.flush()
+        assert len(_drain(src, 30)) == 30
+        assert src.commit({(src.topic, None): 70})  # kill -9 after this
+        old.write("".join(rows[80:100]))
+    data.write_text("".join(rows[100:]))
+    again = FileSource(str(data), follow=True, position_path=pos)
+    got = _drain(again, 50)
+    assert _keys(got) == [f"r{i}" for i in range(70, 120)]
+    again.close()
+    src.close()

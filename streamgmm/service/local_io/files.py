@@ -439,13 +439,22 @@ class FileSource(_LocalSource):
             return True
         first, segment, arr = ends[0]
         self._committed = record
-        if segment != self._segment:  # that file was rotated away: the new one starts afresh
-            return True
+        rotated = None
+        if segment != self._segment:  # in a file rotated away and still read on: stored
+            # there (a restart finds it by its inode), else the new one starts afresh
+            rotated = next((d for d in self._draining if d[4] == segment and segment > 0),
+                           None)
+            if rotated is None:
+                return True
         byte = int(arr[record - 1 - first])
+        current = self._swap(rotated) if rotated is not None else None
         try:
-            if self._head is None or len(self._head) < min(byte, HEAD_BYTES):
-                self._head = self._read_head(HEAD_BYTES)
-            head = self._head[:min(byte, HEAD_BYTES)]
+            if rotated is not None:
+                head = os.pread(self._fh.fileno(), min(byte, HEAD_BYTES), 0)
+            else:
+                if self._head is None or len(self._head) < min(byte, HEAD_BYTES):
+                    self._head = self._read_head(HEAD_BYTES)
+                head = self._head[:min(byte, HEAD_BYTES)]
             st = os.fstat(self._fh.fileno())
             atomic_write_bytes(self._position_path, json.dumps({
                 "format": POSITION_FORMAT, "path": os.path.abspath(self.path),
@@ -458,6 +467,9 @@ class FileSource(_LocalSource):
             log.warning("storing the read position of %s in %s failed: %s", self.path,
                         self._position_path, exc)
             return False
+        finally:
+            if current is not None:
+                self._swap(current)
         return True
 
     def commit_async(self, offsets: dict, callback=None) -> bool:
