@@ -144,7 +144,8 @@ class Daemon:
             return False
         if cfg.checkpoint.store == "kafka":
             self.store = KafkaStateStore(cfg.kafka, cfg.checkpoint.topic, cfg.kafka.group_id,
-                                         cfg.checkpoint.max_bytes)
+                                         cfg.checkpoint.max_bytes,
+                                         cfg.checkpoint.include_recent_records)
             try:
                 self.store.ensure_topic()
             except StateStoreError as exc:
