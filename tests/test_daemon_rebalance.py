@@ -142,3 +142,52 @@ def test_an_error_in_the_revocation_callback_is_logged_and_stops_the_main_loop(c
                                           "bookkeeping bug"):
         d._settle_revoked()
     d._settle_revoked()                                      # raised once, then cleared
+
+
+def test_a_warm_up_fit_longer_than_max_poll_interval_keeps_the_partitions(
+        bootstrap, make_topics, monkeypatch):
+    """The loop waits for the warm-up fit (a helper thread) without polling; kafka-python
+    evicts a member that has not polled for max_poll_interval_ms (default 300 s, which a
+    wide warm-up reaches: 2,000 x 150 features took 30-65 s on two cores). The evicted
+    daemon lost its partitions, rejoined, and scored the warm-up records twice. The loop
+    now polls with its partitions paused while it waits: no rebalance, each record once."""
+    import streamgmm.detection.detector as detector_mod
+
+    real_fit = detector_mod.fit_window
+    slow = {"n": 0}
+
+    def slow_fit(X, *a, **kw):
+        slow["n"] += 1
+        if slow["n"] == 1:   # the warm-up fit: well past max_poll_interval_ms below
+            time.sleep(9)
+        return real_fit(X, *a, **kw)
+
+    monkeypatch.setattr(detector_mod, "fit_window", slow_fit)
+    src, out, dlq = make_topics("kal-in", "kal-out", "kal-dlq", partitions=2)
+    group = unique("g-kal")
+    cfg = daemon_config(bootstrap, src, out, dlq, group, warmup=WARMUP, emit="all",
+                        kafka={"max_poll_records": BATCH, "poll_timeout_ms": 200,
+                               "consumer": {"fetch_max_wait_ms": 100,
+                                            "max_poll_interval_ms": 3000}})
+    n = 400
+    rows = [json.dumps(to_record(i, x)) for i, x in enumerate(mixture_rows(n, seed=67))]
+    for p in (0, 1):  # one record per producer batch: a re-read restarts at the commit
+        produce(bootstrap, src, rows[p::2], partition=p, one_per_batch=True)
+
+    d = DaemonThread(cfg).start()
+    try:
+        events = wait_for(lambda: (lambda ev: ev if len(ev) >= n else None)(
+            [json.loads(r.value) for r in read_topic(bootstrap, out)]),
+            90, interval=1.0, what="an outcome for every record")
+        time.sleep(3)   # an eviction's re-read would add duplicates by now
+        events = [json.loads(r.value) for r in read_topic(bootstrap, out)]
+        rebalances = d.daemon.metrics.rebalances._value.get()
+    finally:
+        code = d.stop(timeout=30)
+    assert code == 0
+    assert slow["n"] >= 1
+    keys = [(e["partition"], e["offset"]) for e in events]
+    assert sorted(keys) == sorted({(p, o) for p in (0, 1) for o in range(n // 2)}), \
+        f"{len(keys)} outcomes for {n} records"          # each record scored once
+    assert rebalances == 1                                # the first assignment only
+    assert sorted(committed_offsets(bootstrap, group).values()) == [n // 2, n // 2]

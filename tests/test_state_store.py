@@ -153,8 +153,15 @@ def test_state_size_of_a_default_detector_fits_and_a_too_big_state_fails_clearly
         try:
             store.save(data)
             small = KafkaStateStore(_kcfg(bootstrap), state, "g", max_bytes=100_000)
-            with pytest.raises(StateTooLarge, match="over checkpoint.max_bytes"):
+            with pytest.raises(StateTooLarge, match="over checkpoint.max_bytes") as err:
                 small.save(data)
+            # no raw rows in this state: the hint must not blame include_recent_records
+            assert "Turn off checkpoint.include_recent_records" not in str(err.value)
+            assert "number of features" in str(err.value)
+            recent = KafkaStateStore(_kcfg(bootstrap), state, "g", max_bytes=100_000,
+                                     recent_records=True)
+            with pytest.raises(StateTooLarge, match="include_recent_records"):
+                recent.save(data)
         finally:
             store.close()
     finally:

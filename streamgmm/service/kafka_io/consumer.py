@@ -141,6 +141,29 @@ class KafkaSource:
         """The (topic, partition) pairs currently owned."""
         return set(self._assigned)
 
+    def keepalive(self) -> None:
+        """Show the group this member is alive while the main loop is busy elsewhere (a long
+        warm-up fit): a poll of nothing, with every owned partition paused. kafka-python
+        counts max_poll_interval_ms from the last poll; without this a fit longer than that
+        (default 300 s) has the member evicted and its partitions given away, and the
+        warm-up records are scored twice. A record the poll lets through anyway (from a
+        partition assigned in that very poll) is sought back to: nothing is skipped."""
+        owned = list(self.consumer.assignment())
+        try:
+            self.consumer.pause(*owned)
+            polled = self.consumer.poll(timeout_ms=0)
+            for tp, recs in polled.items():
+                if recs:
+                    self.consumer.seek(tp, recs[0].offset)
+        except Exception as exc:  # noqa: BLE001 - the main loop's next poll meets it again
+            log.debug("keep-alive poll: %s", exc)
+        finally:
+            now = self.consumer.assignment()
+            try:
+                self.consumer.resume(*[tp for tp in owned if tp in now])
+            except Exception as exc:  # noqa: BLE001 - moved meanwhile: nothing to resume
+                log.debug("keep-alive resume: %s", exc)
+
     def poll(self, timeout_ms: int, max_records: int) -> Batch:
         """Fetch up to `max_records` records (waiting at most `timeout_ms`)."""
         from kafka.errors import CorruptRecordError

@@ -35,11 +35,13 @@ class StateTooLarge(StateStoreError):
 class KafkaStateStore:
     """`save(bytes)` / `load(verify)` on `topic`, keyed by `key` (the group id)."""
 
-    def __init__(self, kcfg, topic: str, key: str, max_bytes: int = 1_000_000):
+    def __init__(self, kcfg, topic: str, key: str, max_bytes: int = 1_000_000,
+                 recent_records: bool = False):
         self.kcfg = kcfg
         self.topic = topic
         self.key = key.encode() if isinstance(key, str) else key
         self.max_bytes = int(max_bytes)
+        self.recent_records = bool(recent_records)  # checkpoint.include_recent_records
         self._producer = None
 
     def _client_kwargs(self) -> dict:
@@ -83,11 +85,19 @@ class KafkaStateStore:
         """Write one checkpoint record (acks=all) and wait for its ack (at most `timeout`
         seconds): its offset."""
         if len(data) > self.max_bytes:
+            if self.recent_records:
+                hint = ("Turn off checkpoint.include_recent_records or lower "
+                        "detector.refit.window, or raise the topic's max.message.bytes and "
+                        "then checkpoint.max_bytes")
+            else:  # the model itself: full covariances grow with features^2 x components
+                hint = ("Without checkpoint.include_recent_records this is the model itself, "
+                        "which grows with the square of the number of features times the "
+                        "components (150 features: ~4 MB); raise the topic's "
+                        "max.message.bytes and then checkpoint.max_bytes, or use "
+                        "checkpoint.store: file")
             raise StateTooLarge(
                 f"the state is {len(data):,} bytes, over checkpoint.max_bytes "
-                f"({self.max_bytes:,}); not written to {self.topic}. Turn off "
-                f"checkpoint.include_recent_records or lower detector.refit.window, or raise "
-                f"the topic's max.message.bytes and then checkpoint.max_bytes")
+                f"({self.max_bytes:,}); not written to {self.topic}. {hint}")
         if self._producer is None:
             kw = self._client_kwargs()
             kw.pop("bootstrap_servers")

@@ -57,6 +57,7 @@ OUTAGE_AFTER_SECONDS = 3.0      # no connection to any broker for this long: clu
 FLUSH_SLICE_SECONDS = 1.0       # a flush waits in slices, so a stop request is seen
 POLL_SLICE_MS = 1000            # and a poll waits at most this long, for the same reason
 FIT_WATCH_SECONDS = 0.2         # a warm-up fit is watched for a stop request this often
+FIT_KEEPALIVE_SECONDS = 1.0     # and the consumer polled (partitions paused) this often
 OUTPUTS_LATE_SECONDS = 10.0     # outputs unacknowledged this long: say so (once)
 REBUILD_BACKOFF_MAX_SECONDS = 30.0
 
@@ -143,7 +144,8 @@ class Daemon:
             return False
         if cfg.checkpoint.store == "kafka":
             self.store = KafkaStateStore(cfg.kafka, cfg.checkpoint.topic, cfg.kafka.group_id,
-                                         cfg.checkpoint.max_bytes)
+                                         cfg.checkpoint.max_bytes,
+                                         cfg.checkpoint.include_recent_records)
             try:
                 self.store.ensure_topic()
             except StateStoreError as exc:
@@ -527,9 +529,15 @@ class Daemon:
                 box["error"] = exc
         worker = threading.Thread(target=fit, name="warmup-fit", daemon=True)
         worker.start()
+        keepalive = getattr(self.source, "keepalive", None)
+        last_keepalive = time.monotonic()
         while worker.is_alive():
             worker.join(FIT_WATCH_SECONDS)
             self.health.beat()  # the loop is busy, not stuck
+            if keepalive is not None and worker.is_alive() and \
+                    time.monotonic() - last_keepalive >= FIT_KEEPALIVE_SECONDS:
+                keepalive()  # no records: stay in the group past max_poll_interval_ms
+                last_keepalive = time.monotonic()
             if worker.is_alive() and self.stop_event.is_set():
                 self._fit_abandoned = True
                 log.warning("stop requested during the warm-up fit: not waiting for it; the "
