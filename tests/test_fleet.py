@@ -47,10 +47,11 @@ class Fleet:
         self.group = unique("fleet")
         self.members: dict = {}
 
-    def start(self, k):
+    def start(self, k, **checkpoint):
         port = free_port()
         cfg = fleet_config(self.bootstrap, self.src, self.out, self.dlq, self.group, self.state,
                            self.ftopic, port, k)
+        cfg["checkpoint"].update(checkpoint)
         path = write_yaml(self.tmp / f"m{k}.yaml", cfg)
         self.members[k] = (DaemonProcess(path, str(self.tmp / f"m{k}.log")), port)
         return self.members[k]
@@ -451,3 +452,44 @@ def test_a_broker_pause_longer_than_the_session_loses_nothing_and_keeps_one_lead
         broker.stop()
     assert all(c == 0 for c in codes.values()), codes
 
+
+
+def test_a_member_waiting_for_a_version_that_never_comes_stops_reading(bootstrap, tmp_path):
+    """The leader cannot publish the first version (a state over checkpoint.max_bytes, as
+    wide records make it by default): the other member used to buffer its input without end
+    (never ready, memory growing). It stops reading at 4 x warmup_records, says why once,
+    stays in the group, and commits nothing it has not handed on."""
+    from streamgmm.service.runtime.daemon import FOLLOWER_BUFFER_WARMUPS
+
+    fl = Fleet(bootstrap, tmp_path, partitions=2)
+    try:
+        fl.start(0, max_bytes=1024)
+        wait_for(lambda: len(fl.leaders()) == 1, 60, what="a leader")
+        fl.start(1, max_bytes=1024)
+        wait_for(lambda: all(len(_lag_partitions(fl.members[k][1])) == 1 for k in (0, 1)),
+                 60, what="one partition each")
+        n = 4000
+        X = mixture_rows(2 * n, seed=61)
+        for part in (0, 1):  # one record per batch: the lag counts every record
+            produce(bootstrap, fl.src, [json.dumps(r) for r in _records(X[part * n:(part + 1) * n],
+                                                                        part * n)],
+                    one_per_batch=True, partition=part)
+        follower = 1 if fl.leaders() == [0] else 0
+        port = fl.members[follower][1]
+        wait_for(lambda: _lines(fl.log(follower), "reading no more"), 90,
+                 what="the member holding its input")
+        cap = FOLLOWER_BUFFER_WARMUPS * WARMUP
+
+        def lag():
+            return sum(v for (name, _), v in scrape(port)[1].items()
+                       if name == "streamgmm_consumer_lag_records")
+        first = lag()
+        time.sleep(3)
+        # not reading: the lag does not fall (max_poll_records 500 may be read past the cap)
+        assert lag() >= first >= n - cap - 500, (first, lag())
+        assert fl.live().keys() == {0, 1}
+        assert len(_lines(fl.log(follower), "reading no more")) == 1
+        assert "too large" in fl.log(1 - follower) or "max_bytes" in fl.log(1 - follower)
+    finally:
+        codes = fl.stop()
+    assert codes == {0: 0, 1: 0}

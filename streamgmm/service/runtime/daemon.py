@@ -28,7 +28,7 @@ import numpy as np
 from ..kafka_io import (KafkaSink, OutputsPending, ProducerFailed, ProducerLink,
                         RetriableSinkError)
 from ..kafka_io.state_store import KafkaStateStore, StateStoreError
-from ..messages import OutputClosed, SinkError, SourceError
+from ..messages import EMPTY, OutputClosed, SinkError, SourceError
 from . import preflight
 from .decode_worker import DecodeWorker, decode_worker_wanted
 from .endpoints import make_sink, make_source
@@ -58,6 +58,8 @@ FLUSH_SLICE_SECONDS = 1.0       # a flush waits in slices, so a stop request is 
 POLL_SLICE_MS = 1000            # and a poll waits at most this long, for the same reason
 FIT_WATCH_SECONDS = 0.2         # a warm-up fit is watched for a stop request this often
 FIT_KEEPALIVE_SECONDS = 1.0     # and the consumer polled (partitions paused) this often
+FOLLOWER_BUFFER_WARMUPS = 4     # a fleet member waiting for a first version reads at most
+#                                 this many warmup_records, then holds its partitions
 OUTPUTS_LATE_SECONDS = 10.0     # outputs unacknowledged this long: say so (once)
 REBUILD_BACKOFF_MAX_SECONDS = 30.0
 
@@ -98,6 +100,7 @@ class Daemon:
         self._unflushed: dict | None = None  # next offsets of the batch sent but not flushed
         self._async_commit_failed = False
         self._fit_abandoned = False  # a stop left a warm-up fit running: hands off the detector
+        self._holding = False  # a fleet member holds its input until the first version
         self._last_ckpt = time.monotonic()
         self._ckpt_version = None    # model version of the last checkpoint (or the restored one)
         self._last_flush = time.monotonic()
@@ -290,6 +293,26 @@ class Daemon:
         self._forget(tps)
         self._update_ready()
 
+    def _hold_input(self) -> bool:
+        """A fleet member waiting for the group's first version buffers what it reads; past
+        FOLLOWER_BUFFER_WARMUPS x warmup_records it stops reading (its partitions paused, it
+        stays in the group) until the version comes: memory stays bounded (a version the
+        leader cannot publish, e.g. a state over checkpoint.max_bytes, would otherwise grow
+        the buffer without end), and nothing is skipped (what is not read is not committed)."""
+        det = self.det
+        hold = (self.fleet is not None and det is not None and not det.ready
+                and self._inflight is None and hasattr(self.source, "keepalive")
+                and det.pending >= FOLLOWER_BUFFER_WARMUPS * self.cfg.detector.warmup_records)
+        if hold and not self._holding:
+            log.warning("fleet: %d records buffered while waiting for the group's first model "
+                        "version: reading no more until it comes (if the leader's log says "
+                        "the state is too large, raise checkpoint.max_bytes and the state "
+                        "topic's max.message.bytes)", det.pending)
+        elif self._holding and not hold:
+            log.info("fleet: reading the input again")
+        self._holding = hold
+        return hold
+
     def _settle_revoked(self) -> None:
         """In the main loop after a poll that revoked partitions: finish the batch in the
         decode worker (scoring, and a warm-up fit if it completes one, happen here, not in the
@@ -328,7 +351,12 @@ class Daemon:
         if self._unflushed is not None and self.link is None \
                 and getattr(self.source, "group", None) is None:
             timeout = 0  # local input and outputs, no acks to wait for: write the last batch's
-        batch = self.source.poll(timeout, cfg.kafka.max_poll_records)
+        if self._hold_input():
+            self.source.keepalive()  # in the group, partitions paused: nothing read
+            self.stop_event.wait(timeout / 1000.0)
+            batch = EMPTY
+        else:
+            batch = self.source.poll(timeout, cfg.kafka.max_poll_records)
         self.health.beat()
         self._settle_revoked()
         self._check_cluster()
@@ -360,7 +388,9 @@ class Daemon:
         now = time.monotonic()
         if now - self._last_lag >= LAG_INTERVAL_SECONDS:
             self._last_lag = now
-            self.metrics.set_lag(self.source.lag())
+            # holding (not fetching): the brokers' end offsets, so the lag shows the input
+            self.metrics.set_lag(self.source.lag(refresh=True) if self._holding
+                                 else self.source.lag())
         self._maybe_checkpoint()
         self.health.beat()
 
