@@ -250,18 +250,25 @@ def test_a_csv_file_truncated_without_a_new_header_keeps_its_header(tmp_path):
     src.close()
 
 
-@pytest.mark.parametrize("rotations", [1, 2])
-def test_a_file_rotated_while_stopped_is_read_to_its_end_first(tmp_path, rotations):
-    """Stopped (kill -9) after a commit; the writer went on, and logrotate renamed the file
-    (app.log -> app.log.1, or twice: .1 -> .2): the restart reads the rest of the file it
-    was in, then the newer ones, then the new app.log. Nothing is lost."""
-    rows = _rows(200)
+def _stopped_after_committing_60(tmp_path, n: int):
+    """n numbered rows, the first 100 in app.log, read by a follower that committed 60 and
+    stopped: (rows, the file, its position path)."""
+    rows = _rows(n)
     data, pos = tmp_path / "app.log", str(tmp_path / "p.position")
     data.write_text("".join(rows[:100]))
     src = FileSource(str(data), follow=True, position_path=pos)
     _read(src, 60)
     assert src.commit({(src.topic, None): 60})
     src.close()
+    return rows, data, pos
+
+
+@pytest.mark.parametrize("rotations", [1, 2])
+def test_a_file_rotated_while_stopped_is_read_to_its_end_first(tmp_path, rotations):
+    """Stopped (kill -9) after a commit; the writer went on, and logrotate renamed the file
+    (app.log -> app.log.1, or twice: .1 -> .2): the restart reads the rest of the file it
+    was in, then the newer ones, then the new app.log. Nothing is lost."""
+    rows, data, pos = _stopped_after_committing_60(tmp_path, 200)
     with open(data, "a") as f:
         f.write("".join(rows[100:120]))
     data.rename(tmp_path / "app.log.1")
@@ -269,12 +276,10 @@ def test_a_file_rotated_while_stopped_is_read_to_its_end_first(tmp_path, rotatio
         (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
         (tmp_path / "app.log.1").write_text("".join(rows[120:150]))
         data.write_text("".join(rows[150:]))
-        n = 140
     else:
         data.write_text("".join(rows[120:]))
-        n = 140
     again = FileSource(str(data), follow=True, position_path=pos)
-    got = _drain(again, n)
+    got = _drain(again, 140)
     assert _keys(got) == [f"r{i}" for i in range(60, 200)]
     again.close()
 
@@ -302,13 +307,7 @@ def test_a_file_copytruncated_while_stopped_is_read_on_in_the_copy(tmp_path):
     """Stopped after a commit; logrotate `copytruncate` copied the file (app.log.1) and
     truncated it, and the writer refilled it: the restart reads the rest from the copy, then
     the file from its start."""
-    rows = _rows(150)
-    data, pos = tmp_path / "app.log", str(tmp_path / "p.position")
-    data.write_text("".join(rows[:100]))
-    src = FileSource(str(data), follow=True, position_path=pos)
-    _read(src, 60)
-    assert src.commit({(src.topic, None): 60})
-    src.close()
+    rows, data, pos = _stopped_after_committing_60(tmp_path, 150)
     (tmp_path / "app.log.1").write_bytes(data.read_bytes())
     data.write_text("".join(rows[100:]))  # (truncated, the same file)
     again = FileSource(str(data), follow=True, position_path=pos)
