@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -427,6 +428,31 @@ def test_sigterm_is_prompt_whatever_the_poll_timeout(tmp_path):
     err, took = signal_when(p, idle, "scored")
     assert p.returncode == 0, err
     assert took < 8, took  # (shutdown_timeout_seconds is 10 s by default)
+
+
+def test_sighup_is_logged_and_the_daemon_carries_on(tmp_path):
+    """logrotate's postrotate `kill -HUP`: its default action ended the daemon with no flush,
+    commit or checkpoint. It is logged and ignored (renamed outputs reopen on their own)."""
+    data = tmp_path / "tail.jsonl"
+    good, _ = _jsonl(data, 300)
+    out = tmp_path / "scored.jsonl"
+    cfg = _cfg({"type": "file", "path": str(data), "follow": True},
+               {"type": "file", "path": str(out)}, {"type": "stdout"})
+    path = write_yaml(tmp_path / "cfg.yaml", cfg)
+    p = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: out.exists() and len(_lines(out)) == good, 60, what="scored")
+        p.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert p.poll() is None
+        with open(data, "a") as f:  # still reading and scoring
+            f.write(json.dumps({"id": "after-hup", **dict(zip(FEATURES, [0.1] * 4))}) + "\n")
+        wait_for(lambda: len(_lines(out)) == good + 1, 30, what="the record after SIGHUP")
+    finally:
+        err, _ = signal_when(p, lambda: True, "stop")
+    assert p.returncode == 0, err
+    assert "SIGHUP received" in err and "carrying on" in err
 
 
 def test_sigterm_during_a_long_warmup_fit_exits_0_at_once(tmp_path):

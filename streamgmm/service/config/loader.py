@@ -218,8 +218,8 @@ class SinkConfig:
              'to the first characters that fit, with `"key_truncated": true`'))
     path: str | None = setting(Optional(PathStr()), None, path=True,
         doc=('file sink: JSON lines file, appended to. Renamed away or deleted (logrotate '
-             '`create`), it is created again at the next write: no signal is needed (SIGHUP '
-             'is not handled: its default action ends the process). `copytruncate` works '
+             '`create`), it is created again at the next write: no signal is needed (a '
+             'SIGHUP is logged and otherwise ignored). `copytruncate` works '
              '(append mode) but loses the lines written between its copy and its truncation'))
     emit: str = setting(Choice("anomalies", "all"), "anomalies",
         doc='`anomalies` (flagged records only) or `all` (a line per record)')

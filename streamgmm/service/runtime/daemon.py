@@ -940,6 +940,11 @@ def run(cfg, stop_event: threading.Event | None = None, install_signals: bool | 
             t.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
+
+        def on_hangup(signum, frame):  # logrotate's postrotate `kill -HUP`: not a stop
+            log.info("SIGHUP received: nothing to reopen or reload (output files renamed "
+                     "away are created again at their next write): carrying on")
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     clean = failed = closed = False
     try:
         try:
