@@ -390,17 +390,25 @@ def test_checkpoint_for_other_features_is_refused(tmp_path):
     assert "records.features" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_sigint_while_following_flushes_and_exits_0(tmp_path):
-    import signal
-
+def _run_following(tmp_path, **sections):
+    """`streamgmm run` following a file of 300 records into a file sink: (the process, the
+    input, the output, the number of good records)."""
     data = tmp_path / "tail.jsonl"
     good, _ = _jsonl(data, 300)
     out = tmp_path / "scored.jsonl"
     cfg = _cfg({"type": "file", "path": str(data), "follow": True},
                {"type": "file", "path": str(out)}, {"type": "stdout"})
+    cfg.update(sections)
     path = write_yaml(tmp_path / "cfg.yaml", cfg)
     p = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return p, data, out, good
+
+
+def test_sigint_while_following_flushes_and_exits_0(tmp_path):
+    import signal
+
+    p, data, out, good = _run_following(tmp_path)
     err, _ = signal_when(p, lambda: out.exists() and len(_lines(out)) == good, "scored",
                          signal.SIGINT)
     assert p.returncode == 0, err
@@ -410,15 +418,7 @@ def test_sigint_while_following_flushes_and_exits_0(tmp_path):
 def test_sigterm_is_prompt_whatever_the_poll_timeout(tmp_path):
     """A poll waits at most a second at a time, so a long poll_timeout_ms does not hold a
     stop request up until shutdown_timeout_seconds runs out (exit 1)."""
-    data = tmp_path / "tail.jsonl"
-    good, _ = _jsonl(data, 300)
-    out = tmp_path / "scored.jsonl"
-    cfg = _cfg({"type": "file", "path": str(data), "follow": True},
-               {"type": "file", "path": str(out)}, {"type": "stdout"})
-    cfg["kafka"] = {"poll_timeout_ms": 60000}
-    path = write_yaml(tmp_path / "cfg.yaml", cfg)
-    p = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p, data, out, good = _run_following(tmp_path, kafka={"poll_timeout_ms": 60000})
     scored_at = []
 
     def idle():  # all scored, then 1.5 s more: waiting in a poll at the end of the file
@@ -433,14 +433,7 @@ def test_sigterm_is_prompt_whatever_the_poll_timeout(tmp_path):
 def test_sighup_is_logged_and_the_daemon_carries_on(tmp_path):
     """logrotate's postrotate `kill -HUP`: its default action ended the daemon with no flush,
     commit or checkpoint. It is logged and ignored (renamed outputs reopen on their own)."""
-    data = tmp_path / "tail.jsonl"
-    good, _ = _jsonl(data, 300)
-    out = tmp_path / "scored.jsonl"
-    cfg = _cfg({"type": "file", "path": str(data), "follow": True},
-               {"type": "file", "path": str(out)}, {"type": "stdout"})
-    path = write_yaml(tmp_path / "cfg.yaml", cfg)
-    p = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config", path],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p, data, out, good = _run_following(tmp_path)
     try:
         wait_for(lambda: out.exists() and len(_lines(out)) == good, 60, what="scored")
         p.send_signal(signal.SIGHUP)
