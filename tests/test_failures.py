@@ -502,6 +502,43 @@ def test_every_dead_letter_fits_the_producers_max_request_size(key, value, heade
         assert key.startswith(k) and (P + "key.truncated" in h) == (len(k) < len(key))
 
 
+def test_a_replayed_dead_letter_gets_one_set_of_error_headers():
+    """A dead letter replayed into the input (after fixing its producer) that fails again
+    carries the new failure's `__streamgmm.errors.*` headers once each, not both sets; its
+    own headers are kept, and when they must go for size only they are counted."""
+    from streamgmm.service.kafka_io import KafkaSink, ProducerLink
+    from streamgmm.service.messages import SourceRecord
+
+    sent: list = []
+
+    class Recording(_FakeProducer):
+        def send(self, topic, value=None, key=None, headers=None):
+            sent.append((key, value, list(headers)))
+            return _Future()
+
+    P = "__streamgmm.errors."
+    earlier = [("trace", b"t-1"), (P + "topic", b"in"), (P + "offset", b"3"),
+               (P + "reason", b"non_numeric"), (P + "message", b"old")]
+    p = Recording(False, [])
+    p.config["max_request_size"] = 16_384
+    dead = KafkaSink(None, "dlq", producer=ProducerLink(None, factory=lambda **kw: p))
+    dead.send_dead_letter(SourceRecord(b"not json", "replayed", 0, 41, headers=earlier),
+                          "invalid_json", "bad", "X", "g")
+    dead.send_dead_letter(SourceRecord(b"x" * 40_000, "replayed", 0, 42,
+                                       headers=earlier + [("big", b"b" * 20_000)]),
+                          "invalid_json", "bad", "X", "g")
+    (_, _, h1), (_, v2, h2) = sent
+    names = [k for k, _ in h1]
+    assert len(names) == len(set(names)), names
+    h1 = dict(h1)
+    assert (h1[P + "topic"], h1[P + "offset"], h1[P + "reason"]) == (b"replayed", b"41",
+                                                                       b"invalid_json")
+    assert h1["trace"] == b"t-1"
+    h2 = dict(h2)
+    assert h2[P + "headers.dropped"] == b"2" and "trace" not in h2 and len(v2) < 40_000
+    assert (h2[P + "offset"], h2[P + "reason"]) == (b"42", b"invalid_json")
+
+
 # --------------------------------------------------------------------- client log rate limit
 
 def test_client_log_limiter_passes_the_first_then_a_summary():

@@ -125,9 +125,16 @@ def _finite(obj):
     return obj
 
 
+def own_headers(rec) -> list:
+    """The record's headers without `__streamgmm.errors.*` ones: a dead letter replayed into
+    the input carries its earlier failure's, and the new dead letter's replace them."""
+    return [(k, v) for k, v in rec.headers or () if not k.startswith(DLQ_PREFIX)]
+
+
 def dead_letter_headers(rec, reason: str, message: str, exc_class: str, group: str | None):
-    """Original headers plus `__streamgmm.errors.*` headers describing where and why."""
-    hdrs = list(rec.headers or [])
+    """The record's own headers (`own_headers`) plus `__streamgmm.errors.*` headers
+    describing where and why."""
+    hdrs = own_headers(rec)
     def add(name, value):
         if value is not None:
             hdrs.append((name, str(value).encode()))

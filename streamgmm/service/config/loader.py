@@ -240,7 +240,9 @@ class DeadLetterConfig:
              'its own headers are left out too (their number in '
              '`__streamgmm.errors.headers.dropped`) and its key cut to a quarter of the request '
              '(its whole size in `__streamgmm.errors.key.truncated`); a null header value '
-             '(which kafka-python cannot send) becomes empty. The whole record stays in the '
+             '(which kafka-python cannot send) becomes empty. A replayed dead letter that '
+             'fails again gets the new failure\'s `__streamgmm.errors.*` headers in place of '
+             'the earlier ones. The whole record stays in the '
              'input topic at the offset the headers name. If you raise `max_request_size`, '
              "raise the dead-letter topic's `max.message.bytes` with it: a record the broker "
              'refuses is retried, and holds up the outputs after it, until it is accepted'))

@@ -14,7 +14,7 @@ import logging
 import threading
 
 from ..messages import (H_HEADERS_DROPPED, H_KEY_TRUNCATED, H_VALUE_TRUNCATED, SinkError,
-                        dead_letter_headers, dumps)
+                        dead_letter_headers, dumps, own_headers)
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ class KafkaSink:
         limit = self._limit
         if record_size(key, value, headers) > limit:
             key, value, headers = fit_dead_letter(key, value, headers,
-                                                  len(rec.headers or ()), limit)
+                                                  len(own_headers(rec)), limit)
         self.link.send(self.topic, value, key=key, headers=headers)
 
     def flush(self, timeout: float | None = None) -> None:
