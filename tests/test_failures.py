@@ -718,6 +718,17 @@ def test_bounded_line_reader_keeps_a_prefix_and_the_size():
                    (b"z" * 11 + b"\n", 12), (b"end", 3)]
 
 
+def test_bounded_line_reader_hands_over_an_unfinished_line_once():
+    """Following, a last line without its newline is held back (its writer may finish it);
+    take_partial hands it over once, for a file given up on."""
+    from streamgmm.service.local_io.files import BoundedLineReader
+
+    r = BoundedLineReader(io.BytesIO(b"done\nhalf"), follow=True)
+    assert r.read() == (b"done\n", 5) and r.read() is None
+    assert r.take_partial() == b"half" and r.take_partial() == b""
+    assert r.read() is None
+
+
 def test_stdin_source_cuts_an_over_long_line():
     from streamgmm.service.local_io import StdinSource
 

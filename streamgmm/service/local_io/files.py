@@ -116,7 +116,7 @@ class BoundedLineReader:
                 line = line.encode()
             if not line:
                 if self._partial and not self.follow:
-                    line, self._partial = self._partial, b""
+                    line = self.take_partial()
                     return line, len(line)
                 return None
             if self._partial:
@@ -131,6 +131,12 @@ class BoundedLineReader:
                 self._partial = line  # an incomplete line being written; wait for the rest
                 return None
             return line, len(line)  # the last line, without a newline
+
+    def take_partial(self) -> bytes:
+        """The incomplete last line held back in follow mode, handed over once (a file given
+        up on still yields the line its writer never finished)."""
+        partial, self._partial = self._partial, b""
+        return partial
 
     def _finish_long(self):
         prefix, size = self._prefix, self._skipped
@@ -645,9 +651,8 @@ class FileSource(_LocalSource):
                 self._read(out, max_records)
                 idle = time.monotonic() - self._last_data >= ROTATE_WAIT_SECONDS
                 if idle and len(out) < max_records:
-                    partial = self._lines._partial  # a last line the writer never finished
+                    partial = self._lines.take_partial()  # a line the writer never finished
                     if partial:
-                        self._lines._partial = b""
                         rec = self._parser.record(partial, self.topic, self._next_offset)
                         if rec is not None:
                             out.append(rec)
