@@ -206,15 +206,9 @@ class KafkaSink:
             bare = producer
             producer = ProducerLink(kcfg, factory=lambda **kw: bare)
         self.link = producer
-
-    @property
-    def _limit(self) -> int:
-        """The largest record the producer takes, less a margin (read once: the producer's
-        config does not change when it is rebuilt)."""
-        limit = self.__dict__.get("_limit_bytes")
-        if limit is None:
-            limit = self._limit_bytes = self.link.max_request_size - SIZE_MARGIN
-        return limit
+        # the largest record the producer takes, less a margin (read once: the producer's
+        # config does not change when it is rebuilt)
+        self._limit = producer.max_request_size - SIZE_MARGIN
 
     def send_event(self, event: dict, key: bytes | None = None) -> None:
         """Queue one scored-record event (JSON). An event that would be larger than the
