@@ -128,6 +128,38 @@ def test_a_write_killed_half_way_leaves_a_temp_file_the_next_writes_remove(tmp_p
     assert Detector.load(path).ready
 
 
+def test_stale_temps_are_looked_for_once_per_target_and_after_a_failed_write(tmp_path,
+                                                                            monkeypatch):
+    """The directory is listed at a process's first write of a target, not at every one (a
+    file source writes its position at each commit); a failed write (a full disk) looks
+    again, and removes what crashes left."""
+    import errno
+    import time
+
+    from streamgmm.persistence import checkpoint
+
+    listed = []
+    listdir = os.listdir
+    monkeypatch.setattr(checkpoint.os, "listdir", lambda d: listed.append(d) or listdir(d))
+    path = tmp_path / "p.position"
+    for i in range(3):
+        checkpoint.atomic_write_bytes(path, b"%d" % i)
+    assert len(listed) == 1 and path.read_bytes() == b"2"
+    stale = tmp_path / f"{checkpoint._temp_prefix(path)}x1{checkpoint.TEMP_SUFFIX}"
+    stale.write_bytes(b"x")
+    old = time.time() - checkpoint.STALE_TEMP_SECONDS - 5
+    os.utime(stale, (old, old))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    with pytest.raises(OSError, match=str(path)):
+        checkpoint.atomic_write_bytes(path, b"3")
+    assert len(listed) == 2 and listdir(tmp_path) == ["p.position"]
+    assert path.read_bytes() == b"2"
+
+
 def test_truncated_checkpoint_is_refused(tmp_path, trained):
     det, _ = trained
     path = tmp_path / "ckpt.npz"

@@ -90,10 +90,12 @@ def atomic_write_bytes(path, data):
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         tmp = None
-        _remove_stale_temps(path)
+        if os.path.abspath(path) not in _swept:
+            _remove_stale_temps(path)
     except BaseException as exc:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        _remove_stale_temps(path)  # (a full disk: what crashes left may be what fills it)
         if isinstance(exc, OSError) and exc.filename != path:
             raise type(exc)(exc.errno, exc.strerror, path) from None
         raise
@@ -108,12 +110,21 @@ def atomic_write_bytes(path, data):
 
 
 # Temp files of atomic writes: `.<name>.<random>.tmp` beside the target. A process killed
-# between creating one and renaming it (kill -9, OOM, power loss) leaves it behind; the next
-# successful write of the same target removes those older than STALE_TEMP_SECONDS (a younger
-# one may be another process's write in progress), so crashes do not fill the volume.
+# between creating one and renaming it (kill -9, OOM, power loss) leaves it behind; a
+# process's first successful write of a target, and every failed one, removes those older
+# than STALE_TEMP_SECONDS (a younger one may be another process's write in progress), so
+# crashes do not fill the volume.
 TEMP_SUFFIX = ".tmp"
 STALE_TEMP_SECONDS = 60.0
 _LEGACY_TEMP = (".tmp-", ".ckpt")  # the names before: not tied to a target
+
+# The targets (absolute paths) whose stale temps this process has removed: the directory is
+# listed once per target, not at every write (a file source writes its position at every
+# commit). Module-level because the fact is per process (stale temps are what a crash of an
+# earlier process left; this one's failed writes remove theirs where they fail) and shared
+# by every writer of a target; held by the callers, it would have to be passed down through
+# Detector.save and write_state. It grows by one entry per distinct target.
+_swept: set[str] = set()
 
 
 def _temp_prefix(path) -> str:
@@ -121,12 +132,14 @@ def _temp_prefix(path) -> str:
 
 
 def _remove_stale_temps(path) -> None:
+    """Remove the stale temps of `path` (and the legacy ones beside it); note it as swept."""
     directory = os.path.dirname(os.path.abspath(path))
     prefix = _temp_prefix(path)
     try:
         names = os.listdir(directory)
     except OSError:
         return
+    _swept.add(os.path.abspath(path))
     now = time.time()
     for name in names:
         ours = (name.startswith(prefix) and name.endswith(TEMP_SUFFIX) and
