@@ -33,8 +33,8 @@ from typing import IO, Any, Iterator
 
 from ..._version import __version__
 from ..config import ConfigError, detector_dict, load_config
-from ..local_io.files import (CORRUPT_INPUT, corrupt_input_message, detect_format,
-                              open_input, open_stream, strip_bom)
+from ..local_io.compressed import CORRUPT_INPUT, corrupt_input_message, open_input, open_stream
+from ..local_io.files import detect_format, strip_bom
 
 __all__ = ["main", "build_parser", "UsageError"]
 

@@ -3,7 +3,6 @@ stdout as a sink (what a newcomer runs with no Kafka at all)."""
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
 import json
@@ -14,12 +13,12 @@ import re
 import sys
 import threading
 import time
-import zlib
 from collections import deque
 
 import numpy as np
 
 from ...persistence.checkpoint import atomic_write_bytes
+from .compressed import CORRUPT_INPUT, GZIP_MAGIC, corrupt_input_message, open_input
 from ..messages import (EMPTY, Batch, OutputClosed, SinkError, SourceError, SourceRecord,
                         dead_letter_json, dumps)
 from ..records import duplicate_csv_columns
@@ -33,36 +32,6 @@ def detect_format(path: str | None, fmt: str) -> str:
         return fmt
     name = (path or "").lower()
     return "csv" if name.endswith(".csv") or name.endswith(".csv.gz") else "jsonl"
-
-
-GZIP_MAGIC = b"\x1f\x8b"
-
-
-def open_input(path: str):
-    """A local input file opened for binary reading; gzip-compressed files (by their magic
-    bytes, whatever the name) are decompressed as they are read."""
-    fh = open(path, "rb")
-    if fh.peek(2)[:2] == GZIP_MAGIC:
-        fh.close()
-        return gzip.open(path, "rb")  # (closing it closes the file)
-    return fh
-
-
-def open_stream(fh):
-    """A buffered binary stream as is, or its gzip decompression if it starts with gzip's
-    magic bytes (closing the GzipFile leaves ``fh`` open: close it yourself)."""
-    if fh.peek(2)[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=fh, mode="rb")
-    return fh
-
-
-# What a cut or corrupt compressed input raises part-way through reading it.
-CORRUPT_INPUT = (EOFError, zlib.error, gzip.BadGzipFile)
-
-
-def corrupt_input_message(path: str, n_records: int, exc: BaseException) -> str:
-    return (f"{path}: the compressed input is cut short or corrupt after {n_records} "
-            f"records ({exc})")
 
 
 DEFAULT_MAX_BYTES = 1048576
