@@ -339,3 +339,25 @@ def test_a_commit_in_a_renamed_file_read_on_is_stored_there(tmp_path):
     assert _keys(got) == [f"r{i}" for i in range(70, 120)]
     again.close()
     src.close()
+
+
+def test_logrotates_copy_is_found_by_the_bytes_around_the_position(tmp_path):
+    """The one search that resume and follow share: a file beside the path whose name begins
+    with its name, that begins with the bytes read first and holds the bytes read last at the
+    position; not the file itself (under another name), not another file, not a shorter one."""
+    from streamgmm.service.local_io.rotation import Mark, find_copy
+
+    text = "".join(_rows(20)).encode()
+    data = tmp_path / "app.log"
+    data.write_bytes(text)
+    half = len(text) // 2
+    mark = Mark.of(half, text[:100], text[half - 64:half])
+    (tmp_path / "app.log.2").write_bytes(text[:half - 1])  # shorter
+    (tmp_path / "app.log.3").write_bytes(text[:half - 1] + b"#" + text[half:])  # other bytes
+    (tmp_path / "other.log").write_bytes(text)  # another name
+    (tmp_path / "app.log.same").hardlink_to(data)
+    with open(data, "rb") as ours:
+        assert find_copy(str(data), mark, skip=ours) is None
+        (tmp_path / "app.log-20261127").write_bytes(text + b"more\n")
+        with find_copy(str(data), mark, skip=ours) as copy:
+            assert copy.name == str(tmp_path / "app.log-20261127")

@@ -3,7 +3,6 @@ stdout as a sink (what a newcomer runs with no Kafka at all)."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -18,10 +17,11 @@ from collections import deque
 import numpy as np
 
 from ...persistence.checkpoint import atomic_write_bytes
-from .compressed import CORRUPT_INPUT, GZIP_MAGIC, corrupt_input_message, open_input
 from ..messages import (EMPTY, Batch, OutputClosed, SinkError, SourceError, SourceRecord,
                         dead_letter_json, dumps)
 from ..records import duplicate_csv_columns
+from .compressed import CORRUPT_INPUT, GZIP_MAGIC, corrupt_input_message, open_input
+from .rotation import Mark, find_copy, sha256
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +224,6 @@ START_BYTES = 512
 GROWTH_CHECK_SECONDS = 0.05
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class FileSource(_LocalSource):
     """CSV or JSON-lines file. Exhausted at end of file unless `follow` (tail -F; a file
     renamed away is read on while it is appended to, see `_reopen_if_replaced`).
@@ -307,13 +303,14 @@ class FileSource(_LocalSource):
             return
         rotated = self._rotated_to(pos)
         if rotated is not None:  # renamed away since (rotation): its rest first
-            self._read_instead(rotated)
+            self._read_instead(open(rotated, "rb"))
         same, why = self._holds(byte, head_len, head_sha, tail_sha)
         if not same and isinstance(self._fh, io.BufferedReader):
-            copy = self._copy_holding(byte, head_len, head_sha, tail_sha)
+            copy = find_copy(self.path, Mark(byte, head_len, head_sha, min(byte, TAIL_BYTES),
+                                             tail_sha))
             if copy is not None:  # truncated since (copytruncate): the rest is in the copy
                 self._read_instead(copy)
-                same, rotated = True, copy
+                same, rotated = True, copy.name
         if not same:
             self._fh.close()
             self._open()
@@ -339,19 +336,20 @@ class FileSource(_LocalSource):
         log.info("source.path %s: resuming after record %d (byte %d), the position stored in "
                  "%s", self.path, record, byte, self._position_path)
 
-    def _read_instead(self, name: str) -> None:
+    def _read_instead(self, fh) -> None:
+        """Read the plain file open as `fh` instead of the one opened (where the position is)."""
         self._fh.close()
-        self._fh = open(name, "rb")
+        self._fh = fh
         self._lines = BoundedLineReader(self._fh, self._max_bytes, self.follow)
-        self._reading = name
+        self._reading = fh.name
 
     def _holds(self, byte: int, head_len: int, head_sha: str, tail_sha: str) -> tuple:
         """(whether the opened file holds the stored position, why not)."""
         try:
             head = self._read_head(head_len)
-            same = len(head) == head_len and _sha256(head) == head_sha
+            same = len(head) == head_len and sha256(head) == head_sha
             if same:  # and the bytes before the position unchanged (plain files)
-                same = _sha256(self._read_tail(byte)) == tail_sha
+                same = sha256(self._read_tail(byte)) == tail_sha
             if same:  # the position inside the file
                 self._fh.seek(byte - 1)
                 same = len(self._fh.read(1)) == 1
@@ -359,28 +357,6 @@ class FileSource(_LocalSource):
         except CORRUPT_INPUT + (OSError,) as exc:
             return False, f"{exc}"
         return same, "the file does not begin as the one read before or is shorter"
-
-    def _copy_holding(self, byte: int, head_len: int, head_sha: str,
-                      tail_sha: str) -> str | None:
-        """A file of the same directory whose name begins with the file's (logrotate's copy,
-        `app.log.1`) that holds the stored position: same first bytes, same bytes before it."""
-        base = os.path.basename(self.path)
-        try:
-            with os.scandir(os.path.dirname(os.path.abspath(self.path))) as it:
-                entries = [e for e in it if e.name != base and e.name.startswith(base)]
-            for entry in entries:
-                if not entry.is_file(follow_symlinks=False) or \
-                        entry.stat(follow_symlinks=False).st_size < byte:
-                    continue
-                with open(entry.path, "rb") as fh:
-                    fd = fh.fileno()
-                    if _sha256(os.pread(fd, head_len, 0)) == head_sha and _sha256(os.pread(
-                            fd, byte - max(0, byte - TAIL_BYTES),
-                            max(0, byte - TAIL_BYTES))) == tail_sha:
-                        return entry.path
-        except OSError as exc:
-            log.debug("looking for a copy of %s failed: %s", self.path, exc)
-        return None
 
     def _rotated_to(self, pos: dict) -> str | None:
         """The file the stored position was in, if the path now names another file and that
@@ -434,8 +410,8 @@ class FileSource(_LocalSource):
             atomic_write_bytes(self._position_path, json.dumps({
                 "format": POSITION_FORMAT, "path": os.path.abspath(self.path),
                 "record": record, "byte": byte, "head_len": len(head),
-                "head_sha256": _sha256(head),
-                "tail_sha256": _sha256(self._read_tail(byte)),
+                "head_sha256": sha256(head),
+                "tail_sha256": sha256(self._read_tail(byte)),
                 "ino": st.st_ino, "dev": st.st_dev}).encode())
         except (OSError, CORRUPT_INPUT) as exc:
             self._committed = -1
@@ -508,39 +484,21 @@ class FileSource(_LocalSource):
 
     def _drain_copy(self) -> None:
         """A file truncated under us (copytruncate): what was written to it and not read yet
-        is in logrotate's copy (`app.log.1`, `app.log-20261127`: a file of the same directory
-        whose name begins with the file's, that begins with the bytes read first and holds
+        is in logrotate's copy (`app.log.1`: it begins with the bytes read first and holds
         the bytes read last at the read position): read on there before the truncated file."""
         if not self._start or not self._tail or self._pos < len(self._tail):
             return
-        directory = os.path.dirname(os.path.abspath(self.path))
-        base = os.path.basename(self.path)
-        try:
-            ours = os.fstat(self._fh.fileno())
-            with os.scandir(directory) as it:
-                entries = [e for e in it if e.name != base and e.name.startswith(base)]
-            for entry in entries:
-                st = entry.stat(follow_symlinks=False)
-                if not entry.is_file(follow_symlinks=False) or st.st_size < self._pos or \
-                        (st.st_ino, st.st_dev) == (ours.st_ino, ours.st_dev):
-                    continue
-                fh = open(entry.path, "rb")
-                fd = fh.fileno()
-                if os.pread(fd, len(self._start), 0) != self._start or os.pread(
-                        fd, len(self._tail), self._pos - len(self._tail)) != self._tail:
-                    fh.close()
-                    continue
-                fh.seek(self._pos)
-                parser = _LineParser(self._fmt)
-                parser.header, parser._first = self._parser.header, False
-                log.warning("source.path %s: reading what was not read yet before its "
-                            "truncation from its copy %s", self.path, entry.path)
-                self._draining.append((
-                    fh, BoundedLineReader(fh, self._max_bytes, self.follow), parser,
-                    self._pos, -1, entry.path, self._start, time.monotonic(), self._tail))
-                return
-        except OSError as exc:
-            log.debug("looking for the copy of %s failed: %s", self.path, exc)
+        fh = find_copy(self.path, Mark.of(self._pos, self._start, self._tail), skip=self._fh)
+        if fh is None:
+            return
+        fh.seek(self._pos)
+        parser = _LineParser(self._fmt)
+        parser.header, parser._first = self._parser.header, False
+        log.warning("source.path %s: reading what was not read yet before its truncation from "
+                    "its copy %s", self.path, fh.name)
+        self._draining.append((
+            fh, BoundedLineReader(fh, self._max_bytes, self.follow), parser, self._pos, -1,
+            fh.name, self._start, time.monotonic(), self._tail))
 
     def _reopen(self, same_file: bool, why: str, name: str | None = None) -> None:
         log.warning("source.path %s %s", self.path, why)
