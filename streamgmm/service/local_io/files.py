@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -20,8 +19,8 @@ from ...persistence.checkpoint import atomic_write_bytes
 from ..messages import (EMPTY, Batch, OutputClosed, SinkError, SourceError, SourceRecord,
                         dead_letter_json, dumps)
 from ..records import duplicate_csv_columns
-from .compressed import CORRUPT_INPUT, GZIP_MAGIC, corrupt_input_message, open_input
-from .rotation import Mark, find_copy, sha256
+from . import rotation
+from .compressed import CORRUPT_INPUT, corrupt_input_message, open_input
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +216,6 @@ TAIL_BYTES = 64
 # until nothing was appended to it for this long (a writer goes on appending to its open
 # file until it reopens its log: logrotate's postrotate signal).
 ROTATE_WAIT_SECONDS = 5.0
-# Follow mode: the first bytes read, compared at the end of the file with what the file now
-# begins with (a file truncated and written past the read position again is seen so).
-START_BYTES = 512
 # Follow mode, waiting at the end of the file: how often its size is looked at.
 GROWTH_CHECK_SECONDS = 0.05
 
@@ -267,7 +263,7 @@ class FileSource(_LocalSource):
         self._pos = 0  # bytes (decompressed) of the lines read so far
         self._segment += 1
         self._head = None
-        self._start = b""  # the first START_BYTES read (follow mode: see _reopen_if_replaced)
+        self._start = b""  # the first bytes read (rotation.START_BYTES; _reopen_if_replaced)
         self._tail = b""  # the last TAIL_BYTES before the read position (the same)
 
     # ------------------------------------------------------------------ read positions
@@ -301,13 +297,13 @@ class FileSource(_LocalSource):
             log.warning("source.path %s: the stored read position %s is unreadable (%s): "
                         "reading the file from its start", self.path, self._position_path, exc)
             return
-        rotated = self._rotated_to(pos)
+        rotated = rotation.renamed_to(self.path, self._fh, pos.get("ino"), pos.get("dev"))
         if rotated is not None:  # renamed away since (rotation): its rest first
             self._read_instead(open(rotated, "rb"))
         same, why = self._holds(byte, head_len, head_sha, tail_sha)
         if not same and isinstance(self._fh, io.BufferedReader):
-            copy = find_copy(self.path, Mark(byte, head_len, head_sha, min(byte, TAIL_BYTES),
-                                             tail_sha))
+            mark = rotation.Mark(byte, head_len, head_sha, min(byte, TAIL_BYTES), tail_sha)
+            copy = rotation.find_copy(self.path, mark)
             if copy is not None:  # truncated since (copytruncate): the rest is in the copy
                 self._read_instead(copy)
                 same, rotated = True, copy.name
@@ -330,7 +326,7 @@ class FileSource(_LocalSource):
         self._fh.seek(byte)
         self._pos = byte
         if isinstance(self._fh, io.BufferedReader):
-            self._start = os.pread(self._fh.fileno(), min(byte, START_BYTES), 0)
+            self._start = os.pread(self._fh.fileno(), min(byte, rotation.START_BYTES), 0)
             self._tail = self._read_tail(byte)
         self._next_offset = self._committed = record
         log.info("source.path %s: resuming after record %d (byte %d), the position stored in "
@@ -347,9 +343,9 @@ class FileSource(_LocalSource):
         """(whether the opened file holds the stored position, why not)."""
         try:
             head = self._read_head(head_len)
-            same = len(head) == head_len and sha256(head) == head_sha
+            same = len(head) == head_len and rotation.sha256(head) == head_sha
             if same:  # and the bytes before the position unchanged (plain files)
-                same = sha256(self._read_tail(byte)) == tail_sha
+                same = rotation.sha256(self._read_tail(byte)) == tail_sha
             if same:  # the position inside the file
                 self._fh.seek(byte - 1)
                 same = len(self._fh.read(1)) == 1
@@ -357,25 +353,6 @@ class FileSource(_LocalSource):
         except CORRUPT_INPUT + (OSError,) as exc:
             return False, f"{exc}"
         return same, "the file does not begin as the one read before or is shorter"
-
-    def _rotated_to(self, pos: dict) -> str | None:
-        """The file the stored position was in, if the path now names another file and that
-        one is still in the same directory under another name (rotated: `app.log.1`)."""
-        ino, dev = pos.get("ino"), pos.get("dev")
-        if ino is None or not isinstance(self._fh, io.BufferedReader):
-            return None
-        try:
-            now = os.fstat(self._fh.fileno())
-            if (now.st_ino, now.st_dev) == (ino, dev):
-                return None
-            with os.scandir(os.path.dirname(os.path.abspath(self.path))) as it:
-                for entry in it:
-                    if entry.inode() == ino and entry.is_file(follow_symlinks=False) \
-                            and entry.stat(follow_symlinks=False).st_dev == dev:
-                        return entry.path
-        except OSError:
-            pass
-        return None
 
     def commit(self, offsets: dict, timeout_ms: int | None = None) -> bool:
         """Store where the records before ``offsets[(topic, None)]`` end (nothing without a
@@ -410,8 +387,8 @@ class FileSource(_LocalSource):
             atomic_write_bytes(self._position_path, json.dumps({
                 "format": POSITION_FORMAT, "path": os.path.abspath(self.path),
                 "record": record, "byte": byte, "head_len": len(head),
-                "head_sha256": sha256(head),
-                "tail_sha256": sha256(self._read_tail(byte)),
+                "head_sha256": rotation.sha256(head),
+                "tail_sha256": rotation.sha256(self._read_tail(byte)),
                 "ino": st.st_ino, "dev": st.st_dev}).encode())
         except (OSError, CORRUPT_INPUT) as exc:
             self._committed = -1
@@ -434,23 +411,13 @@ class FileSource(_LocalSource):
         (rotation) gives way to the new one, read from its start, while the old one is read
         on as long as lines are appended to it (ROTATE_WAIT_SECONDS). Returns whether it
         reopened. (The records before stay scored; the offsets keep counting.)"""
-        if not isinstance(self._fh, io.BufferedReader):  # gzip: positions are not sizes
-            return False
-        try:
-            if self._start and os.pread(self._fh.fileno(), len(self._start), 0) != self._start:
-                self._drain_copy()
-                self._reopen(True, "was truncated and written again: reading it from its "
-                                   "start")
-                return True
-            if rewritten_only:
-                return False
-            now = os.stat(self.path)
-            ours = os.fstat(self._fh.fileno())
-        except (OSError, ValueError):  # the new file not there yet (mid-rotation)
-            return False
-        if (now.st_ino, now.st_dev) != (ours.st_ino, ours.st_dev):
+        change, size = rotation.what_changed(self.path, self._fh, self._start, rewritten_only)
+        if change == rotation.REWRITTEN:
+            self._drain_copy()
+            self._reopen(True, "was truncated and written again: reading it from its start")
+        elif change == rotation.RENAMED:
             if self._reading != self.path:
-                newer = self._newer_rotated()
+                newer = rotation.newer_rotated(self.path, self._reading)
                 self._reopen(False, f"was rotated to {self._reading}, read to its end: "
                                     f"reading {newer or 'the new one'} from its start",
                              newer)
@@ -458,29 +425,12 @@ class FileSource(_LocalSource):
                 self._reopen(False, "was replaced by a new file (rotation): reading the new "
                                     "one from its start, and the old one on while lines "
                                     "are appended to it")
-        elif now.st_size < self._fh.tell():
+        elif change == rotation.TRUNCATED:
             self._drain_copy()
-            self._reopen(True, f"was truncated to {now.st_size} bytes: reading it from its "
-                               "start")
+            self._reopen(True, f"was truncated to {size} bytes: reading it from its start")
         else:
             return False
         return True
-
-    def _newer_rotated(self) -> str | None:
-        """After a rotated file found at start (`app.log.2`, logrotate's numbering), the one
-        rotated after it (`app.log.1`), if any: it was rotated while we were stopped too."""
-        m = re.fullmatch(re.escape(os.path.abspath(self.path)) + r"\.(\d+)",
-                         os.path.abspath(self._reading))
-        if not m or int(m.group(1)) < 2:
-            return None
-        newer = f"{os.path.abspath(self.path)}.{int(m.group(1)) - 1}"
-        try:
-            with open(newer, "rb") as fh:
-                if fh.peek(2)[:2] == GZIP_MAGIC:  # compressed since: not the one written
-                    return None
-        except OSError:
-            return None
-        return newer
 
     def _drain_copy(self) -> None:
         """A file truncated under us (copytruncate): what was written to it and not read yet
@@ -488,7 +438,8 @@ class FileSource(_LocalSource):
         the bytes read last at the read position): read on there before the truncated file."""
         if not self._start or not self._tail or self._pos < len(self._tail):
             return
-        fh = find_copy(self.path, Mark.of(self._pos, self._start, self._tail), skip=self._fh)
+        mark = rotation.Mark.of(self._pos, self._start, self._tail)
+        fh = rotation.find_copy(self.path, mark, skip=self._fh)
         if fh is None:
             return
         fh.seek(self._pos)
@@ -544,8 +495,9 @@ class FileSource(_LocalSource):
                     self._next_offset += 1
                 break
             line, size = got
-            if len(self._start) < START_BYTES and pos == len(self._start) and size == len(line):
-                self._start += line[:START_BYTES - len(self._start)]
+            room = rotation.START_BYTES - len(self._start)
+            if room > 0 and pos == len(self._start) and size == len(line):
+                self._start += line[:room]
             tail = line if len(line) >= TAIL_BYTES else tail + line
             pos += size
             rec = self._parser.record(line, self.topic, self._next_offset, size)
@@ -567,9 +519,7 @@ class FileSource(_LocalSource):
         for i, state in enumerate(list(self._draining)):
             current = self._swap(state)
             try:
-                fd = self._fh.fileno()
-                if os.fstat(fd).st_size < self._fh.tell() or (
-                        self._start and os.pread(fd, len(self._start), 0) != self._start):
+                if rotation.cut_or_rewritten(self._fh, self._start):
                     log.warning("source.path %s: the file it was rotated to was truncated or "
                                 "rewritten: no longer reading it", self.path)
                     self._fh.close()
