@@ -502,6 +502,57 @@ def test_every_dead_letter_fits_the_producers_max_request_size(key, value, heade
         assert key.startswith(k) and (P + "key.truncated" in h) == (len(k) < len(key))
 
 
+def test_a_dead_letter_the_broker_refuses_as_too_large_is_cut_until_it_is_taken():
+    """A dead-letter topic whose max.message.bytes is below the producer's max_request_size
+    (Apache Kafka answers MESSAGE_TOO_LARGE; the test broker does not enforce the limit, so
+    a fake producer plays the broker): the refused dead letter is cut, not retried whole for
+    ever holding up every output after it, and the topic's next big one is cut at once."""
+    from kafka.errors import MessageSizeTooLargeError
+
+    from streamgmm.service.kafka_io import KafkaSink, ProducerFailed, ProducerLink
+    from streamgmm.service.kafka_io.producer import record_size
+    from streamgmm.service.messages import SourceRecord
+
+    delivered: list = []
+    refused = [0]
+
+    class Broker(_FakeProducer):  # the dlq topic takes at most 20,000 bytes
+        def send(self, topic, value=None, key=None, headers=None):
+            if topic == "dlq" and record_size(key, value, headers or ()) > 20_000:
+                refused[0] += 1
+                return _Future(MessageSizeTooLargeError("MESSAGE_TOO_LARGE"))
+            delivered.append((topic, key, value, dict(headers or ())))
+            return _Future()
+
+    link = ProducerLink(None, factory=lambda **kw: Broker(False, []))
+    events, dead = KafkaSink(None, "out", producer=link), KafkaSink(None, "dlq", producer=link)
+    events.send_event({"i": 0})
+    dead.send_dead_letter(SourceRecord(b"v" * 60_000, "in", 0, 7, key=b"k"), "too_large",
+                          "big", "X", "g")
+    events.send_event({"i": 1})
+    rounds = 0
+    while True:
+        try:
+            link.flush(1)
+            break
+        except ProducerFailed as exc:
+            assert "MessageSizeTooLarge" in str(exc)
+            rounds += 1
+            assert rounds <= 3, "still refused after three rebuilds"
+            link.rebuild()
+    P = "__streamgmm.errors."
+    [(_, key, value, hdrs)] = [d for d in delivered if d[0] == "dlq"]
+    assert key == b"k" and b"v" * 5_000 in value and len(value) < 20_000
+    assert hdrs[P + "value.truncated"] == b"60000" and hdrs[P + "offset"] == b"7"
+    assert [json.loads(v)["i"] for t, _, v, _ in delivered if t == "out"][-2:] == [0, 1]
+    assert 0 < link.topic_limits["dlq"] <= 20_000 and "out" not in link.topic_limits
+    before = refused[0]
+    dead.send_dead_letter(SourceRecord(b"w" * 50_000, "in", 0, 8), "too_large", "big", "X",
+                          "g")
+    link.flush(1)  # cut before it is sent: no refusal, no rebuild
+    assert refused[0] == before and delivered[-1][3][P + "offset"] == b"8"
+
+
 def test_a_replayed_dead_letter_gets_one_set_of_error_headers():
     """A dead letter replayed into the input (after fixing its producer) that fails again
     carries the new failure's `__streamgmm.errors.*` headers once each, not both sets; its

@@ -244,8 +244,9 @@ class DeadLetterConfig:
              'fails again gets the new failure\'s `__streamgmm.errors.*` headers in place of '
              'the earlier ones. The whole record stays in the '
              'input topic at the offset the headers name. If you raise `max_request_size`, '
-             "raise the dead-letter topic's `max.message.bytes` with it: a record the broker "
-             'refuses is retried, and holds up the outputs after it, until it is accepted'))
+             "raise the dead-letter topic's `max.message.bytes` with it: a dead letter the "
+             'broker refuses as too large is cut to half its size (one warning), and so are '
+             "the topic's later ones over that size"))
     path: str | None = setting(Optional(PathStr()), None, path=True,
         doc='file dead letters: JSON lines file (rotated as `sink.path` is)')
 

@@ -30,6 +30,8 @@ SIZE_MARGIN = 256
 EVENT_OVERHEAD = 128
 #: a key that must be cut keeps 1/KEY_SHARE of max_request_size (the value gets the rest)
 KEY_SHARE = 4
+#: outputs refused as too large are not cut below this many bytes (then they stay refused)
+MIN_REFIT_BYTES = 1024
 
 
 def record_size(key, value, headers=()) -> int:
@@ -42,6 +44,12 @@ def record_size(key, value, headers=()) -> int:
         return (96 + len(key or b"") + len(value or b"") + 10 +
                 sum(len(k.encode()) + len(v or b"") + 10 for k, v in hdrs))
     return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, hdrs)
+
+
+def _is_too_large(exc) -> bool:
+    """The broker (or the client's own check) refuses this one record as too large."""
+    from kafka.errors import MessageSizeTooLargeError
+    return isinstance(exc, MessageSizeTooLargeError)
 
 
 class RetriableSinkError(SinkError):
@@ -65,7 +73,11 @@ class ProducerLink:
         self._factory = factory or (lambda **kw: make_producer(kcfg, **kw))
         self.producer = self._factory()
         self._lock = threading.Lock()
-        self._unacked: list = []  # (topic, value, key, headers) since the last good flush
+        self._unacked: list = []  # (topic, value, key, headers, refit) since the last good flush
+        self._too_large: set = set()  # ids of those refused as too large, to cut at rebuild
+        #: per topic, the size its outputs are cut to after the broker refused one as too
+        #: large (the topic's `max.message.bytes` below the producer's `max_request_size`)
+        self.topic_limits: dict = {}
         self._error: BaseException | None = None
         self._error_topic: str | None = None
         self.rebuilds = 0
@@ -81,32 +93,36 @@ class ProducerLink:
         config = getattr(self.producer, "config", None) or {}
         return int(config.get("max_request_size") or DEFAULT_MAX_REQUEST_SIZE)
 
-    def _on_error(self, topic, exc, generation=None) -> None:  # on the client's IO thread
+    def _on_error(self, topic, exc, generation=None, item=None) -> None:  # client IO thread
         with self._lock:
             if generation is not None and generation != self._generation:
                 return
+            if item is not None and _is_too_large(exc):
+                self._too_large.add(id(item))
             if self._error is None:
                 self._error, self._error_topic = exc, topic
 
-    def send(self, topic: str, value: bytes, key=None, headers=None) -> None:
-        """Queue one output (kept until a flush acknowledges it)."""
-        item = (topic, value, key, headers or None)
+    def send(self, topic: str, value: bytes, key=None, headers=None, refit=None) -> None:
+        """Queue one output (kept until a flush acknowledges it). `refit(limit)` gives the
+        output as (value, key, headers) cut to `limit` bytes, used if it is refused as too
+        large."""
+        item = (topic, value, key, headers or None, refit)
         self._unacked.append(item)
         if self._error is None:
             self._send(item)
 
     def _send(self, item) -> None:
-        topic, value, key, headers = item
+        topic, value, key, headers, _ = item
         if self.producer is None:
             self._on_error(topic, RuntimeError("no producer"))
             return
         try:
             fut = self.producer.send(topic, value=value, key=key, headers=headers)
         except Exception as exc:  # noqa: BLE001 - fatal state, metadata timeout, ...
-            self._on_error(topic, exc)
+            self._on_error(topic, exc, item=item)
             return
         gen = self._generation
-        fut.add_errback(lambda exc: self._on_error(topic, exc, gen))
+        fut.add_errback(lambda exc: self._on_error(topic, exc, gen, item))
 
     @property
     def failed(self) -> bool:
@@ -158,6 +174,7 @@ class ProducerLink:
                 text = f"{type(err).__name__}: {text}"
             raise ProducerFailed(f"{where} failed: {text}")
         self._unacked.clear()
+        self._too_large.clear()
 
     def rebuild(self) -> None:
         """Replace the producer and send every unacknowledged output again. The new producer
@@ -180,10 +197,38 @@ class ProducerLink:
         with self._lock:
             self._error, self._error_topic = None, None
         self.rebuilds += 1
+        self._cut_refused()
         for item in self._unacked:
             if self._error is not None:
                 break
             self._send(item)
+
+    def _cut_refused(self) -> None:
+        """Cut each output the broker refused as too large to half its size (its topic's
+        outputs too, from now on, in `topic_limits`), so one record over a topic's
+        `max.message.bytes` does not hold up every output after it for ever."""
+        with self._lock:
+            refused, self._too_large = self._too_large, set()
+        for i, item in enumerate(self._unacked):
+            if id(item) not in refused:
+                continue
+            topic, value, key, headers, refit = item
+            size = record_size(key, value, headers or ())
+            limit = max(MIN_REFIT_BYTES, size // 2)
+            if refit is None or limit >= size:
+                log.error("the broker refuses a %d-byte output to topic %r as too large and "
+                          "it cannot be cut further: raise the topic's max.message.bytes",
+                          size, topic)
+                continue
+            if limit < self.topic_limits.get(topic, size + 1):
+                self.topic_limits[topic] = limit
+                log.warning("the broker refused a %d-byte output to topic %r as too large "
+                            "(the topic's max.message.bytes is below the producer's "
+                            "max_request_size, %d): outputs to %r are cut to %d bytes from "
+                            "now on; raise the topic's max.message.bytes to keep them whole",
+                            size, topic, self.max_request_size, topic, limit)
+            value, key, headers = refit(limit)
+            self._unacked[i] = (topic, value, key, headers or None, refit)
 
     def close(self, timeout: float | None = None) -> None:
         if self.producer is not None:
@@ -208,17 +253,28 @@ class KafkaSink:
         self.link = producer
         # the largest record the producer takes, less a margin (read once: the producer's
         # config does not change when it is rebuilt)
-        self._limit = producer.max_request_size - SIZE_MARGIN
+        self._request_limit = producer.max_request_size - SIZE_MARGIN
+
+    @property
+    def _limit(self) -> int:
+        """The largest output this sink sends: the producer's limit, or lower once the
+        broker refused one as too large for the topic (`ProducerLink.topic_limits`)."""
+        return min(self._request_limit,
+                   self.link.topic_limits.get(self.topic, self._request_limit))
 
     def send_event(self, event: dict, key: bytes | None = None) -> None:
         """Queue one scored-record event (JSON). An event that would be larger than the
         producer's `max_request_size` (only a huge key can make it so) has its key cut to
         fit (`fit_event`): sent whole, it would be refused for ever and hold up every
         output after it."""
-        value = dumps(event)
-        if len(value) + len(key or b"") + EVENT_OVERHEAD > self._limit:
-            value, key = fit_event(event, value, key, self._limit)
-        self.link.send(self.topic, value, key=key)
+        whole = value = dumps(event)
+        whole_key, limit = key, self._limit
+        if len(value) + len(key or b"") + EVENT_OVERHEAD > limit:
+            value, key = fit_event(event, value, key, limit)
+
+        def refit(limit):
+            return (*fit_event(event, whole, whole_key, limit), None)
+        self.link.send(self.topic, value, key=key, refit=refit)
 
     def send_dead_letter(self, rec, reason, message, exc_class, group) -> None:
         """Queue the original value with `__streamgmm.errors.*` headers. A dead letter that
@@ -227,7 +283,9 @@ class KafkaSink:
         sent whole, it would be refused for ever and hold up every output after it. The
         whole record stays at the topic, partition and offset the headers name. A tombstone
         (a key, no value) stays one. A header with a null value (legal in Kafka, refused by
-        kafka-python's producer) is sent with an empty one."""
+        kafka-python's producer) is sent with an empty one. One the broker refuses as too
+        large (the topic's `max.message.bytes` below `max_request_size`) is cut to half its
+        size at the producer's rebuild, and so is the topic's next output over that size."""
         value = rec.value
         if value is None and rec.key is None:  # a record needs a key or a value
             value = b""
@@ -235,10 +293,15 @@ class KafkaSink:
         headers = [(k, b"" if v is None else v) for k, v in headers]
         key = rec.key
         limit = self._limit
+        n_own = len(own_headers(rec))
+        whole = (key, value, headers)
+
+        def refit(limit):
+            key, value, headers = fit_dead_letter(*whole, n_own, limit)
+            return value, key, headers
         if record_size(key, value, headers) > limit:
-            key, value, headers = fit_dead_letter(key, value, headers,
-                                                  len(own_headers(rec)), limit)
-        self.link.send(self.topic, value, key=key, headers=headers)
+            key, value, headers = fit_dead_letter(key, value, headers, n_own, limit)
+        self.link.send(self.topic, value, key=key, headers=headers, refit=refit)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait for all acks (see ProducerLink.flush)."""
