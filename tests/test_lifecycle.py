@@ -92,3 +92,23 @@ def test_a_checkpoint_on_other_features_is_refused_with_the_way_out(saved, featu
     text = str(e.value)
     assert str(list(FEATURES)) in text and str(list(features)) in text
     assert f"move the checkpoint {saved / 'ck.npz'} away" in text
+
+
+def test_a_float32_model_says_so(tmp_path, caplog):
+    """A Detector(dtype=float32) saved from Python scores and refits in float32 in the daemon
+    too: `inspect` and the restore line say so (nothing did)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    det = Detector(DET, feature_names=FEATURES, dtype=np.float32, background_refit=False)
+    det.process(mixture_rows(600, seed=1))
+    det.save(tmp_path / "model.npz")
+    det.close()
+    assert Detector.load(tmp_path / "model.npz").describe()["dtype"] == "float32"
+    r = subprocess.run([sys.executable, "-m", "streamgmm", "inspect", str(tmp_path / "model.npz")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "dtype" in r.stdout and "float32" in r.stdout, r.stderr
+    lines = _load(_cfg(tmp_path), caplog)
+    assert any("restored model" in m and "float32" in m for _, m in lines), lines

@@ -858,8 +858,11 @@ def load_detector(cfg, store: KafkaStateStore | None = None):
         raise DaemonError(f"{origin} was trained on features {list(names)}, but "
                           f"records.features is {features} (a model scores its columns in "
                           f"the order it was trained on): {_start_over(cfg, origin)}")
-    log.info("restored %s (model version %s, %s components)", origin, det.model_version,
-             getattr(det, "n_components", "?"))
+    dtype = getattr(det, "dtype", None)
+    log.info("restored %s (model version %s, %s components%s)", origin, det.model_version,
+             getattr(det, "n_components", "?"),
+             f", {dtype.name}: it scores and refits in {dtype.name}"
+             if dtype is not None and dtype != np.float64 else "")
     if cfg.model.path and not origin.startswith("model "):
         _model_path_not_loaded(cfg, origin)
     changes = det.reconfigure(detector_dict(cfg))  # the config file is the one truth
