@@ -284,6 +284,56 @@ def test_a_file_rotated_while_stopped_is_read_to_its_end_first(tmp_path, rotatio
     again.close()
 
 
+@pytest.mark.parametrize("rotations", [1, 2])
+def test_without_follow_a_file_rotated_while_stopped_is_read_then_the_new_one(tmp_path,
+                                                                              rotations):
+    """The same without `follow` (a batch run over a log that logrotate rotated between two
+    runs): the rest of the rotated file, the newer ones, then the new file, before the end;
+    the new file's records were never read (and never would be, run after run)."""
+    rows, data, pos = _stopped_after_committing_60(tmp_path, 200)
+    with open(data, "a") as f:
+        f.write("".join(rows[100:120]))
+    data.rename(tmp_path / "app.log.1")
+    if rotations == 2:
+        (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
+        (tmp_path / "app.log.1").write_text("".join(rows[120:150]))
+        data.write_text("".join(rows[150:]))
+    else:
+        data.write_text("".join(rows[120:]))
+    again = FileSource(str(data), position_path=pos)
+    got = []
+    while not again.exhausted:
+        batch = again.poll(0, 25)
+        got.extend(batch.records)
+        if batch.records:
+            assert again.commit({(again.topic, None): batch.records[-1].offset + 1})
+    assert _keys(got) == [f"r{i}" for i in range(60, 200)]
+    assert [r.offset for r in got] == list(range(60, 200))
+    again.close()
+    third = FileSource(str(data), position_path=pos)  # a next run: nothing left to read
+    assert not third.poll(0, 10).records and third.exhausted
+    third.close()
+
+
+def test_a_position_stored_for_another_file_is_not_used(tmp_path, caplog):
+    """`source.path` changed between two runs to another file of the same directory: the
+    position stored for the old file is not applied to the new one (which was then read from
+    the old file's byte offset, i.e. mostly or wholly skipped, with no warning)."""
+    rows = _rows(300)
+    old, new, pos = tmp_path / "day1.jsonl", tmp_path / "day2.jsonl", str(tmp_path / "p.pos")
+    old.write_text("".join(rows[:200]))
+    src = FileSource(str(old), position_path=pos)
+    _read(src, 200)
+    assert src.commit({(src.topic, None): 200})
+    src.close()
+    new.write_text("".join(rows[200:]))
+    again = FileSource(str(new), position_path=pos)
+    got = _drain(again, 100)
+    assert _keys(got) == [f"r{i}" for i in range(200, 300)]
+    assert "day1.jsonl" in caplog.text and "from its start" in caplog.text
+    again.close()
+
+
 @pytest.mark.parametrize("refilled", [False, True])
 def test_copytruncate_loses_nothing_that_is_in_the_copy(tmp_path, refilled):
     """logrotate `copytruncate` while the daemon is behind: the lines it had not read are

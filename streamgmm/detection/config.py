@@ -79,6 +79,14 @@ class RefitConfig:
                                        "min_records + this after a change)")
 
 
+def at_next_fit(key: str) -> bool:
+    """Whether a changed setting (a dotted key of ``DetectorConfig.changes``) takes effect on
+    a ready detector only at its next fit or refit (``Detector.reconfigure``): the model's
+    structure and how a fit is made; the threshold, online, drift and refit sections (but
+    ``threshold.calibration_folds``) apply at once."""
+    return "." not in key or key == "threshold.calibration_folds"
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     """Every Detector setting; ``from_dict`` validates a (partial) nested dict."""

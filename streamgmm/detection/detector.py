@@ -664,7 +664,8 @@ class Detector:
         """A JSON-able summary for ``streamgmm inspect``."""
         out = {"library_version": __version__, "ready": self.ready,
                "model_version": self.model_version, "feature_names": self.feature_names,
-               "n_features": self.n_features_, "config": self.config.to_dict(),
+               "n_features": self.n_features_, "dtype": self.dtype.name,
+               "config": self.config.to_dict(),
                "counters": dict(self.counters), "training": dict(self.train_info_)}
         if self.ready:
             m = self.model_

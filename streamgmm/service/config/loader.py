@@ -123,8 +123,10 @@ class SourceConfig:
              'after it (logrotate\'s numbering: `app.log.2`, then `app.log.1`), then the new '
              'file; a file truncated since (`copytruncate`) is read on from the position in '
              'its copy (a file of the same directory whose name begins with the file\'s and '
-             'that holds the same bytes up to the position), then from its start. A truncated or regenerated file, or a `.position` file that cannot be read '
-             'or parsed, is read from its start (a warning says so: records may be scored '
+             'that holds the same bytes up to the position), then from its start (with or '
+             'without `follow`). A truncated or regenerated file, a `.position` file that '
+             'cannot be read or parsed, or one stored for another file (`source.path` changed '
+             'since), is read from its start (a warning says so: records may be scored '
              'twice); so is the new file when the rotated one was compressed or moved to '
              'another directory, and what that one held after the position is then not read. '
              'Delete the `.position` file to read from the start '
@@ -257,7 +259,10 @@ class ModelConfig:
 
     path: str | None = setting(Optional(PathStr()), None, path=True,
         doc=('a pretrained model (`streamgmm fit` output, `.npz`): skips warm-up; the `detector` '
-             'settings of this file apply to it'))
+             'settings of this file apply to it. Read only when there is no checkpoint to '
+             'restore: the start-up log then says it was not loaded (a warning when the file '
+             'is newer than the checkpoint); move the checkpoint away to start from a new '
+             'model'))
     trusted: bool = setting(Bool(), False,
         doc='allow a pickle-based `.joblib` model (it can run code when loaded)')
     sync_seconds: float = setting(Num(0, lo_open=True), 2.0,
@@ -289,7 +294,9 @@ class CheckpointConfig:
 
     path: str | None = setting(Optional(PathStr()), None, path=True,
         doc=('checkpoint file (`null`: no checkpoints); restored at start (before `model.path`), '
-             "with this file's `detector` settings"))
+             "with this file's `detector` settings. One trained on other `records.features`, or "
+             'on the same in another order, is refused (exit 1, naming both lists): move it '
+             'away to start from `model.path` or a warm-up'))
     interval_seconds: float = setting(Num(0, lo_open=True), 60.0,
         doc=('checkpoint period; also one right after each new model (the warm-up fit, '
              'a refit), before the records it was fitted on are committed, and one at shutdown'))

@@ -220,6 +220,17 @@ ROTATE_WAIT_SECONDS = 5.0
 GROWTH_CHECK_SECONDS = 0.05
 
 
+def _same_path(stored, path: str) -> bool:
+    """Whether a read position stored for `stored` (an absolute path; None in old position
+    files) is one for `path`: the same name, or two names of one file."""
+    if stored is None or os.path.abspath(str(stored)) == os.path.abspath(path):
+        return True
+    try:
+        return os.path.samefile(str(stored), path)
+    except OSError:
+        return False
+
+
 class FileSource(_LocalSource):
     """CSV or JSON-lines file. Exhausted at end of file unless `follow` (tail -F; a file
     renamed away is read on while it is appended to, see `_reopen_if_replaced`).
@@ -296,6 +307,11 @@ class FileSource(_LocalSource):
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("source.path %s: the stored read position %s is unreadable (%s): "
                         "reading the file from its start", self.path, self._position_path, exc)
+            return
+        if not _same_path(pos.get("path"), self.path):  # source.path changed since
+            log.warning("source.path %s: the read position in %s was stored for another file, "
+                        "%s: reading %s from its start", self.path, self._position_path,
+                        pos.get("path"), self.path)
             return
         rotated = rotation.renamed_to(self.path, self._fh, pos.get("ino"), pos.get("dev"))
         if rotated is not None:  # renamed away since (rotation): its rest first
@@ -558,12 +574,28 @@ class FileSource(_LocalSource):
             if self.follow:
                 if not self._reopen_if_replaced():
                     self._wait(timeout_ms / 1000.0)
+            elif self._after_rotated():  # on to the newer files, then the path's own
+                return self.poll(timeout_ms, max_records)
             else:
                 self.exhausted = True
             return Batch(out, {})
         if self._position_path:
             return Batch(out, {self._key: self._next_offset})
         return Batch(out, {})
+
+    def _after_rotated(self) -> bool:
+        """Without `follow`, at the end of a file found at start under another name (rotated
+        or copied while stopped, see `_resume`): go on with the ones rotated after it
+        (logrotate's numbering), then the file `source.path` names now, from its start, as
+        `follow` does. False when there is nothing to go on with."""
+        if self._reading == self.path or not isinstance(self._fh, io.BufferedReader):
+            return False
+        newer = rotation.newer_rotated(self.path, self._reading)
+        if newer is None and not os.path.isfile(self.path):
+            return False
+        self._reopen(False, f"was rotated to {self._reading}, read to its end: reading "
+                            f"{newer or 'the new one'} from its start", newer)
+        return True
 
     def _wait(self, seconds: float) -> None:
         """Follow mode at the end of the file: wait up to `seconds`, but not past the moment

@@ -821,6 +821,7 @@ def load_detector(cfg, store: KafkaStateStore | None = None):
     `store`), else the pretrained `model.path`, else a fresh (warm-up) one."""
     from streamgmm import Detector
 
+    from ...detection.config import at_next_fit
     from ..config import detector_dict
 
     features = list(cfg.records.features)
@@ -855,15 +856,61 @@ def load_detector(cfg, store: KafkaStateStore | None = None):
     if names is not None and list(names) != features:
         det.close()
         raise DaemonError(f"{origin} was trained on features {list(names)}, but "
-                          f"records.features is {features}")
-    log.info("restored %s (model version %s, %s components)", origin, det.model_version,
-             getattr(det, "n_components", "?"))
+                          f"records.features is {features} (a model scores its columns in "
+                          f"the order it was trained on): {_start_over(cfg, origin)}")
+    dtype = getattr(det, "dtype", None)
+    log.info("restored %s (model version %s, %s components%s)", origin, det.model_version,
+             getattr(det, "n_components", "?"),
+             f", {dtype.name}: it scores and refits in {dtype.name}"
+             if dtype is not None and dtype != np.float64 else "")
+    if cfg.model.path and not origin.startswith("model "):
+        _model_path_not_loaded(cfg, origin)
     changes = det.reconfigure(detector_dict(cfg))  # the config file is the one truth
+    now = [c for c in changes if not at_next_fit(c[0])]
+    later = [c for c in changes if at_next_fit(c[0])]
     if changes:
-        log.warning("the config's detector settings differ from those saved with the %s; "
-                    "using the config's: %s", origin.split()[0],
-                    ", ".join(f"detector.{k} {old!r} -> {new!r}" for k, old, new in changes))
+        def listed(cs):
+            return ", ".join(f"detector.{k} {old!r} -> {new!r}" for k, old, new in cs)
+        parts = [f"using the config's: {listed(now)}"] if now else []
+        if later:
+            parts.append("from the next refit on (after a drift; the model in use keeps "
+                         "its own until then: to apply them now, fit a model with 'streamgmm "
+                         "fit' and start from it, with no checkpoint or state to restore): "
+                         + listed(later))
+        log.warning("the config's detector settings differ from those saved with the %s; %s",
+                    origin.split()[0], "; ".join(parts))
     return det
+
+
+def _start_over(cfg, origin: str) -> str:
+    """What to do to start from something else than ``origin``."""
+    target = (f"model.path ({cfg.model.path})" if cfg.model.path
+              else "a warm-up (or a model.path)")
+    if origin.startswith("checkpoint "):
+        return f"to start from {target}, move the checkpoint {cfg.checkpoint.path} away"
+    if origin.startswith("state topic "):
+        return (f"to start from {target}, delete the group's state: a tombstone (a null value "
+                f"keyed {cfg.kafka.group_id!r}) on {cfg.checkpoint.topic}")
+    return ("fit a model on records.features ('streamgmm fit') and set model.path to it, or "
+            "unset model.path to warm up")
+
+
+def _model_path_not_loaded(cfg, origin: str) -> None:
+    """model.path is read only when there is no checkpoint: say so, loudly when the model file
+    is newer than the checkpoint (a model fitted since, that the operator means to use)."""
+    path, ck = cfg.model.path, cfg.checkpoint.path
+    try:
+        newer = bool(ck) and origin.startswith("checkpoint ") and \
+            os.path.getmtime(path) > os.path.getmtime(ck)
+    except OSError:
+        newer = False
+    if newer:
+        log.warning("model.path %s is newer than the checkpoint %s but not loaded: a "
+                    "checkpoint is restored before model.path; to start from model.path, "
+                    "move the checkpoint away", path, ck)
+    else:
+        log.info("model.path %s not loaded: the %s is restored instead (what the daemon "
+                 "learned since)", path, origin)
 
 
 def _restore(Detector, store: KafkaStateStore):

@@ -149,8 +149,12 @@ def check_model_content(cfg) -> None:
         features = list(cfg.records.features)
         names = list(det.feature_names or [])
         if names != features and not det.adopt_feature_names(features):
+            how = ("move it away to start from model.path or a warm-up"
+                   if key == "checkpoint.path" else
+                   "fit a model on records.features with 'streamgmm fit'")
             raise PreflightError(f"{key}: {path} was trained on features {names}, but "
-                                 f"records.features is {features}")
+                                 f"records.features is {features} (a model scores its "
+                                 f"columns in the order it was trained on): {how}")
     finally:
         det.close()
 
