@@ -112,3 +112,32 @@ def test_a_float32_model_says_so(tmp_path, caplog):
     assert r.returncode == 0 and "dtype" in r.stdout and "float32" in r.stdout, r.stderr
     lines = _load(_cfg(tmp_path), caplog)
     assert any("restored model" in m and "float32" in m for _, m in lines), lines
+
+
+def test_check_config_warns_that_model_path_will_not_be_loaded(saved, capsys):
+    """`check-config` says what the start will do: with a checkpoint on disk, model.path is
+    not loaded (a warning, naming the key; louder when the model file is newer)."""
+    import yaml
+
+    from streamgmm.service import cli
+
+    cfg = {"source": {"type": "file", "path": str(saved / "in.jsonl")},
+           "records": {"features": list(FEATURES)}, "detector": DET,
+           "model": {"path": str(saved / "model.npz")},
+           "checkpoint": {"path": str(saved / "ck.npz")}, "metrics": {"enabled": False}}
+    path = saved / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["check-config", "-q", "--offline", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: model.path:" in err and "will not be loaded" in err
+    assert "newer" not in err
+    os.utime(saved / "model.npz")
+    try:
+        assert cli.main(["check-config", "-q", "--offline", str(path)]) == 0
+    finally:
+        os.utime(saved / "model.npz", (1e9, 1e9))
+    assert "although the model file is newer" in capsys.readouterr().err
+    cfg["model"]["path"] = None
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["check-config", "-q", "--offline", str(path)]) == 0
+    assert "model.path" not in capsys.readouterr().err

@@ -342,6 +342,22 @@ def check_warmup(cfg) -> list[str]:
     return [w] if w else []
 
 
+def check_model_source(cfg) -> list[str]:
+    """A warning when ``model.path`` is set but a checkpoint file exists: the daemon restores
+    the checkpoint and does not load ``model.path`` (louder when the model file is newer: a
+    model fitted since, that the operator means to use)."""
+    path, ck = cfg.model.path, cfg.checkpoint.path
+    if not path or cfg.checkpoint.store != "file" or not ck or not os.path.exists(ck):
+        return []
+    try:
+        newer = os.path.getmtime(path) > os.path.getmtime(ck)
+    except OSError:
+        newer = False
+    return [f"model.path: {path} will not be loaded: the checkpoint {ck} exists and is "
+            "restored instead" + (" although the model file is newer" if newer else "") +
+            "; to start from model.path, move the checkpoint away"]
+
+
 def check_metrics_address(cfg) -> None:
     """The metrics endpoint's address can be listened on (bound and released at once, as
     the daemon's HTTP server binds it: with SO_REUSEADDR)."""
