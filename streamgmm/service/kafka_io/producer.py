@@ -103,9 +103,10 @@ class ProducerLink:
                 self._error, self._error_topic = exc, topic
 
     def send(self, topic: str, value: bytes, key=None, headers=None, refit=None) -> None:
-        """Queue one output (kept until a flush acknowledges it). `refit(limit)` gives the
-        output as (value, key, headers) cut to `limit` bytes, used if it is refused as too
-        large."""
+        """Queue one output (kept until a flush acknowledges it). `refit`, a tuple
+        (function, *args), gives the output cut to `limit` bytes as `function(*args, limit)`
+        -> (value, key, headers), used if it is refused as too large (a tuple, not a closure:
+        one per event on the hot path)."""
         item = (topic, value, key, headers or None, refit)
         self._unacked.append(item)
         if self._error is None:
@@ -227,7 +228,7 @@ class ProducerLink:
                             "max_request_size, %d): outputs to %r are cut to %d bytes from "
                             "now on; raise the topic's max.message.bytes to keep them whole",
                             size, topic, self.max_request_size, topic, limit)
-            value, key, headers = refit(limit)
+            value, key, headers = refit[0](*refit[1:], limit)
             self._unacked[i] = (topic, value, key, headers or None, refit)
 
     def close(self, timeout: float | None = None) -> None:
@@ -268,13 +269,11 @@ class KafkaSink:
         fit (`fit_event`): sent whole, it would be refused for ever and hold up every
         output after it."""
         whole = value = dumps(event)
-        whole_key, limit = key, self._limit
+        whole_key = key
+        limit = self._limit if self.link.topic_limits else self._request_limit
         if len(value) + len(key or b"") + EVENT_OVERHEAD > limit:
             value, key = fit_event(event, value, key, limit)
-
-        def refit(limit):
-            return (*fit_event(event, whole, whole_key, limit), None)
-        self.link.send(self.topic, value, key=key, refit=refit)
+        self.link.send(self.topic, value, key=key, refit=(_refit_event, event, whole, whole_key))
 
     def send_dead_letter(self, rec, reason, message, exc_class, group) -> None:
         """Queue the original value with `__streamgmm.errors.*` headers. A dead letter that
@@ -294,11 +293,7 @@ class KafkaSink:
         key = rec.key
         limit = self._limit
         n_own = len(own_headers(rec))
-        whole = (key, value, headers)
-
-        def refit(limit):
-            key, value, headers = fit_dead_letter(*whole, n_own, limit)
-            return value, key, headers
+        refit = (_refit_dead_letter, key, value, headers, n_own)
         if record_size(key, value, headers) > limit:
             key, value, headers = fit_dead_letter(key, value, headers, n_own, limit)
         self.link.send(self.topic, value, key=key, headers=headers, refit=refit)
@@ -310,6 +305,17 @@ class KafkaSink:
     def close(self, timeout: float | None = None) -> None:
         if self._owns:
             self.link.close(timeout)
+
+
+def _refit_event(event: dict, value: bytes, key, limit: int):
+    """(value, key, headers) of an event cut to `limit` (a `ProducerLink` refit)."""
+    return (*fit_event(event, value, key, limit), None)
+
+
+def _refit_dead_letter(key, value, headers: list, n_original: int, limit: int):
+    """(value, key, headers) of a dead letter cut to `limit` (a `ProducerLink` refit)."""
+    key, value, headers = fit_dead_letter(key, value, headers, n_original, limit)
+    return value, key, headers
 
 
 def fit_dead_letter(key, value, headers: list, n_original: int, limit: int):
