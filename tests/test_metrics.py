@@ -323,3 +323,79 @@ def test_health_and_ready_endpoints_over_http():
 def test_liveness_timeout_is_a_few_polls_but_never_tiny():
     assert liveness_timeout(500) == 30.0
     assert liveness_timeout(20_000) == 100.0
+
+
+def _run_file_daemon(tmp_path, events, warmup: int):
+    """`python -m streamgmm run` on a followed JSON-lines file; (process, metrics port)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from kafka_helpers import free_port
+
+    port = free_port()
+    cfg = {
+        "source": {"type": "file", "path": str(events), "format": "jsonl", "follow": True},
+        "records": {"features": ["a", "b"]},
+        "sink": {"type": "file", "path": str(tmp_path / "out.jsonl"), "emit": "anomalies"},
+        "dead_letter": {"type": "file", "path": str(tmp_path / "dead.jsonl")},
+        "detector": {"n_components": 2, "warmup_records": warmup,
+                     "threshold": {"percentile": 1.0}},
+        "checkpoint": {"path": None},
+        "metrics": {"enabled": True, "host": "127.0.0.1", "port": port},
+        "logging": {"level": "INFO", "format": "plain"},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    log = open(tmp_path / "daemon.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config",
+                             str(tmp_path / "cfg.yaml")], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=tmp_path)
+    return proc, port
+
+
+def test_warm_up_exports_no_threshold_and_no_anomaly_ratio_over_http(tmp_path):
+    """Before a model exists there is no threshold and before a record is scored no flagged
+    fraction: the real /metrics page must not show 0 for them (a log-density threshold of 0
+    sits above most scores on the dashboard's threshold panel, and 0% flagged reads as a
+    healthy ratio). Once the warm-up fit is done both appear with their real values."""
+    import json
+
+    from kafka_helpers import scrape, wait_for
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(700, 2))
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps({"a": a, "b": b}) + "\n" for a, b in rows[:100]))
+    proc, port = _run_file_daemon(tmp_path, events, warmup=500)
+    try:
+        def page():
+            assert proc.poll() is None, (tmp_path / "daemon.log").read_text()[-2000:]
+            try:
+                return scrape(port)
+            except OSError:
+                return None
+        text, m = wait_for(page, 60, what="the daemon's /metrics page")
+        time.sleep(1.0)  # the 100 records are read into the warm-up buffer
+        text, m = scrape(port)
+        assert metric(m, "streamgmm_ready") == 0
+        assert metric(m, "streamgmm_model_version") == 0
+        assert metric(m, "streamgmm_records_processed_total") == 0
+        assert metric(m, "streamgmm_threshold") is None, text
+        assert metric(m, "streamgmm_anomaly_ratio") is None, text
+        assert "# TYPE streamgmm_threshold gauge" in text      # the family is still declared
+        assert "# TYPE streamgmm_anomaly_ratio gauge" in text
+        rc, out = promtool_check(text)
+        assert rc == 0 and out.strip() == "", out
+        with open(events, "a") as fh:
+            fh.write("".join(json.dumps({"a": a, "b": b}) + "\n" for a, b in rows[100:]))
+        wait_for(lambda: metric(scrape(port)[1], "streamgmm_records_processed_total") == 700,
+                 60, what="every record scored")
+        _, m = scrape(port)
+        assert metric(m, "streamgmm_ready") == 1
+        assert metric(m, "streamgmm_threshold") < 0
+        flagged = metric(m, "streamgmm_anomalies_total")
+        assert metric(m, "streamgmm_anomaly_ratio") == pytest.approx(flagged / 700)
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily
 
 from ..._version import __version__
 from ...detection.drift import DETECTORS as DRIFT_DETECTORS
@@ -90,6 +90,38 @@ class BatchHistogram:
         yield HistogramMetricFamily(self.name, self.documentation)
 
 
+class UndefinedUntilSet:
+    """An unlabelled gauge with no sample until its first `set` (a custom collector).
+
+    For values that do not exist yet, rather than are 0: the threshold before a model exists
+    (0 nats would sit above most scores) and the flagged fraction before a record is scored
+    (0% would read as a healthy ratio). The family is declared (HELP/TYPE) from the start;
+    dashboards show no data and alert comparisons are empty until the value is defined.
+    """
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry):
+        self.name = name
+        self.documentation = documentation
+        self._value: float | None = None
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        self._value = float(value)
+
+    def get(self) -> float | None:
+        return self._value
+
+    def collect(self):
+        fam = GaugeMetricFamily(self.name, self.documentation)
+        value = self._value
+        if value is not None:
+            fam.add_metric([], value)
+        yield fam
+
+    def describe(self):
+        yield GaugeMetricFamily(self.name, self.documentation)
+
+
 def _fmt_bound(b: float) -> str:
     return repr(float(b))
 
@@ -138,14 +170,15 @@ class DaemonMetrics:
         self.anomalies = Counter(p + "anomalies", "Records flagged as anomalies.", registry=r)
         self.dead_letters = Counter(p + "dead_letters", "Bad records sent to the dead-letter "
                                     "sink, by reason.", ["reason"], registry=r)
-        self.anomaly_ratio = Gauge(p + "anomaly_ratio", "Flagged fraction over the last "
-                                   "metrics.ratio_window scored records.", registry=r)
+        self.anomaly_ratio = UndefinedUntilSet(p + "anomaly_ratio", "Flagged fraction over "
+                                               "the last metrics.ratio_window scored records "
+                                               "(no sample until a record is scored).", r)
         self.target_ratio = Gauge(p + "target_anomaly_ratio", "Configured threshold "
                                   "percentile / 100.", registry=r)
         self.log_density = BatchHistogram(p + "log_density", "Log-density of scored records.",
                                           LOG_DENSITY_BUCKETS, r)
-        self.threshold = Gauge(p + "threshold", "Current log-density anomaly threshold.",
-                               registry=r)
+        self.threshold = UndefinedUntilSet(p + "threshold", "Current log-density anomaly "
+                                           "threshold (no sample until a model exists).", r)
         self.drift = Counter(p + "drift_events", "Drift detections, by detector.", ["detector"],
                              registry=r)
         self.refits = Counter(p + "refits", "Batch refits, by outcome.", ["outcome"], registry=r)
@@ -380,5 +413,5 @@ def _duration(detail: dict):
     return None
 
 
-__all__ = ["DaemonMetrics", "BatchHistogram", "RatioWindow", "DEAD_LETTER_REASONS",
+__all__ = ["DaemonMetrics", "BatchHistogram", "RatioWindow", "UndefinedUntilSet", "DEAD_LETTER_REASONS",
            "DRIFT_DETECTORS", "REFIT_OUTCOMES", "FLEET_TOPICS", "FLEET_DIRECTIONS"]
