@@ -399,3 +399,87 @@ def test_warm_up_exports_no_threshold_and_no_anomaly_ratio_over_http(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_checkpoint_age_stands_still_while_learning_is_paused_over_http():
+    """While the loop waits for Kafka to acknowledge its outputs nothing is scored, so the
+    seconds of unsaved learning do not grow; they go on from the same value afterwards."""
+    health = Health(stale_after=30.0)
+    dm = DaemonMetrics(checkpoints=True)
+    dm.observe_model(SimpleNamespace(threshold_=-1.0, ready=True, n_components=2,
+                                     model_version=1))
+    dm.observe_checkpoint(time.time() - 100)
+    srv = HealthServer("127.0.0.1", 0, health, dm).start()
+
+    def age() -> float:
+        return metric(parse_metrics(http_get(f"http://127.0.0.1:{srv.port}/metrics")[1]),
+                      "streamgmm_checkpoint_age_seconds")
+    try:
+        dm.learning_paused(True)
+        a = age()
+        time.sleep(0.6)
+        assert age() == pytest.approx(a, abs=0.01)
+        assert 100 <= a < 105
+        dm.learning_paused(False)
+        time.sleep(0.3)
+        assert a + 0.25 <= age() < a + 5
+        dm.learning_paused(True)
+        dm.observe_checkpoint()          # a checkpoint during the wait (e.g. at shutdown)
+        assert age() == 0.0
+        dm.learning_paused(False)
+        assert age() < 0.5
+    finally:
+        srv.stop()
+
+
+def test_a_hung_broker_does_not_age_the_checkpoint(tmp_path):
+    """A real daemon on its own broker; the broker hangs (SIGSTOP) while records arrive, so
+    the outputs are not acknowledged: /readyz says so, nothing is scored, and the checkpoint
+    age scraped from /metrics stands still (it grew without bound before, and
+    StreamgmmCheckpointStale fired after 20 minutes of any broker outage)."""
+    import signal as _signal
+
+    from kafka_helpers import (BackgroundProducer, DaemonProcess, broker_binary, create_topics,
+                               daemon_config, free_port, mixture_rows, scrape, start_broker,
+                               to_record, unique, wait_for, write_yaml)
+
+    broker = start_broker(broker_binary(), str(tmp_path / "broker.log"))
+    bs = broker.bootstrap
+    topic, out, dlq, group = unique("in"), unique("out"), unique("dlq"), unique("g")
+    create_topics(bs, [topic, out, dlq])
+    mport = free_port()
+    cfg = daemon_config(bs, topic, out, dlq, group, warmup=200, metrics_port=mport,
+                        emit="all", checkpoint=str(tmp_path / "ck.npz"),
+                        kafka={"consumer": {"fetch_max_wait_ms": 50}})
+    d = DaemonProcess(write_yaml(tmp_path / "c.yaml", cfg), str(tmp_path / "d.log"),
+                      module="streamgmm", args=("run",))
+    rows = mixture_rows(20_000, seed=5)
+    prod = BackgroundProducer(bs, topic, [to_record(i, x) for i, x in enumerate(rows)],
+                              rate=200).start()
+    stopped = False
+
+    def readyz() -> tuple[int, str]:
+        try:
+            return http_get(f"http://127.0.0.1:{mport}/readyz")
+        except OSError:  # not listening yet
+            return 0, ""
+    try:
+        wait_for(lambda: readyz()[0] == 200, 90, what="ready")
+        wait_for(lambda: (metric(scrape(mport)[1], "streamgmm_records_processed_total") or 0)
+                 > 300, 60, what="records scored")
+        broker.proc.send_signal(_signal.SIGSTOP)
+        stopped = True
+        wait_for(lambda: "outputs not acknowledged" in readyz()[1], 90,
+                 what="/readyz: outputs not acknowledged")
+        a = metric(scrape(mport)[1], "streamgmm_checkpoint_age_seconds")
+        n = metric(scrape(mport)[1], "streamgmm_records_processed_total")
+        time.sleep(4)
+        _, m = scrape(mport)
+        assert metric(m, "streamgmm_records_processed_total") == n   # nothing scored
+        assert metric(m, "streamgmm_checkpoint_age_seconds") == pytest.approx(a, abs=0.5)
+    finally:
+        if stopped:
+            broker.proc.send_signal(_signal.SIGCONT)
+        prod._stop.set()
+        d.kill()
+        broker.stop()

@@ -455,12 +455,14 @@ class Daemon:
                 self.metrics.set_lag(self.source.lag(refresh=True))
         if self._outputs_blocked:
             self._outputs_blocked = False
+            self.metrics.learning_paused(False)
             log.info("outputs acknowledged again after %.1fs (producer rebuilt %d times so "
                      "far)", time.monotonic() - t0, self.link.rebuilds if self.link else 0)
             self._update_ready()
 
     def _set_outputs_blocked(self, text: str) -> None:
         self._outputs_blocked = True
+        self.metrics.learning_paused(True)  # nothing is scored while the outputs wait
         log.warning("Kafka outputs not acknowledged: %s", text)
         self._update_ready()
 

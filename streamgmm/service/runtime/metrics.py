@@ -227,6 +227,7 @@ class DaemonMetrics:
         self._window = RatioWindow(ratio_window)
         self._checkpoints = checkpoints
         self._unsaved_since: float | None = None  # None: nothing that needs a checkpoint
+        self._paused_at: float | None = None  # the loop waits for Kafka outputs: no learning
         self.checkpoint_age.set_function(self._checkpoint_age)
         self._lag_labels: set = set()
         self._fleet: _FleetMetrics | None = None  # created by the first observe_fleet
@@ -286,9 +287,28 @@ class DaemonMetrics:
         self._unsaved_since = when
         self.last_checkpoint.set(when)
 
+    def learning_paused(self, paused: bool) -> None:
+        """The loop waits for Kafka to acknowledge its outputs (paused=True) or goes on.
+
+        While it waits nothing is scored, so no learning accrues and the checkpoint age stands
+        still: it counts seconds of learning a restart would lose, and a broker outage is not
+        a checkpoint problem (StreamgmmNotReady reports it; StreamgmmCheckpointStale would
+        otherwise fire after 20 minutes of outage with advice about disks).
+        """
+        now = time.time()
+        if paused and self._paused_at is None:
+            self._paused_at = now
+        elif not paused and self._paused_at is not None:
+            if self._unsaved_since is not None:
+                self._unsaved_since += now - max(self._paused_at, self._unsaved_since)
+            self._paused_at = None
+
     def _checkpoint_age(self) -> float:
         since = self._unsaved_since
-        return 0.0 if since is None else max(0.0, time.time() - since)
+        if since is None:
+            return 0.0
+        now = self._paused_at if self._paused_at is not None else time.time()
+        return max(0.0, now - since)
 
     def set_lag(self, lags: dict) -> None:
         """Replace the per-partition lag gauges with {(topic, partition): lag}."""
