@@ -483,3 +483,50 @@ def test_a_hung_broker_does_not_age_the_checkpoint(tmp_path):
         prod._stop.set()
         d.kill()
         broker.stop()
+
+
+def test_healthz_stays_200_through_a_producer_rebuild_backoff():
+    """The loop waits up to 30 s between producer rebuilds while Kafka refuses its outputs:
+    waiting on purpose, not stuck. /healthz (liveness 2 s here) and the loop-age gauge must
+    stay low through a 3 s backoff (one wait without a beat made /healthz flap 503 and the
+    dashboard's loop line climb to 35 s in every cycle of a broker outage); a stop request
+    still ends the wait at once."""
+    import threading
+
+    from streamgmm.service.runtime.daemon import Daemon, StopRequested
+
+    health = Health(stale_after=2.0)
+    dm = DaemonMetrics()
+    dm.loop_age.set_function(lambda: health.since_beat)
+    d = Daemon.__new__(Daemon)
+    d.health, d.stop_event = health, threading.Event()
+    srv = HealthServer("127.0.0.1", 0, health, dm).start()
+    base = f"http://127.0.0.1:{srv.port}"
+    seen = []
+    done = threading.Event()
+
+    def probe():
+        while not done.is_set():
+            status = http_get(base + "/healthz")[0]
+            age = metric(parse_metrics(http_get(base + "/metrics")[1]),
+                         "streamgmm_loop_age_seconds")
+            seen.append((status, age))
+            time.sleep(0.2)
+    t = threading.Thread(target=probe, daemon=True)
+    try:
+        health.beat()
+        t.start()
+        d._backoff_alive(3.0)
+        done.set()
+        t.join(5)
+        assert len(seen) >= 5
+        assert all(status == 200 for status, _ in seen), seen
+        assert max(age for _, age in seen) < 1.5, seen
+        t0 = time.monotonic()
+        threading.Timer(0.3, d.stop_event.set).start()
+        with pytest.raises(StopRequested):
+            d._backoff_alive(30.0)
+        assert time.monotonic() - t0 < 2
+    finally:
+        done.set()
+        srv.stop()
