@@ -230,6 +230,11 @@ def scraped_metrics() -> dict[str, set[str]]:
     # Per-partition lag series exist only once partitions are assigned: assign one.
     metrics.set_lag({("events", 0): 5})
     metrics.observe_scored([-3.0, -20.0], [False, True], ages=[0.1, 0.2])
+    # The threshold exists only once a model does (no sample in warm-up): give it one.
+    from types import SimpleNamespace
+
+    metrics.observe_model(SimpleNamespace(threshold_=-12.0, ready=True, n_components=2,
+                                          model_version=1))
     metrics.observe_checkpoint()
     # Fleet series exist only on a fleet member: make this one a member of group "g".
     from streamgmm.service.fleet.status import FleetStatus
