@@ -230,6 +230,11 @@ def scraped_metrics() -> dict[str, set[str]]:
     # Per-partition lag series exist only once partitions are assigned: assign one.
     metrics.set_lag({("events", 0): 5})
     metrics.observe_scored([-3.0, -20.0], [False, True], ages=[0.1, 0.2])
+    # The threshold exists only once a model does (no sample in warm-up): give it one.
+    from types import SimpleNamespace
+
+    metrics.observe_model(SimpleNamespace(threshold_=-12.0, ready=True, n_components=2,
+                                          model_version=1))
     metrics.observe_checkpoint()
     # Fleet series exist only on a fleet member: make this one a member of group "g".
     from streamgmm.service.fleet.status import FleetStatus
@@ -486,3 +491,41 @@ def test_dashboard_provisioning():
     assert doc["apiVersion"] == 1
     (prov,) = doc["providers"]
     assert prov["type"] == "file" and prov["options"]["path"].startswith("/")
+
+
+@needs_promtool
+def test_ready_stat_is_not_ready_while_an_instance_cannot_be_scraped(tmp_path):
+    """Measured with two daemons: one stopped (up 0, its streamgmm_ready series gone stale),
+    the Ready stat still said READY from the other. Evaluated by promtool on the panel's own
+    expression: an unscrapable instance counts as not ready; all up and ready is 1."""
+    import subprocess
+
+    dash = load_dashboard()
+    panel = next(p for p in iter_panels(dash["panels"]) if p.get("title") == "Ready")
+    expr = substitute(panel["targets"][0]["expr"]).replace('instance=~"streamgmm:9108"',
+                                                           'instance=~".+"')
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": 'up{job="streamgmm", instance="a:9108"}', "values": "1 1 1 0 0 0"},
+                {"series": 'streamgmm_ready{job="streamgmm", instance="a:9108"}',
+                 "values": "1 1 1"},            # a is not scraped from 3m on: no samples
+                {"series": 'up{job="streamgmm", instance="b:9108"}', "values": "1x5"},
+                {"series": 'streamgmm_ready{job="streamgmm", instance="b:9108"}',
+                 "values": "1x5"},
+            ],
+            "promql_expr_test": [
+                {"expr": expr, "eval_time": "2m", "exp_samples": [{"labels": "{}", "value": 1}]},
+                # 8m: a's last ready sample (2m) is stale, its up (0 at 5m) is not; b is ready
+                {"expr": expr, "eval_time": "8m", "exp_samples": [{"labels": "{}", "value": 0}]},
+            ],
+        }],
+    }
+    path = tmp_path / "ready_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    res = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, f"{expr}\n{res.stdout}\n{res.stderr}"

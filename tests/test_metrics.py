@@ -323,3 +323,210 @@ def test_health_and_ready_endpoints_over_http():
 def test_liveness_timeout_is_a_few_polls_but_never_tiny():
     assert liveness_timeout(500) == 30.0
     assert liveness_timeout(20_000) == 100.0
+
+
+def _run_file_daemon(tmp_path, events, warmup: int):
+    """`python -m streamgmm run` on a followed JSON-lines file; (process, metrics port)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from kafka_helpers import free_port
+
+    port = free_port()
+    cfg = {
+        "source": {"type": "file", "path": str(events), "format": "jsonl", "follow": True},
+        "records": {"features": ["a", "b"]},
+        "sink": {"type": "file", "path": str(tmp_path / "out.jsonl"), "emit": "anomalies"},
+        "dead_letter": {"type": "file", "path": str(tmp_path / "dead.jsonl")},
+        "detector": {"n_components": 2, "warmup_records": warmup,
+                     "threshold": {"percentile": 1.0}},
+        "checkpoint": {"path": None},
+        "metrics": {"enabled": True, "host": "127.0.0.1", "port": port},
+        "logging": {"level": "INFO", "format": "plain"},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    log = open(tmp_path / "daemon.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamgmm", "run", "--config",
+                             str(tmp_path / "cfg.yaml")], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=tmp_path)
+    return proc, port
+
+
+def test_warm_up_exports_no_threshold_and_no_anomaly_ratio_over_http(tmp_path):
+    """Before a model exists there is no threshold and before a record is scored no flagged
+    fraction: the real /metrics page must not show 0 for them (a log-density threshold of 0
+    sits above most scores on the dashboard's threshold panel, and 0% flagged reads as a
+    healthy ratio). Once the warm-up fit is done both appear with their real values."""
+    import json
+
+    from kafka_helpers import scrape, wait_for
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(700, 2))
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps({"a": a, "b": b}) + "\n" for a, b in rows[:100]))
+    proc, port = _run_file_daemon(tmp_path, events, warmup=500)
+    try:
+        def page():
+            assert proc.poll() is None, (tmp_path / "daemon.log").read_text()[-2000:]
+            try:
+                return scrape(port)
+            except OSError:
+                return None
+        text, m = wait_for(page, 60, what="the daemon's /metrics page")
+        time.sleep(1.0)  # the 100 records are read into the warm-up buffer
+        text, m = scrape(port)
+        assert metric(m, "streamgmm_ready") == 0
+        assert metric(m, "streamgmm_model_version") == 0
+        assert metric(m, "streamgmm_records_processed_total") == 0
+        assert metric(m, "streamgmm_threshold") is None, text
+        assert metric(m, "streamgmm_anomaly_ratio") is None, text
+        assert "# TYPE streamgmm_threshold gauge" in text      # the family is still declared
+        assert "# TYPE streamgmm_anomaly_ratio gauge" in text
+        rc, out = promtool_check(text)
+        assert rc == 0 and out.strip() == "", out
+        with open(events, "a") as fh:
+            fh.write("".join(json.dumps({"a": a, "b": b}) + "\n" for a, b in rows[100:]))
+        wait_for(lambda: metric(scrape(port)[1], "streamgmm_records_processed_total") == 700,
+                 60, what="every record scored")
+        _, m = scrape(port)
+        assert metric(m, "streamgmm_ready") == 1
+        assert metric(m, "streamgmm_threshold") < 0
+        flagged = metric(m, "streamgmm_anomalies_total")
+        assert metric(m, "streamgmm_anomaly_ratio") == pytest.approx(flagged / 700)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_checkpoint_age_stands_still_while_learning_is_paused_over_http():
+    """While the loop waits for Kafka to acknowledge its outputs nothing is scored, so the
+    seconds of unsaved learning do not grow; they go on from the same value afterwards."""
+    health = Health(stale_after=30.0)
+    dm = DaemonMetrics(checkpoints=True)
+    dm.observe_model(SimpleNamespace(threshold_=-1.0, ready=True, n_components=2,
+                                     model_version=1))
+    dm.observe_checkpoint(time.time() - 100)
+    srv = HealthServer("127.0.0.1", 0, health, dm).start()
+
+    def age() -> float:
+        return metric(parse_metrics(http_get(f"http://127.0.0.1:{srv.port}/metrics")[1]),
+                      "streamgmm_checkpoint_age_seconds")
+    try:
+        dm.learning_paused(True)
+        a = age()
+        time.sleep(0.6)
+        assert age() == pytest.approx(a, abs=0.01)
+        assert 100 <= a < 105
+        dm.learning_paused(False)
+        time.sleep(0.3)
+        assert a + 0.25 <= age() < a + 5
+        dm.learning_paused(True)
+        dm.observe_checkpoint()          # a checkpoint during the wait (e.g. at shutdown)
+        assert age() == 0.0
+        dm.learning_paused(False)
+        assert age() < 0.5
+    finally:
+        srv.stop()
+
+
+def test_a_hung_broker_does_not_age_the_checkpoint(tmp_path):
+    """A real daemon on its own broker; the broker hangs (SIGSTOP) while records arrive, so
+    the outputs are not acknowledged: /readyz says so, nothing is scored, and the checkpoint
+    age scraped from /metrics stands still (it grew without bound before, and
+    StreamgmmCheckpointStale fired after 20 minutes of any broker outage)."""
+    import signal as _signal
+
+    from kafka_helpers import (BackgroundProducer, DaemonProcess, broker_binary, create_topics,
+                               daemon_config, free_port, mixture_rows, scrape, start_broker,
+                               to_record, unique, wait_for, write_yaml)
+
+    broker = start_broker(broker_binary(), str(tmp_path / "broker.log"))
+    bs = broker.bootstrap
+    topic, out, dlq, group = unique("in"), unique("out"), unique("dlq"), unique("g")
+    create_topics(bs, [topic, out, dlq])
+    mport = free_port()
+    cfg = daemon_config(bs, topic, out, dlq, group, warmup=200, metrics_port=mport,
+                        emit="all", checkpoint=str(tmp_path / "ck.npz"),
+                        kafka={"consumer": {"fetch_max_wait_ms": 50}})
+    d = DaemonProcess(write_yaml(tmp_path / "c.yaml", cfg), str(tmp_path / "d.log"),
+                      module="streamgmm", args=("run",))
+    rows = mixture_rows(20_000, seed=5)
+    prod = BackgroundProducer(bs, topic, [to_record(i, x) for i, x in enumerate(rows)],
+                              rate=200).start()
+    stopped = False
+
+    def readyz() -> tuple[int, str]:
+        try:
+            return http_get(f"http://127.0.0.1:{mport}/readyz")
+        except OSError:  # not listening yet
+            return 0, ""
+    try:
+        wait_for(lambda: readyz()[0] == 200, 90, what="ready")
+        wait_for(lambda: (metric(scrape(mport)[1], "streamgmm_records_processed_total") or 0)
+                 > 300, 60, what="records scored")
+        broker.proc.send_signal(_signal.SIGSTOP)
+        stopped = True
+        wait_for(lambda: "outputs not acknowledged" in readyz()[1], 90,
+                 what="/readyz: outputs not acknowledged")
+        a = metric(scrape(mport)[1], "streamgmm_checkpoint_age_seconds")
+        n = metric(scrape(mport)[1], "streamgmm_records_processed_total")
+        time.sleep(4)
+        _, m = scrape(mport)
+        assert metric(m, "streamgmm_records_processed_total") == n   # nothing scored
+        assert metric(m, "streamgmm_checkpoint_age_seconds") == pytest.approx(a, abs=0.5)
+    finally:
+        if stopped:
+            broker.proc.send_signal(_signal.SIGCONT)
+        prod._stop.set()
+        d.kill()
+        broker.stop()
+
+
+def test_healthz_stays_200_through_a_producer_rebuild_backoff():
+    """The loop waits up to 30 s between producer rebuilds while Kafka refuses its outputs:
+    waiting on purpose, not stuck. /healthz (liveness 2 s here) and the loop-age gauge must
+    stay low through a 3 s backoff (one wait without a beat made /healthz flap 503 and the
+    dashboard's loop line climb to 35 s in every cycle of a broker outage); a stop request
+    still ends the wait at once."""
+    import threading
+
+    from streamgmm.service.runtime.daemon import Daemon, StopRequested
+
+    health = Health(stale_after=2.0)
+    dm = DaemonMetrics()
+    dm.loop_age.set_function(lambda: health.since_beat)
+    d = Daemon.__new__(Daemon)
+    d.health, d.stop_event = health, threading.Event()
+    srv = HealthServer("127.0.0.1", 0, health, dm).start()
+    base = f"http://127.0.0.1:{srv.port}"
+    seen = []
+    done = threading.Event()
+
+    def probe():
+        while not done.is_set():
+            status = http_get(base + "/healthz")[0]
+            age = metric(parse_metrics(http_get(base + "/metrics")[1]),
+                         "streamgmm_loop_age_seconds")
+            seen.append((status, age))
+            time.sleep(0.2)
+    t = threading.Thread(target=probe, daemon=True)
+    try:
+        health.beat()
+        t.start()
+        d._backoff_alive(3.0)
+        done.set()
+        t.join(5)
+        assert len(seen) >= 5
+        assert all(status == 200 for status, _ in seen), seen
+        assert max(age for _, age in seen) < 1.5, seen
+        t0 = time.monotonic()
+        threading.Timer(0.3, d.stop_event.set).start()
+        with pytest.raises(StopRequested):
+            d._backoff_alive(30.0)
+        assert time.monotonic() - t0 < 2
+    finally:
+        done.set()
+        srv.stop()

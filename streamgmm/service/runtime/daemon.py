@@ -439,8 +439,7 @@ class Daemon:
                     self._set_outputs_blocked(
                         f"{exc}; rebuilding the producer and sending the "
                         f"{self.link.unacked} unacknowledged outputs again, with backoff")
-                if self.stop_event.wait(backoff):
-                    raise StopRequested() from None
+                self._backoff_alive(backoff)
                 backoff = min(backoff * 2, REBUILD_BACKOFF_MAX_SECONDS)
                 try:
                     self.link.rebuild()
@@ -455,12 +454,25 @@ class Daemon:
                 self.metrics.set_lag(self.source.lag(refresh=True))
         if self._outputs_blocked:
             self._outputs_blocked = False
+            self.metrics.learning_paused(False)
             log.info("outputs acknowledged again after %.1fs (producer rebuilt %d times so "
                      "far)", time.monotonic() - t0, self.link.rebuilds if self.link else 0)
             self._update_ready()
 
+    def _backoff_alive(self, seconds: float) -> None:
+        """Wait `seconds` before the next producer rebuild, beating the health clock every
+        slice: the loop is waiting on purpose, not stuck (a backoff of up to 30 s in one wait
+        took the loop age past the liveness timeout, /healthz flapping 503 through an
+        outage). A stop request ends the wait (StopRequested)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop_event.wait(min(left, FLUSH_SLICE_SECONDS)):
+                raise StopRequested() from None
+            self.health.beat()
+
     def _set_outputs_blocked(self, text: str) -> None:
         self._outputs_blocked = True
+        self.metrics.learning_paused(True)  # nothing is scored while the outputs wait
         log.warning("Kafka outputs not acknowledged: %s", text)
         self._update_ready()
 

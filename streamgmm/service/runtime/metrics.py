@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily
 
 from ..._version import __version__
 from ...detection.drift import DETECTORS as DRIFT_DETECTORS
@@ -90,6 +90,38 @@ class BatchHistogram:
         yield HistogramMetricFamily(self.name, self.documentation)
 
 
+class UndefinedUntilSet:
+    """An unlabelled gauge with no sample until its first `set` (a custom collector).
+
+    For values that do not exist yet, rather than are 0: the threshold before a model exists
+    (0 nats would sit above most scores) and the flagged fraction before a record is scored
+    (0% would read as a healthy ratio). The family is declared (HELP/TYPE) from the start;
+    dashboards show no data and alert comparisons are empty until the value is defined.
+    """
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry):
+        self.name = name
+        self.documentation = documentation
+        self._value: float | None = None
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        self._value = float(value)
+
+    def get(self) -> float | None:
+        return self._value
+
+    def collect(self):
+        fam = GaugeMetricFamily(self.name, self.documentation)
+        value = self._value
+        if value is not None:
+            fam.add_metric([], value)
+        yield fam
+
+    def describe(self):
+        yield GaugeMetricFamily(self.name, self.documentation)
+
+
 def _fmt_bound(b: float) -> str:
     return repr(float(b))
 
@@ -138,14 +170,15 @@ class DaemonMetrics:
         self.anomalies = Counter(p + "anomalies", "Records flagged as anomalies.", registry=r)
         self.dead_letters = Counter(p + "dead_letters", "Bad records sent to the dead-letter "
                                     "sink, by reason.", ["reason"], registry=r)
-        self.anomaly_ratio = Gauge(p + "anomaly_ratio", "Flagged fraction over the last "
-                                   "metrics.ratio_window scored records.", registry=r)
+        self.anomaly_ratio = UndefinedUntilSet(p + "anomaly_ratio", "Flagged fraction over "
+                                               "the last metrics.ratio_window scored records "
+                                               "(no sample until a record is scored).", r)
         self.target_ratio = Gauge(p + "target_anomaly_ratio", "Configured threshold "
                                   "percentile / 100.", registry=r)
         self.log_density = BatchHistogram(p + "log_density", "Log-density of scored records.",
                                           LOG_DENSITY_BUCKETS, r)
-        self.threshold = Gauge(p + "threshold", "Current log-density anomaly threshold.",
-                               registry=r)
+        self.threshold = UndefinedUntilSet(p + "threshold", "Current log-density anomaly "
+                                           "threshold (no sample until a model exists).", r)
         self.drift = Counter(p + "drift_events", "Drift detections, by detector.", ["detector"],
                              registry=r)
         self.refits = Counter(p + "refits", "Batch refits, by outcome.", ["outcome"], registry=r)
@@ -194,6 +227,7 @@ class DaemonMetrics:
         self._window = RatioWindow(ratio_window)
         self._checkpoints = checkpoints
         self._unsaved_since: float | None = None  # None: nothing that needs a checkpoint
+        self._paused_at: float | None = None  # the loop waits for Kafka outputs: no learning
         self.checkpoint_age.set_function(self._checkpoint_age)
         self._lag_labels: set = set()
         self._fleet: _FleetMetrics | None = None  # created by the first observe_fleet
@@ -253,9 +287,28 @@ class DaemonMetrics:
         self._unsaved_since = when
         self.last_checkpoint.set(when)
 
+    def learning_paused(self, paused: bool) -> None:
+        """The loop waits for Kafka to acknowledge its outputs (paused=True) or goes on.
+
+        While it waits nothing is scored, so no learning accrues and the checkpoint age stands
+        still: it counts seconds of learning a restart would lose, and a broker outage is not
+        a checkpoint problem (StreamgmmNotReady reports it; StreamgmmCheckpointStale would
+        otherwise fire after 20 minutes of outage with advice about disks).
+        """
+        now = time.time()
+        if paused and self._paused_at is None:
+            self._paused_at = now
+        elif not paused and self._paused_at is not None:
+            if self._unsaved_since is not None:
+                self._unsaved_since += now - max(self._paused_at, self._unsaved_since)
+            self._paused_at = None
+
     def _checkpoint_age(self) -> float:
         since = self._unsaved_since
-        return 0.0 if since is None else max(0.0, time.time() - since)
+        if since is None:
+            return 0.0
+        now = self._paused_at if self._paused_at is not None else time.time()
+        return max(0.0, now - since)
 
     def set_lag(self, lags: dict) -> None:
         """Replace the per-partition lag gauges with {(topic, partition): lag}."""
@@ -380,5 +433,5 @@ def _duration(detail: dict):
     return None
 
 
-__all__ = ["DaemonMetrics", "BatchHistogram", "RatioWindow", "DEAD_LETTER_REASONS",
+__all__ = ["DaemonMetrics", "BatchHistogram", "RatioWindow", "UndefinedUntilSet", "DEAD_LETTER_REASONS",
            "DRIFT_DETECTORS", "REFIT_OUTCOMES", "FLEET_TOPICS", "FLEET_DIRECTIONS"]
