@@ -454,29 +454,61 @@ def test_a_broker_pause_longer_than_the_session_loses_nothing_and_keeps_one_lead
 
 
 
+class _Holder:
+    """A plain consumer in the fleet's coordination group `<group>.fleet`, joined before any
+    member: it holds the coordination partition, so the group has a leader that never
+    publishes a version (Kafka's range assignor gives the partition to the first member id,
+    and member ids begin with the client id: "a-holder" before "member...")."""
+
+    def __init__(self, fleet):
+        import threading
+
+        from kafka import KafkaConsumer
+        from kafka_helpers import FAST_GROUP
+
+        from kafka_helpers import create_topics
+        create_topics(fleet.bootstrap, [fleet.ftopic])
+        self.consumer = KafkaConsumer(bootstrap_servers=fleet.bootstrap,
+                                      group_id=f"{fleet.group}.fleet", client_id="a-holder",
+                                      **FAST_GROUP)
+        self.consumer.subscribe([fleet.ftopic])
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.consumer.assignment() or None, 30, what="the holder's partition")
+
+    def _run(self):
+        while not self.halt.is_set():
+            self.consumer.poll(200)   # stays in the group, rejoins at each rebalance
+
+    def holds(self) -> bool:
+        return len(self.consumer.assignment()) == 1
+
+    def close(self):
+        self.halt.set()
+        self.thread.join(10)
+        self.consumer.close()
+
+
 def test_a_member_waiting_for_a_version_that_never_comes_stops_reading(bootstrap, tmp_path):
-    """The leader cannot publish the first version (a state over checkpoint.max_bytes, as
-    wide records make it by default): the other member used to buffer its input without end
-    (never ready, memory growing). It stops reading at 4 x warmup_records, says why once,
-    stays in the group, and commits nothing it has not handed on."""
+    """The group's leader never publishes a first version (here a consumer holding the
+    coordination partition; in life e.g. a broker refusing the version): the member used to
+    buffer its input without end (never ready, memory growing). It stops reading at
+    4 x warmup_records, says why once, stays in the group, and commits nothing it has not
+    handed on."""
     from streamgmm.service.runtime.daemon import FOLLOWER_BUFFER_WARMUPS
 
-    fl = Fleet(bootstrap, tmp_path, partitions=2)
+    fl = Fleet(bootstrap, tmp_path, partitions=1)
+    holder = _Holder(fl)
     try:
-        fl.start(0, max_bytes=1024)
-        wait_for(lambda: len(fl.leaders()) == 1, 60, what="a leader")
-        fl.start(1, max_bytes=1024)
-        wait_for(lambda: all(len(_lag_partitions(fl.members[k][1])) == 1 for k in (0, 1)),
-                 60, what="one partition each")
+        proc, port = fl.start(1)
+        wait_for(lambda: fl.metric(1, "streamgmm_fleet_leader") is not None and
+                 len(_lag_partitions(port)) == 1, 60, what="the member's partition")
+        assert holder.holds() and fl.metric(1, "streamgmm_fleet_leader") == 0
         n = 4000
-        X = mixture_rows(2 * n, seed=61)
-        for part in (0, 1):  # one record per batch: the lag counts every record
-            produce(bootstrap, fl.src, [json.dumps(r) for r in _records(X[part * n:(part + 1) * n],
-                                                                        part * n)],
-                    one_per_batch=True, partition=part)
-        follower = 1 if fl.leaders() == [0] else 0
-        port = fl.members[follower][1]
-        wait_for(lambda: _lines(fl.log(follower), "reading no more"), 90,
+        produce(bootstrap, fl.src, [json.dumps(r) for r in _records(mixture_rows(n, seed=61), 0)],
+                one_per_batch=True)   # one record per batch: the lag counts every record
+        wait_for(lambda: _lines(fl.log(1), "reading no more"), 90,
                  what="the member holding its input")
         cap = FOLLOWER_BUFFER_WARMUPS * WARMUP
 
@@ -487,9 +519,43 @@ def test_a_member_waiting_for_a_version_that_never_comes_stops_reading(bootstrap
         time.sleep(3)
         # not reading: the lag does not fall (max_poll_records 500 may be read past the cap)
         assert lag() >= first >= n - cap - 500, (first, lag())
-        assert fl.live().keys() == {0, 1}
-        assert len(_lines(fl.log(follower), "reading no more")) == 1
-        assert "too large" in fl.log(1 - follower) or "max_bytes" in fl.log(1 - follower)
+        assert fl.live().keys() == {1} and holder.holds()
+        assert len(_lines(fl.log(1), "reading no more")) == 1
     finally:
         codes = fl.stop()
-    assert codes == {0: 0, 1: 0}
+        holder.close()
+    assert codes == {1: 0}
+
+
+def test_a_fleet_whose_versions_cannot_fit_checkpoint_max_bytes_stops_at_start_up(tmp_path):
+    """Wide records: a fleet version (the group's whole model) of 80 features with the default
+    auto ensemble is ~1.2 MB, over the default checkpoint.max_bytes: the leader could never
+    publish it and the other members would wait for ever. The daemon stops before it
+    connects (exit 2), naming the key and the size a version needs; with that size the
+    config is accepted. A daemon without fleet is only warned (its checkpoints would not be
+    written, it scores on)."""
+    from streamgmm.detection.sizing import state_bytes
+    from streamgmm.service.config import ConfigError, config_from_dict
+    from streamgmm.service.runtime.preflight import check_state_size
+
+    wide = [f"sensor.f{j}" for j in range(80)]
+    cfg = fleet_config("127.0.0.1:9", "in", "out", "dlq", "g", "state", "coord", free_port(), 0)
+    cfg["records"]["features"] = wide
+    cfg["detector"] = {"warmup_records": WARMUP}                 # the default model: auto
+    proc = DaemonProcess(write_yaml(tmp_path / "wide.yaml", cfg), str(tmp_path / "wide.log"))
+    assert proc.wait(60) == 2
+    text = proc.log_text()
+    plain = config_from_dict({**cfg, "fleet": {"enabled": False}}, environ={})
+    need = state_bytes(plain.detector, wide)
+    assert 1_000_000 < need < 1_500_000, need
+    assert "checkpoint.max_bytes: 1,000,000 is too small for the fleet's model versions" in text
+    assert f"at least {need:,}" in text and "80 features" in text, text
+    assert "Traceback" not in text and "connecting" not in text, text
+
+    cfg["checkpoint"]["max_bytes"] = need
+    assert config_from_dict(cfg, environ={}).checkpoint.max_bytes == need
+    cfg["checkpoint"]["max_bytes"] = need - 1
+    with pytest.raises(ConfigError, match=r"^checkpoint\.max_bytes: "):
+        config_from_dict(cfg, environ={})
+    [warning] = check_state_size(plain)
+    assert warning.startswith("checkpoint.max_bytes: ") and f"{need:,} bytes" in warning

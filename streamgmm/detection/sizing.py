@@ -159,3 +159,15 @@ def state_bytes(config, feature_names, include_recent_records=False, dtype=np.fl
     arrays.append(("__manifest__", manifest))
     return ZIP_END_BYTES + sum(
         size + NPY_HEADER_BYTES + ZIP_ENTRY_BYTES + 2 * (len(name) + 4) for name, size in arrays)
+
+
+def components_text(config):
+    """The components ``state_bytes`` counts, by covariance type ("7 full and 13 diag
+    components"), for messages."""
+    members, _ = _model_members(config)
+    by = {}
+    for ct, k in members:
+        by[ct] = by.get(ct, 0) + k
+    parts = [f"{n} {ct}" for ct, n in by.items()]
+    return (" and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+            + " components")

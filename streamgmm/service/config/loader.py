@@ -710,6 +710,7 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
         if cfg.fleet.topic in used:
             raise ConfigError("fleet.topic", "must differ from the input, sink, dead-letter "
                               f"and state topics, got {show(cfg.fleet.topic)}")
+        _check_version_size(cfg)
 
     rec = cfg.records
     for name in rec.impute:
@@ -720,6 +721,25 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
 
     cfg.detector.validate()
     return cfg  # model.path's content (npz, or pickle needing model.trusted) is checked at start-up
+
+
+def _check_version_size(cfg: Config) -> None:
+    """A fleet's leader publishes every model version as one state record: a version over
+    `checkpoint.max_bytes` is never published, and members waiting for a first one wait for
+    ever. The size is known from the settings (`detection.sizing.state_bytes`, an upper
+    bound); versions hold no raw rows, whatever `checkpoint.include_recent_records` says."""
+    from ...detection.sizing import components_text, state_bytes
+
+    need = state_bytes(cfg.detector, cfg.records.features)
+    limit = cfg.checkpoint.max_bytes
+    if need > limit:
+        raise ConfigError("checkpoint.max_bytes", (
+            f"{limit:,} is too small for the fleet's model versions: with "
+            f"{len(cfg.records.features)} features ({components_text(cfg.detector)}) a "
+            f"version needs up to {need:,} bytes, and a version the leader cannot publish "
+            f"leaves the other members waiting for ever. Set checkpoint.max_bytes to at least "
+            f"{need:,} (raise the state topic's max.message.bytes with it), or make the model "
+            f"smaller (detector.covariance_type: diag, fewer components or features)"))
 
 
 # --------------------------------------------------------------------------------------------
