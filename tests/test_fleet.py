@@ -454,6 +454,45 @@ def test_a_broker_pause_longer_than_the_session_loses_nothing_and_keeps_one_lead
 
 
 
+def test_a_member_waiting_for_the_first_version_keeps_the_leader_aware_of_it(bootstrap,
+                                                                           tmp_path):
+    """A member that has sent the leader its rows for the first version, then reads nothing
+    for a while, still syncs every interval: the leader keeps counting it (members 2) and
+    fits version 1 on the rows of both partitions. It used to fall silent after its rows:
+    the leader took itself for alone, went solo and waited for a warm-up of its own
+    partition only, so the group never got a first version (and, with enough records of
+    its own, it would have fitted version 1 without the other partition's records)."""
+    fl = Fleet(bootstrap, tmp_path, partitions=2)
+    try:
+        fl.start(0)
+        wait_for(lambda: fl.leaders() == [0], 60, what="member 0 leading")
+        fl.start(1)
+        wait_for(lambda: all(fl.metric(k, "streamgmm_fleet_leader") is not None and
+                             len(_lag_partitions(fl.members[k][1])) == 1 for k in (0, 1)),
+                 60, what="one partition each")
+        assert fl.leaders() == [0]   # member ids sort by client id: member0 keeps leading
+        part = {k: _lag_partitions(fl.members[k][1]).pop() for k in (0, 1)}
+        half = WARMUP // 2
+        # member 1's partition: half a warm-up of another regime, then nothing
+        produce(bootstrap, fl.src, _records(mixture_rows(half, seed=71) + SHIFT, 0),
+                partition=part[1])
+        time.sleep(3 * SYNC + 4)     # longer than the leader waits for a member's sync
+        produce(bootstrap, fl.src, _records(mixture_rows(half, seed=72), half),
+                partition=part[0])
+        events = _outcomes(fl, 2 * half, timeout=45)
+        _has_every_outcome(events, 2 * half)
+        # version 1 was fitted on both partitions' rows: member 1's records are not flagged
+        flagged = float(np.mean([e["anomaly"] for e in events if int(e["key"][1:]) < half]))
+        assert flagged <= 4 * P / 100, flagged
+        time.sleep(3 * SYNC + 2)     # idle members still sync
+        assert fl.metric(0, "streamgmm_fleet_members") == 2
+        text = fl.log(0)
+        assert text.rfind("is alone in group") < text.rfind("another member joined"), text
+    finally:
+        codes = fl.stop()
+    assert codes == {0: 0, 1: 0}
+
+
 class _Holder:
     """A plain consumer in the fleet's coordination group `<group>.fleet`, joined before any
     member: it holds the coordination partition, so the group has a leader that never

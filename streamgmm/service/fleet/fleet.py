@@ -193,10 +193,14 @@ class Fleet:
         acknowledges them. A send that fails for good (the producer declared fatal, e.g.
         after a broker lost its producer state) gets the producer rebuilt before the next
         sync, as the sinks' producer is; the statistics of a failed sync are lost (the
-        leader merges the next ones), never the records."""
+        leader merges the next ones), never the records.
+
+        Sent at every interval, with nothing to report too: a sync is also how the leader
+        knows the member is there. A member waiting for the first version has nothing to
+        send once its rows are out; silent, it made the leader take itself for alone (no
+        sync for ALONE_SYNCS intervals), go solo and wait for a warm-up of its own
+        partitions, without the rows the member had sent."""
         meta, arrays = self.link.take(self.version)
-        if not meta["n"] and not arrays and not meta["drift"]:
-            return
         data = encode_sync(meta, arrays)
         if self._link.failed:
             self._sync_failed(self._link.error)
