@@ -316,7 +316,10 @@ class CheckpointConfig:
     max_bytes: int = setting(Int(1024), 1000000,
         doc=('largest state record for `store: kafka` (a bigger state is not written and the '
              "log says so); Kafka's default `message.max.bytes` is about 1 MB: raise the "
-             "topic's `max.message.bytes` before raising this"))
+             "topic's `max.message.bytes` before raising this. The state's size is bounded "
+             'from `records.features` and `detector` at start-up (the default model passes '
+             '1 MB at ~67 features): over this, a daemon is warned, and with `fleet.enabled` '
+             'start-up stops (exit 2) naming the size a model version needs'))
 
 
 @dataclass(frozen=True)
