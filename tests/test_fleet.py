@@ -441,8 +441,11 @@ def test_a_broker_pause_longer_than_the_session_loses_nothing_and_keeps_one_lead
                  what="every member on one version")
         assert len(fl.live()) == 2
         logs = {k: fl.log(k) for k in fl.live()}
-        # the pause was felt: the sessions expired and the group elected a leader again
-        assert any(re.search(r"is the leader \(epoch [2-9]", t) for t in logs.values()), logs
+        # the pause was felt: sessions expired (a member lost its input partitions; the
+        # coordination group, when its sessions expired too, elected a leader again). Which
+        # sessions Tansu expires after SIGCONT, before it answers their queued heartbeats,
+        # varies from run to run: the coordination group kept both in ~1 run of 4 measured
+        assert any("partitions lost" in t for t in logs.values()), logs
         for t in logs.values():
             assert "Traceback" not in t, t[-3000:]
     finally:
