@@ -168,6 +168,53 @@ def test_state_size_of_a_default_detector_fits_and_a_too_big_state_fails_clearly
         det.close()
 
 
+def _full_state(config: dict, d: int, recent: bool, dtype=np.float64) -> tuple:
+    """(state bytes, names) of a detector whose buffers are full: the threshold's window of
+    scores; with `recent`, also the refit window's rows, a drift reference being collected
+    again (as after a refit: its rows, not yet its summary) and the learning queue."""
+    names = [f"sensor.feature_{j}" for j in range(d)]
+    rng = np.random.default_rng(d)
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    det = Detector(config, feature_names=names, dtype=dtype, background_refit=False)
+    n = det.config.warmup_records + det.config.threshold.window + det.config.refit.window
+    for _ in range(0, n, 2000):
+        det.process(rng.normal(size=(2000, d)) @ mix + rng.integers(0, 3, (2000, 1)))
+    if recent:
+        det.monitor_.reset(d, det.monitor_.record_)
+        det.process(rng.normal(size=(det.config.drift.reference_records - 10, d)) @ mix)
+        assert not det.monitor_.ref_ready_ and det._learn
+    assert det.threshold_model_.n_filled_ == det.config.threshold.window
+    try:
+        return det.dumps(include_recent_records=recent), names
+    finally:
+        det.close()
+
+
+@pytest.mark.parametrize("config, d, recent, dtype", [
+    ({}, 4, False, np.float64),                                        # every default
+    ({}, 60, False, np.float64),                                       # wide: ~0.85 MB
+    ({"n_components": 3}, 20, False, np.float64),
+    ({"n_components": 2, "covariance_type": "tied"}, 20, False, np.float64),
+    ({"covariance_type": "diag"}, 20, False, np.float64),
+    ({"n_components": 2, "covariance_type": "spherical"}, 20, False, np.float64),
+    ({"drift": {"feature_tests": False}}, 20, False, np.float64),
+    ({"threshold": {"window": 5000}, "refit": {"window": 3000}}, 8, True, np.float64),
+    ({"threshold": {"window": 5000}, "refit": {"window": 3000}}, 8, True, np.float32),
+], ids=["default", "wide", "k3-full", "tied", "diag-auto", "spherical", "no-feature-tests",
+        "recent", "recent-float32"])
+def test_the_state_size_estimate_is_an_upper_bound_within_a_few_percent(config, d, recent,
+                                                                         dtype):
+    """`state_bytes` (what the start-up check compares with checkpoint.max_bytes) against the
+    bytes of a real state whose buffers are full: never below, at most 3% above."""
+    from streamgmm.detection.config import DetectorConfig
+    from streamgmm.detection.sizing import state_bytes
+
+    data, names = _full_state(config, d, recent, dtype)
+    estimate = state_bytes(DetectorConfig.from_dict(config), names,
+                           include_recent_records=recent, dtype=dtype)
+    assert len(data) <= estimate <= 1.03 * len(data), (len(data), estimate)
+
+
 @pytest.mark.parametrize("section, key, needle", [
     ({"store": "kafka", "path": "/tmp/ck.npz"}, "checkpoint.path", "must be null"),
     ({"store": "s3"}, "checkpoint.store", "one of file, kafka"),

@@ -316,7 +316,10 @@ class CheckpointConfig:
     max_bytes: int = setting(Int(1024), 1000000,
         doc=('largest state record for `store: kafka` (a bigger state is not written and the '
              "log says so); Kafka's default `message.max.bytes` is about 1 MB: raise the "
-             "topic's `max.message.bytes` before raising this"))
+             "topic's `max.message.bytes` before raising this. The state's size is bounded "
+             'from `records.features` and `detector` at start-up (the default model passes '
+             '1 MB at ~67 features): over this, a daemon is warned, and with `fleet.enabled` '
+             'start-up stops (exit 2) naming the size a model version needs'))
 
 
 @dataclass(frozen=True)
@@ -710,6 +713,7 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
         if cfg.fleet.topic in used:
             raise ConfigError("fleet.topic", "must differ from the input, sink, dead-letter "
                               f"and state topics, got {show(cfg.fleet.topic)}")
+        _check_version_size(cfg)
 
     rec = cfg.records
     for name in rec.impute:
@@ -720,6 +724,25 @@ def _cross_checks(cfg: Config, raw: Mapping) -> Config:
 
     cfg.detector.validate()
     return cfg  # model.path's content (npz, or pickle needing model.trusted) is checked at start-up
+
+
+def _check_version_size(cfg: Config) -> None:
+    """A fleet's leader publishes every model version as one state record: a version over
+    `checkpoint.max_bytes` is never published, and members waiting for a first one wait for
+    ever. The size is known from the settings (`detection.sizing.state_bytes`, an upper
+    bound); versions hold no raw rows, whatever `checkpoint.include_recent_records` says."""
+    from ...detection.sizing import components_text, state_bytes
+
+    need = state_bytes(cfg.detector, cfg.records.features)
+    limit = cfg.checkpoint.max_bytes
+    if need > limit:
+        raise ConfigError("checkpoint.max_bytes", (
+            f"{limit:,} is too small for the fleet's model versions: with "
+            f"{len(cfg.records.features)} features ({components_text(cfg.detector)}) a "
+            f"version needs up to {need:,} bytes, and a version the leader cannot publish "
+            f"leaves the other members waiting for ever. Set checkpoint.max_bytes to at least "
+            f"{need:,} (raise the state topic's max.message.bytes with it), or make the model "
+            f"smaller (detector.covariance_type: diag, fewer components or features)"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,10 +10,12 @@ import time
 from ...detection.detector import DetectionResult
 from ...persistence import CheckpointError
 from ..kafka_io.producer import ProducerLink, make_producer
+from ..kafka_io.state_store import StateTooLarge
 from .coordination import Coordinator, ensure_coordination_topic
-from .leader import PUBLISH_TIMEOUT_SECONDS, Leader
+from .leader import Leader
 from .member import MemberLink
-from .messages import encode_sync, member_header, member_of, version_header
+from .messages import encode_sync, member_header, member_of
+from .publisher import VersionPublisher
 from .status import FleetStatus
 from .tail import StateTail
 
@@ -22,6 +24,10 @@ log = logging.getLogger("streamgmm.fleet")
 CATCH_UP_SECONDS = 30.0
 ALONE_SYNCS = 3          # sync intervals without another member's sync: the leader is alone
 REFIT_WAIT_SECONDS = 30.0
+# A version not acknowledged this long is reported (once per episode of failures); it is
+# written off the loop (publisher.py), so nothing waits for it meanwhile. At shutdown the
+# lone member's last version is waited for at most this long.
+PUBLISH_LATE_SECONDS = 5.0
 
 
 class FleetError(RuntimeError):
@@ -49,7 +55,8 @@ class Fleet:
                                cfg.detector.warmup_records)
         self.link.det = self.det
         self.det.follow(self.link)
-        self.leader = Leader(Detector, cfg, store, detector_config, features)
+        self.leader = Leader(Detector, cfg, detector_config, features)
+        self.publisher = VersionPublisher(store)
         self.version = 0
         self.status = FleetStatus(group=self.group)
         self._link = None   # the coordination producer (a ProducerLink: rebuilt when fatal)
@@ -62,6 +69,7 @@ class Fleet:
         self.solo = False
         self._refused: set = set()   # versions that did not verify
         self._failing_since = None   # publishes failing since (monotonic), or None
+        self._failing_kind = None    # the kind of failure reported for this episode
         self._others_at = None   # when another member's sync last arrived (as leader)
         self.coordinator = Coordinator(cfg.kafka, cfg.fleet.topic, self.group, self.member_id)
         self.tail = StateTail(cfg.kafka, store.topic, self.group, cfg.checkpoint.max_bytes)
@@ -100,7 +108,12 @@ class Fleet:
 
     def close(self, timeout: float = 5.0) -> None:
         if self.solo and self.coordinator.leader:  # the final checkpoint of a lone member
-            self._publish_own(self._epoch, timeout=min(timeout, PUBLISH_TIMEOUT_SECONDS))
+            deadline = time.monotonic() + min(timeout, PUBLISH_LATE_SECONDS)
+            self.publisher.wait(deadline - time.monotonic())   # the one in flight first
+            self._publish_outcome()
+            self._publish_own(self._epoch)
+            self.publisher.wait(deadline - time.monotonic())
+            self._publish_outcome()
         if self._link is not None:
             try:
                 self._link.flush(timeout)
@@ -193,10 +206,14 @@ class Fleet:
         acknowledges them. A send that fails for good (the producer declared fatal, e.g.
         after a broker lost its producer state) gets the producer rebuilt before the next
         sync, as the sinks' producer is; the statistics of a failed sync are lost (the
-        leader merges the next ones), never the records."""
+        leader merges the next ones), never the records.
+
+        Sent at every interval, with nothing to report too: a sync is also how the leader
+        knows the member is there. A member waiting for the first version has nothing to
+        send once its rows are out; silent, it made the leader take itself for alone (no
+        sync for ALONE_SYNCS intervals), go solo and wait for a warm-up of its own
+        partitions, without the rows the member had sent."""
         meta, arrays = self.link.take(self.version)
-        if not meta["n"] and not arrays and not meta["drift"]:
-            return
         data = encode_sync(meta, arrays)
         if self._link.failed:
             self._sync_failed(self._link.error)
@@ -229,6 +246,7 @@ class Fleet:
 
     def _lead(self) -> DetectionResult:
         res = DetectionResult.empty()
+        self._publish_outcome()
         epoch, recs = self.coordinator.take()
         if not self.coordinator.leader:
             if self.solo:
@@ -267,15 +285,14 @@ class Fleet:
         self._drift_seen = self.leader.drift
         if news or time.monotonic() - self._lead_sync_at >= self.cfg.model.sync_seconds:
             self._lead_sync_at = time.monotonic()
-            before = self.leader.version
             try:
                 self.leader.sync()
             except Exception as exc:  # noqa: BLE001 - retried at the next interval
-                self._publish_failed(before + 1, exc)
+                self._publish_failed(self.leader.version + 1, exc)
                 return res
-            self._published_ok()
-            if self._last_offset is not None and self.leader.version > before:
-                self.coordinator.commit(self._last_offset, epoch)
+            if self.leader.unpublished and self.leader.det is not None and \
+                    self._publish(self.leader.version + 1, self.leader.det, epoch, solo=False):
+                self.leader.unpublished = False
         return res
 
     # ------------------------------------------------------------------- alone or shared
@@ -314,43 +331,98 @@ class Fleet:
         self.det.follow(self.link)
         self.solo = False
 
-    def _publish_own(self, epoch: int, timeout: float = PUBLISH_TIMEOUT_SECONDS) -> None:
+    def _publish_own(self, epoch: int) -> None:
         """Solo: this member's Detector is the group's model; publish it as the next
         version (it is also the checkpoint a new or restarted member restores)."""
         if not self.det.ready:
             return
         newest = self.tail.newest()  # numbers go on above every version seen (a refused too)
         nxt = max(self.version, self.leader.version, newest[0] if newest else 0) + 1
+        self._publish(nxt, self.det, epoch, solo=True)
+
+    def _publish(self, version: int, det, epoch: int, solo: bool) -> bool:
+        """Hand `det`'s state to the publisher as `version` (written off the loop; its
+        outcome is looked at by `_publish_outcome`). False when it was not handed on: a
+        version still in flight (the newer state goes at a later sync), or a failure."""
+        if self.publisher.in_flight is not None:
+            return False
         try:
-            data = self.det.dumps()
-            self.store.save(data, headers=version_header(nxt), timeout=timeout)
-        except Exception as exc:  # noqa: BLE001 - retried at the next interval
-            self._publish_failed(nxt, exc)
+            self.publisher.submit(version, det.dumps(), epoch=epoch, solo=solo,
+                                  offset=self._last_offset)
+        except Exception as exc:  # noqa: BLE001 - StateTooLarge; retried at the next sync
+            self._publish_failed(version, exc)
+            return False
+        return True
+
+    def _publish_outcome(self) -> None:
+        """What became of the version in flight: acknowledged (the version counts, and the
+        coordination offset of the syncs merged into it is committed), failed, or late."""
+        job = self.publisher.take()
+        if job is None:
+            job = self.publisher.in_flight
+            if job is not None and time.monotonic() - job.started > PUBLISH_LATE_SECONDS:
+                self._publish_failed(job.version, None)
+            return
+        if job.error is not None:
+            self._publish_failed(job.version, job.error)
+            if not job.tag["solo"]:
+                self.leader.unpublished = True  # the group's state goes at the next sync
             return
         self._published_ok()
-        self.version = nxt
-        self.leader.version = self.version
-        self.leader.bytes_sent += len(data)
-        self._synced_at = time.monotonic()
-        if self._last_offset is not None:
-            self.coordinator.commit(self._last_offset, epoch)
+        self.leader.bytes_sent += job.size
+        self.leader.version = max(self.leader.version, job.version)
+        if job.tag["epoch"] != self._epoch or not self.coordinator.leader:
+            return  # leadership changed meanwhile: its offsets are another epoch's
+        if job.tag["solo"]:
+            self.version = max(self.version, job.version)
+            self._synced_at = time.monotonic()
+        if job.tag["offset"] is not None:
+            self.coordinator.commit(job.tag["offset"], job.tag["epoch"])
 
-    def _publish_failed(self, version: int, exc: BaseException) -> None:
-        """One error line per episode of failed publishes (a broker outage), not one per
-        sync; retried at every sync meanwhile."""
+    def _publish_failed(self, version: int, exc: BaseException | None) -> None:
+        """One error line per episode of failed publishes (a broker outage, a state over
+        checkpoint.max_bytes), not one per sync, and one more if the state turns out too
+        large meanwhile; retried at every sync meanwhile. `exc` None: the version in
+        flight is not acknowledged after PUBLISH_LATE_SECONDS (the brokers do not answer)."""
+        name = type(exc).__name__ if exc is not None else ""
+        too_large = isinstance(exc, StateTooLarge) or "TooLarge" in name
+        if self._failing_since is not None and too_large == self._failing_kind:
+            log.debug("fleet: publishing version %d failed again: %s", version,
+                      exc or "not acknowledged yet")
+            return
         if self._failing_since is None:
             self._failing_since = time.monotonic()
-            log.error("fleet: publishing version %d to %s failed (%s: %s); retrying every "
-                      "%.1fs, members keep the version they have", version, self.store.topic,
-                      type(exc).__name__, exc, self.cfg.model.sync_seconds)
+        self._failing_kind = too_large
+        have = self.version or self.leader.version
+        meanwhile = (f"members keep version {have}" if have else
+                     "members waiting for the group's first version hold their input")
+        if too_large:
+            size = getattr(exc, "size", 0)
+            if isinstance(exc, StateTooLarge):
+                why = (f"the group's model is {size:,} bytes, over checkpoint.max_bytes "
+                       f"({exc.limit:,})")
+            else:  # the brokers refused it: the topic's max.message.bytes
+                why = f"the brokers refused it as too large ({name}: {exc})"
+            log.error("fleet: version %d cannot be published to %s: %s. Set "
+                      "checkpoint.max_bytes%s on every member and the state topic's "
+                      "max.message.bytes to match, or make the model smaller "
+                      "(detector.covariance_type: diag, fewer components or features); "
+                      "until then %s", version, self.store.topic, why,
+                      f" to at least {size:,}" if size else "", meanwhile)
+        elif exc is None:
+            log.error("fleet: version %d is not acknowledged by %s after %.0fs (brokers "
+                      "unreachable?); it is written in the background, scoring goes on, "
+                      "%s", version, self.store.topic, PUBLISH_LATE_SECONDS, meanwhile)
         else:
-            log.debug("fleet: publishing version %d failed again: %s", version, exc)
+            log.error("fleet: publishing version %d to %s failed (%s: %s); retried at the "
+                      "next sync (every %.1fs), %s", version, self.store.topic, name, exc,
+                      self.cfg.model.sync_seconds, meanwhile)
 
     def _published_ok(self) -> None:
         if self._failing_since is not None:
             log.info("fleet: versions are published again after %.1fs",
                      time.monotonic() - self._failing_since)
-            self._failing_since = None
+            self._failing_since = self._failing_kind = None
 
     def take_events(self) -> list:
         return self.leader.take_events()

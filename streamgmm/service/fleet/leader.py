@@ -2,7 +2,8 @@
 
 Each `model.sync_seconds` the leader pools the statistics of every member's sync (one online
 step of the pooled average, `models.pooled.apply`), adds their normal scores to the group
-threshold and publishes the next version to the state topic. The first version is fitted on
+threshold and marks the group model `unpublished`: the fleet then publishes it as the next
+version to the state topic (`publisher.py`, off the loop). The first version is fitted on
 the rows members buffered for it; a drift alarm from any member starts one refit for the
 whole group, on the pooled row sample since the estimated change; alarms about an older
 generation (the refit already landed) are ignored. Refits run in a background thread.
@@ -18,14 +19,9 @@ import numpy as np
 from ...detection.detector import MIN_RESTART_SCORES, DetectorEvent
 from ...models import pooled
 from ...persistence import CheckpointError
-from .messages import decode_sync, version_header
+from .messages import decode_sync
 
 log = logging.getLogger("streamgmm.fleet")
-
-# A publish waits at most this long for its ack (the main loop, and /healthz, wait with it);
-# an unacknowledged version is simply published again at the next sync.
-PUBLISH_TIMEOUT_SECONDS = 5.0
-
 
 class _Ring:
     """The newest `cap` rows (2-D) or values (1-D) with their wall times."""
@@ -54,11 +50,12 @@ class _Ring:
 class Leader:
     """The group detector and what is pending for the next version."""
 
-    def __init__(self, Detector, cfg, store, detector_config, feature_names):
-        self.Detector, self.cfg, self.store = Detector, cfg, store
+    def __init__(self, Detector, cfg, detector_config, feature_names):
+        self.Detector, self.cfg = Detector, cfg
         self.detector_config, self.feature_names = detector_config, feature_names
         self.det = None
-        self.version = 0
+        self.version = 0              # the newest version acknowledged by the state topic
+        self.unpublished = False      # the group model changed since the last version sent
         self.rows = _Ring(cfg.detector.refit.window)
         self.scores = _Ring(cfg.detector.threshold.window)
         self._reset_pending()
@@ -90,6 +87,7 @@ class Leader:
         self.scores = _Ring(self.cfg.detector.threshold.window)
         self.drift = None
         self.det = None
+        self.unpublished = False
         self.version = int(candidates[0][0]) if candidates else 0
         for version, data in candidates:
             try:
@@ -142,7 +140,8 @@ class Leader:
 
     # ------------------------------------------------------------------------ the sync
     def sync(self):
-        """Merge, refit or fit if due, publish a version if anything changed: the version."""
+        """Merge, refit or fit if due; `unpublished` when anything changed (the fleet
+        publishes it as version + 1). The current version."""
         self._land_job()
         if self.det is None:
             if self._job is None and len(self.rows) >= self.cfg.detector.warmup_records:
@@ -170,10 +169,9 @@ class Leader:
         elif self._new_scores:
             th.push(np.concatenate(self._new_scores))
             th.refresh()
-        dirty = self._dirty
+        if self._dirty:
+            self.unpublished = True
         self._reset_pending()
-        if dirty:
-            self._publish()
         return self.version
 
     def _start_fit(self, X, reason: str) -> None:
@@ -218,13 +216,6 @@ class Leader:
         self.events.append(DetectorEvent(kind, detail={
             "seconds": seconds, "n_records": n, "reason": reason,
             "n_components": det.n_components, "model_version": det.model_version}))
-
-    def _publish(self) -> None:
-        data = self.det.dumps()
-        self.store.save(data, headers=version_header(self.version + 1),
-                        timeout=PUBLISH_TIMEOUT_SECONDS)
-        self.version += 1
-        self.bytes_sent += len(data)
 
     def wait(self, timeout: float | None = None) -> None:
         if self._job is not None:

@@ -29,7 +29,11 @@ class StateStoreError(RuntimeError):
 
 
 class StateTooLarge(StateStoreError):
-    """A checkpoint bigger than `checkpoint.max_bytes`."""
+    """A checkpoint bigger than `checkpoint.max_bytes` (`size` and `limit`, in bytes)."""
+
+    def __init__(self, message: str, size: int = 0, limit: int = 0):
+        super().__init__(message)
+        self.size, self.limit = int(size), int(limit)
 
 
 class KafkaStateStore:
@@ -84,6 +88,19 @@ class KafkaStateStore:
              timeout: float = SEND_TIMEOUT_SECONDS) -> int:
         """Write one checkpoint record (acks=all) and wait for its ack (at most `timeout`
         seconds): its offset."""
+        self.check_size(data)
+        if self._producer is None:
+            kw = self._client_kwargs()
+            kw.pop("bootstrap_servers")
+            self._producer = make_producer(
+                self.kcfg, client_id=kw.pop("client_id"), acks="all", linger_ms=0,
+                max_request_size=self.max_bytes + RECORD_OVERHEAD_BYTES)
+        meta = self._producer.send(self.topic, value=bytes(data), key=self.key,
+                                   headers=headers).get(timeout=timeout)
+        return meta.offset
+
+    def check_size(self, data: bytes) -> None:
+        """StateTooLarge when `data` is over `checkpoint.max_bytes` (never written)."""
         if len(data) > self.max_bytes:
             if self.recent_records:
                 hint = ("Turn off checkpoint.include_recent_records or lower "
@@ -97,16 +114,8 @@ class KafkaStateStore:
                         "checkpoint.store: file")
             raise StateTooLarge(
                 f"the state is {len(data):,} bytes, over checkpoint.max_bytes "
-                f"({self.max_bytes:,}); not written to {self.topic}. {hint}")
-        if self._producer is None:
-            kw = self._client_kwargs()
-            kw.pop("bootstrap_servers")
-            self._producer = make_producer(
-                self.kcfg, client_id=kw.pop("client_id"), acks="all", linger_ms=0,
-                max_request_size=self.max_bytes + RECORD_OVERHEAD_BYTES)
-        meta = self._producer.send(self.topic, value=bytes(data), key=self.key,
-                                   headers=headers).get(timeout=timeout)
-        return meta.offset
+                f"({self.max_bytes:,}); not written to {self.topic}. {hint}",
+                len(data), self.max_bytes)
 
     def close(self, timeout: float | None = 5.0) -> None:
         if self._producer is not None:

@@ -358,6 +358,28 @@ def check_model_source(cfg) -> list[str]:
             "; to start from model.path, move the checkpoint away"]
 
 
+def check_state_size(cfg) -> list[str]:
+    """A warning when a daemon's state in Kafka (`checkpoint.store: kafka`, no fleet: a
+    fleet stops at start-up instead, see the config's checks) can grow past
+    `checkpoint.max_bytes`: such a checkpoint is not written (the daemon scores on)."""
+    if cfg.checkpoint.store != "kafka" or cfg.fleet.enabled:
+        return []
+    from ...detection.sizing import components_text, state_bytes
+
+    recent = cfg.checkpoint.include_recent_records
+    need = state_bytes(cfg.detector, cfg.records.features, include_recent_records=recent)
+    limit = cfg.checkpoint.max_bytes
+    if need <= limit:
+        return []
+    without = state_bytes(cfg.detector, cfg.records.features)
+    return [f"checkpoint.max_bytes: with {len(cfg.records.features)} features "
+            f"({components_text(cfg.detector)}) the state can grow to {need:,} bytes"
+            + (f" ({without:,} without checkpoint.include_recent_records)" if recent else "")
+            + f", over checkpoint.max_bytes ({limit:,}): a checkpoint that large is not "
+            f"written. Set checkpoint.max_bytes to at least {need:,} (raise the state "
+            f"topic's max.message.bytes with it), or use checkpoint.store: file"]
+
+
 def check_metrics_address(cfg) -> None:
     """The metrics endpoint's address can be listened on (bound and released at once, as
     the daemon's HTTP server binds it: with SO_REUSEADDR)."""
