@@ -263,11 +263,10 @@ def _stopped_after_committing_60(tmp_path, n: int):
     return rows, data, pos
 
 
-@pytest.mark.parametrize("rotations", [1, 2])
-def test_a_file_rotated_while_stopped_is_read_to_its_end_first(tmp_path, rotations):
-    """Stopped (kill -9) after a commit; the writer went on, and logrotate renamed the file
-    (app.log -> app.log.1, or twice: .1 -> .2): the restart reads the rest of the file it
-    was in, then the newer ones, then the new app.log. Nothing is lost."""
+def _rotated_while_stopped(tmp_path, rotations: int):
+    """Stopped after committing 60 of 200 rows; the writer appended 20 more, then logrotate
+    renamed the file once (app.log -> app.log.1) or twice (.1 -> .2), and the new app.log
+    holds the rest: (rows, the file, its position path)."""
     rows, data, pos = _stopped_after_committing_60(tmp_path, 200)
     with open(data, "a") as f:
         f.write("".join(rows[100:120]))
@@ -278,6 +277,15 @@ def test_a_file_rotated_while_stopped_is_read_to_its_end_first(tmp_path, rotatio
         data.write_text("".join(rows[150:]))
     else:
         data.write_text("".join(rows[120:]))
+    return rows, data, pos
+
+
+@pytest.mark.parametrize("rotations", [1, 2])
+def test_a_file_rotated_while_stopped_is_read_to_its_end_first(tmp_path, rotations):
+    """Stopped (kill -9) after a commit; the writer went on, and logrotate renamed the file
+    (app.log -> app.log.1, or twice: .1 -> .2): the restart reads the rest of the file it
+    was in, then the newer ones, then the new app.log. Nothing is lost."""
+    rows, data, pos = _rotated_while_stopped(tmp_path, rotations)
     again = FileSource(str(data), follow=True, position_path=pos)
     got = _drain(again, 140)
     assert _keys(got) == [f"r{i}" for i in range(60, 200)]
@@ -290,16 +298,7 @@ def test_without_follow_a_file_rotated_while_stopped_is_read_then_the_new_one(tm
     """The same without `follow` (a batch run over a log that logrotate rotated between two
     runs): the rest of the rotated file, the newer ones, then the new file, before the end;
     the new file's records were never read (and never would be, run after run)."""
-    rows, data, pos = _stopped_after_committing_60(tmp_path, 200)
-    with open(data, "a") as f:
-        f.write("".join(rows[100:120]))
-    data.rename(tmp_path / "app.log.1")
-    if rotations == 2:
-        (tmp_path / "app.log.1").rename(tmp_path / "app.log.2")
-        (tmp_path / "app.log.1").write_text("".join(rows[120:150]))
-        data.write_text("".join(rows[150:]))
-    else:
-        data.write_text("".join(rows[120:]))
+    rows, data, pos = _rotated_while_stopped(tmp_path, rotations)
     again = FileSource(str(data), position_path=pos)
     got = []
     while not again.exhausted:
