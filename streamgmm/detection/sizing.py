@@ -105,8 +105,6 @@ def _model_members(config):
     return ensemble_specs(cfg, n), True
 
 
-
-
 def state_bytes(config, feature_names, include_recent_records=False, dtype=np.float64):
     """An upper bound of the bytes of the saved state (``Detector.dumps``: a checkpoint, the
     state topic's record, a fleet version) of a detector with ``config`` (a DetectorConfig or
