@@ -668,7 +668,9 @@ def test_a_lone_leader_keeps_scoring_while_the_brokers_do_not_answer(tmp_path, c
             stopped = True
             before = fl.version
             longest = _ticks(fl, 8.0, seed=83)
-            assert longest < 1.0, f"a tick took {longest:.2f}s while the broker was stopped"
+            # a publish used to hold a tick for its 5 s timeout; a loaded CI machine may
+            # stretch a normal tick, hence the margin
+            assert longest < 2.5, f"a tick took {longest:.2f}s while the broker was stopped"
             assert fl.version == before                  # nothing acknowledged meanwhile
             errors = [r for r in caplog.records
                       if r.levelno >= logging.ERROR and r.name == "streamgmm.fleet"]
@@ -697,7 +699,7 @@ def test_a_version_over_checkpoint_max_bytes_is_one_clear_error(tmp_path, caplog
     fl = _lone_leader("127.0.0.1:9", tmp_path, max_bytes=1024)
     with caplog.at_level(logging.INFO, logger="streamgmm.fleet"):
         longest = _ticks(fl, 2.5, seed=85)             # 5 sync intervals
-    assert longest < 1.0 and fl.version == 0
+    assert longest < 2.5 and fl.version == 0
     errors = [r.getMessage() for r in caplog.records
               if r.levelno >= logging.ERROR and r.name == "streamgmm.fleet"]
     assert len(errors) == 1, errors
