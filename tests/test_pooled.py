@@ -312,3 +312,39 @@ def test_wide_warm_up_rows_go_out_in_messages_under_the_bound():
     _deliver(leader, link)
     np.testing.assert_array_equal(leader.warm["member0@host:1"],
                                   X[:2000])
+
+
+def test_statistics_too_wide_for_a_default_coordination_topic_are_warned_about():
+    """The statistics of a sync are one message: from 150 features the default model's
+    (full covariances) pass Apache Kafka's default max.message.bytes, and the start-up
+    warns naming the coordination topic and the size (an upper bound of what a member
+    really sends); 3 full components fit."""
+    from streamgmm.detection.sizing import statistics_bytes
+    from streamgmm.service.config import config_from_dict
+    from streamgmm.service.runtime.preflight import check_sync_size
+
+    feats = [f"f{j}" for j in range(150)]
+    raw = {"records": {"features": feats}, "kafka": {"group_id": "g"},
+           "fleet": {"enabled": True, "topic": "coord"},
+           "checkpoint": {"store": "kafka", "topic": "state", "max_bytes": 8_000_000}}
+    [warning] = check_sync_size(config_from_dict(raw, environ={}))
+    need = int(warning.split("up to ")[1].split(" bytes")[0].replace(",", ""))
+    assert warning.startswith("fleet.topic: with 150 features") and "'coord'" in warning
+    assert 1_048_588 < need < 1_500_000, warning
+    small = config_from_dict({**raw, "detector": {"n_components": 3}}, environ={})
+    assert check_sync_size(small) == []
+    # the bound holds for what a member sends: 3 full components, measured
+    det, link = _member("m", 400, 150)
+    X = np.random.default_rng(8).normal(size=(1400, 150))
+    lead = Detector({"warmup_records": 400, "n_components": 3, "random_state": 0})
+    lead.process(X[:400])
+    det.process(X[400:800])
+    link.take_all(0)
+    det.adopt(Detector.loads(lead.dumps()))
+    det.process(X[800:1400])
+    meta, arrays = link.take(1)
+    stats = {k: v for k, v in arrays.items() if k.startswith("s0.")}
+    assert meta["n_mixtures"] == 1
+    measured = len(encode_sync(meta, stats))
+    assert 0.97 * statistics_bytes(small.detector, feats) < measured \
+        <= statistics_bytes(small.detector, feats)
