@@ -252,8 +252,9 @@ def test_version_1_is_fitted_on_every_members_rows_in_proportion():
 
 
 def test_version_1_counts_a_members_resent_rows_once():
-    """A member resends its warm-up buffer from its start (a new leader, a solo member
-    turned shared): the leader replaces that member's rows, so they do not weigh double."""
+    """A member resends its warm-up buffer from its start (a solo leader turned shared, or
+    one that lost leadership): the leader replaces that member's rows, not weighing them
+    double."""
     feats = ["a", "b", "c"]
     rng = np.random.default_rng(6)
     leader = _leader(600, feats)

@@ -183,9 +183,9 @@ class Leader:
         return self.version
 
     def _add_warm(self, member: str, start, rows) -> None:
-        """A member's warm-up rows from position `start` of its buffer on (a member resends
-        its buffer from 0 after a change of leader: replaced, not counted twice); rows
-        without a position (a refit sample) are appended."""
+        """A member's warm-up rows from position `start` of its buffer on (a member that was
+        a solo leader resends its buffer from 0: replaced, not counted twice); rows without
+        a position (a refit sample) are appended."""
         have = self.warm.get(member)
         rows = np.asarray(rows, dtype=np.float64)
         if have is not None and (start is None or start > 0):
