@@ -709,3 +709,45 @@ def test_a_version_over_checkpoint_max_bytes_is_one_clear_error(tmp_path, caplog
     assert m and m.group(1) == m.group(2), errors[0]
     assert int(m.group(1).replace(",", "")) > 1024
     assert "hold their input" in errors[0] and "checkpoint.store: file" not in errors[0]
+
+
+def test_wide_warm_up_rows_reach_the_coordination_topic_in_records_under_900_kb(bootstrap):
+    """150 features: a member's 2,000 warm-up rows are 2.4 MB, over Apache Kafka's default
+    max.message.bytes (1 MB; the test broker does not enforce it). What the member writes to
+    the coordination topic, read back: every record batch one record, each record under
+    900 KB with its key and header, all 2,000 rows there once, in order."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    from kafka_helpers import raw_batches
+    from streamgmm import Detector
+    from streamgmm.service.config import config_from_dict, detector_dict
+    from streamgmm.service.fleet.coordination import ensure_coordination_topic
+    from streamgmm.service.fleet.fleet import Fleet as FleetMember
+    from streamgmm.service.fleet.messages import decode_sync
+    from streamgmm.service.kafka_io.producer import ProducerLink
+    from streamgmm.service.kafka_io.state_store import KafkaStateStore
+
+    raw = fleet_config(bootstrap, "in", "out", "dlq", unique("wide"), unique("fl-state"),
+                       unique("fl-coord"), None, 0)
+    raw["records"]["features"] = [f"f{j}" for j in range(150)]
+    raw["detector"] = {"n_components": 2, "covariance_type": "diag", "warmup_records": 2000}
+    cfg = config_from_dict(raw, environ={})
+    store = KafkaStateStore(cfg.kafka, cfg.checkpoint.topic, cfg.kafka.group_id,
+                            cfg.checkpoint.max_bytes)
+    fl = FleetMember(cfg, store, Detector, detector_dict(cfg))
+    ensure_coordination_topic(cfg.kafka, cfg.fleet.topic)
+    fl._link = ProducerLink(cfg.kafka, factory=fl._make_producer)   # no coordinator: a member
+    try:
+        X = np.random.default_rng(9).normal(size=(2500, 150))
+        fl.det.process(X)                                      # buffered for version 1
+        fl._send_sync()
+        fl._link.flush(30)
+    finally:
+        fl._link.close(5)
+    recs = read_topic(bootstrap, cfg.fleet.topic, min_records=1)
+    sizes = [DefaultRecordBatchBuilder.estimate_size_in_bytes(r.key, r.value, r.headers)
+             for r in recs]
+    assert len(recs) >= 3 and max(sizes) < 900_000, sizes
+    assert all(n == 1 for _, n in raw_batches(bootstrap, cfg.fleet.topic))
+    rows = np.concatenate([decode_sync(r.value, "test")[1]["rows"] for r in recs])
+    np.testing.assert_array_equal(rows, X[:2000])

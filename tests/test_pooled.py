@@ -193,3 +193,159 @@ def test_an_ensembles_members_pool_like_its_own_online_step():
         np.testing.assert_allclose(mb.means_, ma.means_, rtol=0, atol=1e-10)
         np.testing.assert_allclose(mb.covariances_, ma.covariances_, rtol=0, atol=1e-10)
     np.testing.assert_allclose(b.score_samples(Xs), a.score_samples(Xs), rtol=1e-10)
+
+
+def _member(name, warmup, features=3):
+    """A member's Detector following a MemberLink, with nothing adopted yet (buffering)."""
+    det = Detector({"warmup_records": warmup, "n_components": 2, "random_state": 0})
+    link = MemberLink(name, sample_records=500, warmup_records=warmup)
+    link.det = det
+    det.follow(link)
+    return det, link
+
+
+def _leader(warmup, features):
+    from streamgmm.service.config import config_from_dict, detector_dict
+    from streamgmm.service.fleet.leader import Leader
+
+    cfg = config_from_dict({"records": {"features": features},
+                            "detector": {"warmup_records": warmup, "n_components": 2,
+                                         "random_state": 0}}, environ={})
+    return Leader(Detector, cfg, detector_dict(cfg), features)
+
+
+def _deliver(leader, link, version=0):
+    """Each of the member's messages of this interval, as the coordination consumer hands
+    them to the leader (encoded and decoded, as on the topic)."""
+    from types import SimpleNamespace
+
+    for i, (meta, arrays) in enumerate(link.take_all(version)):
+        leader.receive(SimpleNamespace(value=encode_sync(meta, arrays), offset=i))
+
+
+def test_version_1_is_fitted_on_every_members_rows_in_proportion():
+    """Member A's partitions sync 200 warm-up rows, then member B, at another place, sends a
+    whole warmup_records (600) in one sync. Version 1 must be fitted on both (A's share
+    200/800 of the 600 rows), not on B's newest 600 only: that model flagged all of A's
+    normal records."""
+    rng = np.random.default_rng(5)
+    feats = ["a", "b", "c"]
+    A, B = rng.normal(size=(2200, 3)), rng.normal(size=(600, 3)) + 8.0
+    leader = _leader(600, feats)
+    det_a, link_a = _member("A", 600)
+    det_b, link_b = _member("B", 600)
+    det_a.process(A[:200])
+    _deliver(leader, link_a)
+    leader.sync()
+    assert not leader.fitting                               # 200 of 600: waits
+    det_b.process(B)
+    _deliver(leader, link_b)
+    leader.sync()
+    [started] = leader.take_events()
+    assert started.kind == "refit_started" and started.detail["n_records"] == 600
+    leader.wait(60)
+    leader.sync()
+    assert leader.det is not None and leader.det.ready
+    flagged_a = leader.det.score(A[200:]).is_anomaly.mean()
+    flagged_b = leader.det.score(rng.normal(size=(2000, 3)) + 8.0).is_anomaly.mean()
+    assert flagged_a < 0.05 and flagged_b < 0.05, (flagged_a, flagged_b)
+
+
+def test_version_1_counts_a_members_resent_rows_once():
+    """A member resends its warm-up buffer from its start (a solo leader turned shared, or
+    one that lost leadership): the leader replaces that member's rows, not weighing them
+    double."""
+    feats = ["a", "b", "c"]
+    rng = np.random.default_rng(6)
+    leader = _leader(600, feats)
+    det, link = _member("A", 600)
+    det.process(rng.normal(size=(300, 3)))
+    _deliver(leader, link)
+    link.restart_warm_rows()
+    _deliver(leader, link)
+    assert len(leader.warm["A"]) == 300
+    det.process(rng.normal(size=(100, 3)))
+    _deliver(leader, link)
+    np.testing.assert_array_equal(leader.warm["A"], det.buffered()[:400])
+
+
+def test_proportional_pooling_keeps_every_part_and_is_deterministic():
+    from streamgmm.service.fleet.sampling import proportional
+
+    parts = [np.arange(200), np.arange(1000, 1600), np.arange(5000, 5001), np.arange(0)]
+    out = proportional(parts, 600)
+    assert len(out) == 600 and len(np.unique(out)) == 600
+    counts = [np.sum(out < 1000), np.sum((out >= 1000) & (out < 5000)), np.sum(out >= 5000)]
+    assert counts == [150, 449, 1]                         # 600 x 200/801, 600/801, 1/801
+    assert out[0] == 0 and 199 in out and 1599 in out      # each part spread end to end
+    np.testing.assert_array_equal(out, proportional(parts, 600))
+    np.testing.assert_array_equal(proportional(parts[:1], 600), parts[0])   # fewer: all
+
+
+def test_wide_warm_up_rows_go_out_in_messages_under_the_bound():
+    """150 features: warmup_records (2,000) rows are 2.4 MB, over Apache Kafka's default
+    max.message.bytes (1 MB). The member sends them in several messages, each (as a record
+    batch, with its key and header) under the bound, together every row once; the leader
+    gets them all for version 1."""
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    from streamgmm.service.fleet.member import SYNC_BYTES
+    from streamgmm.service.fleet.messages import member_header
+
+    feats = [f"f{j}" for j in range(150)]
+    det, link = _member("member0@host:1", 2000, 150)
+    X = np.random.default_rng(7).normal(size=(2500, 150))
+    det.process(X)
+    messages = link.take_all(0)
+    sizes = []
+    for meta, arrays in messages:
+        data = encode_sync(meta, arrays)
+        sizes.append(DefaultRecordBatchBuilder.estimate_size_in_bytes(
+            b"group", data, member_header(meta["member"])))
+    assert len(messages) == 3 and max(sizes) < SYNC_BYTES < 1_000_000, sizes
+    rows = np.concatenate([a["rows"] for _, a in messages])
+    np.testing.assert_array_equal(rows, X[:2000])
+    assert [m["warm_from"] for m, _ in messages] == [0, len(messages[0][1]["rows"]),
+                                                     2 * len(messages[0][1]["rows"])]
+    assert link.take_all(0)[0][1] == {}                    # sent: not again
+    leader = _leader(2000, feats)
+    link.restart_warm_rows()
+    _deliver(leader, link)
+    np.testing.assert_array_equal(leader.warm["member0@host:1"],
+                                  X[:2000])
+
+
+def test_statistics_too_wide_for_a_default_coordination_topic_are_warned_about():
+    """The statistics of a sync are one message: from 150 features the default model's
+    (full covariances) pass Apache Kafka's default max.message.bytes, and the start-up
+    warns naming the coordination topic and the size (an upper bound of what a member
+    really sends); 3 full components fit."""
+    from streamgmm.detection.sizing import statistics_bytes
+    from streamgmm.service.config import config_from_dict
+    from streamgmm.service.runtime.preflight import check_sync_size
+
+    feats = [f"f{j}" for j in range(150)]
+    raw = {"records": {"features": feats}, "kafka": {"group_id": "g"},
+           "fleet": {"enabled": True, "topic": "coord"},
+           "checkpoint": {"store": "kafka", "topic": "state", "max_bytes": 8_000_000}}
+    [warning] = check_sync_size(config_from_dict(raw, environ={}))
+    need = int(warning.split("up to ")[1].split(" bytes")[0].replace(",", ""))
+    assert warning.startswith("fleet.topic: with 150 features") and "'coord'" in warning
+    assert 1_048_588 < need < 1_500_000, warning
+    small = config_from_dict({**raw, "detector": {"n_components": 3}}, environ={})
+    assert check_sync_size(small) == []
+    # the bound holds for what a member sends: 3 full components, measured
+    det, link = _member("m", 400, 150)
+    X = np.random.default_rng(8).normal(size=(1400, 150))
+    lead = Detector({"warmup_records": 400, "n_components": 3, "random_state": 0})
+    lead.process(X[:400])
+    det.process(X[400:800])
+    link.take_all(0)
+    det.adopt(Detector.loads(lead.dumps()))
+    det.process(X[800:1400])
+    meta, arrays = link.take(1)
+    stats = {k: v for k, v in arrays.items() if k.startswith("s0.")}
+    assert meta["n_mixtures"] == 1
+    measured = len(encode_sync(meta, stats))
+    assert 0.97 * statistics_bytes(small.detector, feats) < measured \
+        <= statistics_bytes(small.detector, feats)

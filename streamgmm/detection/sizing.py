@@ -169,3 +169,17 @@ def components_text(config):
     parts = [f"{n} {ct}" for ct, n in by.items()]
     return (" and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
             + " components")
+
+
+def statistics_bytes(config, feature_names, dtype=np.float64):
+    """An upper bound of the bytes of the online-EM statistics a fleet member sends in one
+    sync (every mixture's weights, weighted sums and scatter: features squared times the
+    full components), with their container; they cannot be split across messages."""
+    d = int(feature_names) if isinstance(feature_names, (int, np.integer)) \
+        else len(list(feature_names))
+    members, _ = _model_members(config)
+    arrays = []
+    for ct, k in members:
+        arrays += [8 * k, 8 * k * d, 8 * _cov_size(ct, k, d)]
+    return ZIP_END_BYTES + 2048 + sum(a + NPY_HEADER_BYTES + ZIP_ENTRY_BYTES + 24
+                                      for a in arrays)

@@ -213,8 +213,7 @@ class Fleet:
         send once its rows are out; silent, it made the leader take itself for alone (no
         sync for ALONE_SYNCS intervals), go solo and wait for a warm-up of its own
         partitions, without the rows the member had sent."""
-        meta, arrays = self.link.take(self.version)
-        data = encode_sync(meta, arrays)
+        messages = [encode_sync(meta, arrays) for meta, arrays in self.link.take_all(self.version)]
         if self._link.failed:
             self._sync_failed(self._link.error)
             try:
@@ -222,10 +221,12 @@ class Fleet:
             except Exception as exc:  # noqa: BLE001 - retried at the next sync
                 log.debug("fleet: rebuilding the producer: %s: %s", type(exc).__name__, exc)
                 return
-        if not self._link.send_once(self.cfg.fleet.topic, data, key=self.group.encode(),
-                                    headers=member_header(self.member_id),
-                                    on_ack=lambda: self._sync_acked(len(data))):
-            self._sync_failed(self._link.error)
+        for data in messages:  # the sync, then the rows that did not fit in it
+            if not self._link.send_once(self.cfg.fleet.topic, data, key=self.group.encode(),
+                                        headers=member_header(self.member_id),
+                                        on_ack=lambda n=len(data): self._sync_acked(n)):
+                self._sync_failed(self._link.error)
+                return
 
     def _sync_acked(self, size: int) -> None:  # on the producer's IO thread
         self.status.published += 1

@@ -4,9 +4,11 @@ Each `model.sync_seconds` the leader pools the statistics of every member's sync
 step of the pooled average, `models.pooled.apply`), adds their normal scores to the group
 threshold and marks the group model `unpublished`: the fleet then publishes it as the next
 version to the state topic (`publisher.py`, off the loop). The first version is fitted on
-the rows members buffered for it; a drift alarm from any member starts one refit for the
-whole group, on the pooled row sample since the estimated change; alarms about an older
-generation (the refit already landed) are ignored. Refits run in a background thread.
+the rows members buffered for it, each member's share in proportion to the rows it sent (so
+one member's large sync does not crowd the others' partitions out); a drift alarm from any
+member starts one refit for the whole group, on the pooled row sample since the estimated
+change; alarms about an older generation (the refit already landed) are ignored. Refits run
+in a background thread.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from ...detection.detector import MIN_RESTART_SCORES, DetectorEvent
 from ...models import pooled
 from ...persistence import CheckpointError
 from .messages import decode_sync
+from .sampling import proportional
 
 log = logging.getLogger("streamgmm.fleet")
 
@@ -58,6 +61,7 @@ class Leader:
         self.unpublished = False      # the group model changed since the last version sent
         self.rows = _Ring(cfg.detector.refit.window)
         self.scores = _Ring(cfg.detector.threshold.window)
+        self.warm: dict = {}          # member id -> its warm-up rows, for the first version
         self._reset_pending()
         self.members: dict = {}       # member id -> wall time of its last sync
         self.merged = 0
@@ -85,6 +89,7 @@ class Leader:
         self._reset_pending()
         self.rows = _Ring(self.cfg.detector.refit.window)
         self.scores = _Ring(self.cfg.detector.threshold.window)
+        self.warm = {}
         self.drift = None
         self.det = None
         self.unpublished = False
@@ -112,6 +117,8 @@ class Leader:
         self.members[meta["member"]] = time.time()
         if "rows" in arrays:
             self.rows.add(arrays["rows"], arrays["row_times"])
+            if self.det is None:
+                self._add_warm(meta["member"], meta.get("warm_from"), arrays["rows"])
         det = self.det
         if det is None or meta["generation"] != det.model_version:
             return  # before the first version, or about a generation a refit replaced
@@ -144,8 +151,9 @@ class Leader:
         publishes it as version + 1). The current version."""
         self._land_job()
         if self.det is None:
-            if self._job is None and len(self.rows) >= self.cfg.detector.warmup_records:
-                self._start_fit(self.rows.values[-self.cfg.detector.warmup_records:], "warmup")
+            n = self.cfg.detector.warmup_records
+            if self._job is None and sum(map(len, self.warm.values())) >= n:
+                self._start_fit(proportional(self.warm.values(), n), "warmup")
             return self.version
         det = self.det
         if self._stats is not None:
@@ -173,6 +181,17 @@ class Leader:
             self.unpublished = True
         self._reset_pending()
         return self.version
+
+    def _add_warm(self, member: str, start, rows) -> None:
+        """A member's warm-up rows from position `start` of its buffer on (a member that was
+        a solo leader resends its buffer from 0: replaced, not counted twice); rows without
+        a position (a refit sample) are appended."""
+        have = self.warm.get(member)
+        rows = np.asarray(rows, dtype=np.float64)
+        if have is not None and (start is None or start > 0):
+            rows = np.concatenate([have[:start], rows])
+        n = self.cfg.detector.warmup_records
+        self.warm[member] = rows[-n:] if start is None else rows[:n]
 
     def _start_fit(self, X, reason: str) -> None:
         det = self.det if self.det is not None else \
@@ -205,6 +224,7 @@ class Leader:
             self.drift = None
             return
         det.install(box["trained"])
+        self.warm = {}
         if reason != "warmup":
             det.counters["refits"] += 1
         self.det, self.drift = det, None

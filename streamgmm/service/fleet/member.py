@@ -4,7 +4,10 @@ The member's Detector follows the group (`Detector.follow(link)`): it scores wit
 adopted version and, instead of stepping the model, gives this link the online-EM
 statistics of the records it learns from, its scores (for the group threshold) and
 its drift alarms. Every `model.sync_seconds` the fleet takes one `sync` message from here.
-Raw rows leave the member only as the bounded refit sample (`fleet.sample_records`).
+Raw rows leave the member only as the bounded refit sample (`fleet.sample_records`) and,
+before the first version, its buffered warm-up rows. Rows that would make a sync larger than
+SYNC_BYTES follow it in row-only messages of at most that size, so that wide records pass a
+coordination topic at Apache Kafka's default `max.message.bytes` (1 MB).
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import numpy as np
 from ...models import pooled
 
 SCORES_PER_SYNC = 2000   # scores per member per sync for the group threshold
+SYNC_BYTES = 900_000     # bound on the rows' share of one message (Kafka's default: 1 MB)
+SYNC_OVERHEAD = 16_384   # a message's manifest and container beyond its arrays' data
 
 
 class MemberLink:
@@ -35,6 +40,7 @@ class MemberLink:
         self._marks: list = []      # (records seen after a chunk, wall time) for alarm times
         self._drift: dict | None = None  # resent each sync until a new generation arrives
         self._warm_sent = 0
+        self._more: list = []       # row-only messages following this interval's sync
         self.scored = 0             # records scored by this member
         self.urgent = False         # a new drift report: sync now, not at the interval
         self._scored_at_take = 0
@@ -118,11 +124,40 @@ class MemberLink:
         if scores is not None and self._scores_gen == det.model_version:
             arrays["scores"], arrays["score_times"] = scores, stimes
         rows, rtimes = self._rows.take() if self._rows is not None else (None, None)
+        start = None
         if not det.ready:  # before the first version: the buffered records, for its fit
+            start = self._warm_sent
             rows, rtimes = self._warm_rows()
+        self._more = []
         if rows is not None and len(rows):
-            arrays["rows"], arrays["row_times"] = rows, rtimes
+            self._split_rows(meta, arrays, rows, rtimes, start)
         return meta, arrays
+
+    def take_all(self, version: int) -> list:
+        """This interval's messages: the sync (`take`), then the rows that did not fit in it,
+        each message at most SYNC_BYTES."""
+        out = [self.take(version)]
+        out.extend(self._more)
+        self._more = []
+        return out
+
+    def _split_rows(self, meta, arrays, rows, rtimes, start) -> None:
+        """Put into the sync the rows that keep it within SYNC_BYTES and the others into
+        row-only messages after it (`warm_from`: their position in the warm-up buffer)."""
+        per_row = rows.shape[1] * rows.itemsize + rtimes.itemsize
+        used = SYNC_OVERHEAD + sum(a.nbytes for a in arrays.values())
+        first = max(0, (SYNC_BYTES - used) // per_row)
+        step = max(1, (SYNC_BYTES - SYNC_OVERHEAD) // per_row)
+        if first:
+            arrays["rows"], arrays["row_times"] = rows[:first], rtimes[:first]
+            if start is not None:
+                meta["warm_from"] = start
+        for i in range(first, len(rows), step):
+            m = dict(meta, n=0, steps=0, n_mixtures=0, drift=None, scored=0)
+            m.pop("warm_from", None)
+            if start is not None:
+                m["warm_from"] = start + i
+            self._more.append((m, {"rows": rows[i:i + step], "row_times": rtimes[i:i + step]}))
 
     def _warm_rows(self):
         """Rows buffered for the first version not sent yet (at most warmup_records)."""

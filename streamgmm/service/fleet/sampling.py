@@ -52,3 +52,22 @@ class Thinned:
             vals, times = vals[idx], times[idx]
         self._parts, self._times, self._n, self._stride, self._phase = [], [], 0, 1, 0
         return vals, times
+
+
+def proportional(parts, n: int):
+    """`n` rows drawn from `parts` (arrays, in a fixed order) in proportion to their sizes,
+    each part evenly thinned (largest remainders, ties to the earlier part): every part that
+    has rows keeps its share, and the same parts give the same rows. All rows when fewer."""
+    parts = [np.asarray(p) for p in parts if len(p)]
+    sizes = np.array([len(p) for p in parts], dtype=np.int64)
+    total = int(sizes.sum())
+    if total <= n:
+        return np.concatenate(parts) if parts else np.zeros((0,))
+    share = sizes * n / total
+    quota = np.floor(share).astype(np.int64)
+    rest = n - int(quota.sum())
+    order = sorted(range(len(parts)), key=lambda i: (-(share[i] - quota[i]), i))
+    for i in order[:rest]:
+        quota[i] += 1
+    return np.concatenate([p[np.linspace(0, len(p) - 1, q).round().astype(int)]
+                           for p, q in zip(parts, quota) if q > 0])

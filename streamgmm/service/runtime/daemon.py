@@ -141,7 +141,8 @@ class Daemon:
             preflight.check_files(cfg)
         except preflight.PreflightError as exc:
             raise DaemonError(str(exc)) from None
-        for warning in preflight.check_warmup(cfg) + preflight.check_state_size(cfg):
+        for warning in (preflight.check_warmup(cfg) + preflight.check_state_size(cfg)
+                        + preflight.check_sync_size(cfg)):
             log.warning(warning)
         if preflight.kafka_needed(cfg) and not self._connect():
             return False

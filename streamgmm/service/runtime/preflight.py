@@ -380,6 +380,31 @@ def check_state_size(cfg) -> list[str]:
             f"topic's max.message.bytes with it), or use checkpoint.store: file"]
 
 
+# Apache Kafka's default max.message.bytes (broker message.max.bytes), ~1 MB
+KAFKA_DEFAULT_MESSAGE_BYTES = 1_048_588
+
+
+def check_sync_size(cfg) -> list[str]:
+    """A warning when a fleet member's sync can pass Apache Kafka's default max.message.bytes:
+    its rows are split into messages under 900 KB, but its online-EM statistics (features
+    squared times full components) go in one message, refused whole by such a topic."""
+    if not cfg.fleet.enabled:
+        return []
+    from ...detection.sizing import components_text, statistics_bytes
+    from ..fleet.member import SCORES_PER_SYNC, SYNC_OVERHEAD
+
+    need = (statistics_bytes(cfg.detector, cfg.records.features) + 16 * SCORES_PER_SYNC
+            + SYNC_OVERHEAD)
+    if need <= KAFKA_DEFAULT_MESSAGE_BYTES:
+        return []
+    return [f"fleet.topic: with {len(cfg.records.features)} features "
+            f"({components_text(cfg.detector)}) a member's sync carries up to {need:,} bytes "
+            f"of statistics in one message, over Apache Kafka's default max.message.bytes "
+            f"({KAFKA_DEFAULT_MESSAGE_BYTES:,}): set max.message.bytes of the coordination "
+            f"topic {cfg.fleet.topic!r} to at least {need:,}, or make the model smaller "
+            f"(detector.covariance_type: diag, fewer components or features)"]
+
+
 def check_metrics_address(cfg) -> None:
     """The metrics endpoint's address can be listened on (bound and released at once, as
     the daemon's HTTP server binds it: with SO_REUSEADDR)."""
