@@ -91,6 +91,11 @@ def _cov_size(covariance_type, k, d):
     return {"full": k * d * d, "tied": d * d, "diag": k * d, "spherical": k}[covariance_type]
 
 
+def _stats_sizes(covariance_type, k, d):
+    """Bytes of one mixture's online-EM statistics: weights, weighted sums, scatter."""
+    return [8 * k, 8 * k * d, 8 * _cov_size(covariance_type, k, d)]
+
+
 def _model_members(config):
     """[(covariance type, components)] of the largest model ``config`` can fit: the auto
     ensemble's members on the largest window a fit is given (the warm-up or a refit's
@@ -124,10 +129,9 @@ def state_bytes(config, feature_names, include_recent_records=False, dtype=np.fl
     members, ensemble = _model_members(config)
     for i, (ct, k) in enumerate(members):
         p = f"model.m{i}." if ensemble else "model."
-        cov = f8 * _cov_size(ct, k, d)
-        arrays += [(p + "stats_s0", f8 * k), (p + "stats_means", f8 * k * d),
-                   (p + "stats_scatter", cov), (p + "weights_", f8 * k),
-                   (p + "means_", f8 * k * d), (p + "covariances_", cov),
+        s0, sums, cov = _stats_sizes(ct, k, d)
+        arrays += [(p + "stats_s0", s0), (p + "stats_means", sums), (p + "stats_scatter", cov),
+                   (p + "weights_", s0), (p + "means_", sums), (p + "covariances_", cov),
                    (p + "precisions_cholesky_", cov)]
     if ensemble:
         arrays += [("model.loc", f8 * len(members)), ("model.scale", f8 * len(members))]
@@ -178,8 +182,6 @@ def statistics_bytes(config, feature_names, dtype=np.float64):
     d = int(feature_names) if isinstance(feature_names, (int, np.integer)) \
         else len(list(feature_names))
     members, _ = _model_members(config)
-    arrays = []
-    for ct, k in members:
-        arrays += [8 * k, 8 * k * d, 8 * _cov_size(ct, k, d)]
+    arrays = [size for ct, k in members for size in _stats_sizes(ct, k, d)]
     return ZIP_END_BYTES + 2048 + sum(a + NPY_HEADER_BYTES + ZIP_ENTRY_BYTES + 24
                                       for a in arrays)

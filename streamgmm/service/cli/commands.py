@@ -207,9 +207,7 @@ def cmd_check_config(args) -> int:
         sys.stdout.flush()
     # the same checks as the daemon's start-up: files, then the Kafka cluster
     try:
-        warnings = (preflight.check_warmup(cfg) + preflight.check_model_source(cfg)
-                    + preflight.check_state_size(cfg)
-                    + preflight.check_sync_size(cfg))
+        warnings = preflight.config_warnings(cfg) + preflight.check_model_source(cfg)
         warnings += [] if args.offline else preflight.run_preflight(cfg, check_model=True)
     except preflight.PreflightError as exc:
         print(f"streamgmm check-config: error: {exc}", file=sys.stderr)

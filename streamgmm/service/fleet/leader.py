@@ -26,6 +26,7 @@ from .sampling import proportional
 
 log = logging.getLogger("streamgmm.fleet")
 
+
 class _Ring:
     """The newest `cap` rows (2-D) or values (1-D) with their wall times."""
 

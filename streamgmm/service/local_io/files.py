@@ -514,7 +514,7 @@ class FileSource(_LocalSource):
             room = rotation.START_BYTES - len(self._start)
             if room > 0 and pos == len(self._start) and size == len(line):
                 self._start += line[:room]
-            tail = line if len(line) >= TAIL_BYTES else tail + line
+            tail = line if len(line) >= TAIL_BYTES else (tail + line)[-TAIL_BYTES:]
             pos += size
             rec = self._parser.record(line, self.topic, self._next_offset, size)
             if rec is not None:

@@ -141,8 +141,7 @@ class Daemon:
             preflight.check_files(cfg)
         except preflight.PreflightError as exc:
             raise DaemonError(str(exc)) from None
-        for warning in (preflight.check_warmup(cfg) + preflight.check_state_size(cfg)
-                        + preflight.check_sync_size(cfg)):
+        for warning in preflight.config_warnings(cfg):
             log.warning(warning)
         if preflight.kafka_needed(cfg) and not self._connect():
             return False
@@ -870,7 +869,7 @@ def load_detector(cfg, store: KafkaStateStore | None = None):
         det.close()
         raise DaemonError(f"{origin} was trained on features {list(names)}, but "
                           f"records.features is {features} (a model scores its columns in "
-                          f"the order it was trained on): {_start_over(cfg, origin)}")
+                          f"the order it was trained on): {preflight.start_over(cfg, origin)}")
     dtype = getattr(det, "dtype", None)
     log.info("restored %s (model version %s, %s components%s)", origin, det.model_version,
              getattr(det, "n_components", "?"),
@@ -895,29 +894,11 @@ def load_detector(cfg, store: KafkaStateStore | None = None):
     return det
 
 
-def _start_over(cfg, origin: str) -> str:
-    """What to do to start from something else than ``origin``."""
-    target = (f"model.path ({cfg.model.path})" if cfg.model.path
-              else "a warm-up (or a model.path)")
-    if origin.startswith("checkpoint "):
-        return f"to start from {target}, move the checkpoint {cfg.checkpoint.path} away"
-    if origin.startswith("state topic "):
-        return (f"to start from {target}, delete the group's state: a tombstone (a null value "
-                f"keyed {cfg.kafka.group_id!r}) on {cfg.checkpoint.topic}")
-    return ("fit a model on records.features ('streamgmm fit') and set model.path to it, or "
-            "unset model.path to warm up")
-
-
 def _model_path_not_loaded(cfg, origin: str) -> None:
     """model.path is read only when there is no checkpoint: say so, loudly when the model file
     is newer than the checkpoint (a model fitted since, that the operator means to use)."""
     path, ck = cfg.model.path, cfg.checkpoint.path
-    try:
-        newer = bool(ck) and origin.startswith("checkpoint ") and \
-            os.path.getmtime(path) > os.path.getmtime(ck)
-    except OSError:
-        newer = False
-    if newer:
+    if origin.startswith("checkpoint ") and preflight.model_newer_than_checkpoint(cfg):
         log.warning("model.path %s is newer than the checkpoint %s but not loaded: a "
                     "checkpoint is restored before model.path; to start from model.path, "
                     "move the checkpoint away", path, ck)

@@ -433,5 +433,5 @@ def _duration(detail: dict):
     return None
 
 
-__all__ = ["DaemonMetrics", "BatchHistogram", "RatioWindow", "UndefinedUntilSet", "DEAD_LETTER_REASONS",
-           "DRIFT_DETECTORS", "REFIT_OUTCOMES", "FLEET_TOPICS", "FLEET_DIRECTIONS"]
+__all__ = ["DaemonMetrics", "BatchHistogram", "RatioWindow", "UndefinedUntilSet",
+           "DEAD_LETTER_REASONS", "DRIFT_DETECTORS", "REFIT_OUTCOMES", "FLEET_TOPICS", "FLEET_DIRECTIONS"]

@@ -149,12 +149,11 @@ def check_model_content(cfg) -> None:
         features = list(cfg.records.features)
         names = list(det.feature_names or [])
         if names != features and not det.adopt_feature_names(features):
-            how = ("move it away to start from model.path or a warm-up"
-                   if key == "checkpoint.path" else
-                   "fit a model on records.features with 'streamgmm fit'")
+            origin = f"{'checkpoint' if key == 'checkpoint.path' else 'model'} {path}"
             raise PreflightError(f"{key}: {path} was trained on features {names}, but "
                                  f"records.features is {features} (a model scores its "
-                                 f"columns in the order it was trained on): {how}")
+                                 f"columns in the order it was trained on): "
+                                 f"{start_over(cfg, origin)}")
     finally:
         det.close()
 
@@ -342,6 +341,36 @@ def check_warmup(cfg) -> list[str]:
     return [w] if w else []
 
 
+def start_over(cfg, origin: str) -> str:
+    """What to do to start from something else than ``origin`` (``checkpoint PATH``, ``state
+    topic ...`` or ``model PATH``): the way out of a model the config does not fit."""
+    target = (f"model.path ({cfg.model.path})" if cfg.model.path
+              else "a warm-up (or a model.path)")
+    if origin.startswith("checkpoint "):
+        return f"to start from {target}, move the checkpoint {cfg.checkpoint.path} away"
+    if origin.startswith("state topic "):
+        return (f"to start from {target}, delete the group's state: a tombstone (a null value "
+                f"keyed {cfg.kafka.group_id!r}) on {cfg.checkpoint.topic}")
+    return ("fit a model on records.features ('streamgmm fit') and set model.path to it, or "
+            "unset model.path to warm up")
+
+
+def model_newer_than_checkpoint(cfg) -> bool:
+    """Whether ``model.path`` was written after the checkpoint file (a model fitted since,
+    that the operator means to use, though the checkpoint is restored first)."""
+    path, ck = cfg.model.path, cfg.checkpoint.path
+    try:
+        return bool(path and ck) and os.path.getmtime(path) > os.path.getmtime(ck)
+    except OSError:
+        return False
+
+
+def config_warnings(cfg) -> list[str]:
+    """The warnings the settings alone give, at the daemon's start and in ``check-config``:
+    a warm-up too small for the model, a state or a fleet sync larger than Kafka takes."""
+    return check_warmup(cfg) + check_state_size(cfg) + check_sync_size(cfg)
+
+
 def check_model_source(cfg) -> list[str]:
     """A warning when ``model.path`` is set but a checkpoint file exists: the daemon restores
     the checkpoint and does not load ``model.path`` (louder when the model file is newer: a
@@ -349,10 +378,7 @@ def check_model_source(cfg) -> list[str]:
     path, ck = cfg.model.path, cfg.checkpoint.path
     if not path or cfg.checkpoint.store != "file" or not ck or not os.path.exists(ck):
         return []
-    try:
-        newer = os.path.getmtime(path) > os.path.getmtime(ck)
-    except OSError:
-        newer = False
+    newer = model_newer_than_checkpoint(cfg)
     return [f"model.path: {path} will not be loaded: the checkpoint {ck} exists and is "
             "restored instead" + (" although the model file is newer" if newer else "") +
             "; to start from model.path, move the checkpoint away"]
